@@ -1,0 +1,1 @@
+"""Workbench core: project store, import/export, versions, CLI. Never imports streamlit."""

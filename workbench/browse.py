@@ -1,0 +1,101 @@
+"""What the Datasets page and `workbench stats` ask of a version: pages of records, filters, counts.
+
+Every function runs one bounded DuckDB query; none loads a whole version into memory.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from workbench.formats import CANONICAL
+from workbench.store import Store
+from workbench.versions import Version, version_columns
+
+CATEGORY_NAMES = ("category", "intent", "label")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def category_column(store: Store, version: Version) -> str | None:
+    """The column that holds each record's category: `category`, the label column, `intent` or `label`."""
+    names = [c for c, _ in version_columns(store, version)]
+    for name in ("category", version.label_column, "intent", "label"):
+        if name and name in names:
+            return name
+    return None
+
+
+def _filters(store: Store, version: Version, text: str | None, category: str | list | None,
+             column: str | None) -> tuple[str, list]:
+    clauses, params = [], []
+    if text and text.strip():
+        pattern = "%" + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(prompt ILIKE ? ESCAPE '\\' OR completion ILIKE ? ESCAPE '\\')")
+        params += [pattern, pattern]
+    if category not in (None, "", []):
+        column = column or category_column(store, version)
+        if column:
+            values = [category] if isinstance(category, str) else list(category)
+            clauses.append(f"CAST({_q(column)} AS VARCHAR) IN ({', '.join('?' for _ in values)})")
+            params += [str(v) for v in values]
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def page(store: Store, version: Version, *, text: str | None = None, category=None, column: str | None = None,
+         offset: int = 0, limit: int = 50) -> pa.Table:
+    """Records offset..offset+limit in version order that match the filters, with their row number."""
+    where, params = _filters(store, version, text, category, column)
+    sql = (f"SELECT rowid + 1 AS row, * FROM {version.table_name} {where} ORDER BY rowid "
+           f"LIMIT {int(limit)} OFFSET {int(offset)}")
+    return store.cursor().execute(sql, params).fetch_arrow_table()
+
+
+def count(store: Store, version: Version, *, text: str | None = None, category=None,
+          column: str | None = None) -> int:
+    where, params = _filters(store, version, text, category, column)
+    if not where:
+        return version.row_count
+    return store.cursor().execute(f"SELECT count(*) FROM {version.table_name} {where}", params).fetchall()[0][0]
+
+
+def value_counts(store: Store, version: Version, column: str | None = None) -> list[tuple[str | None, int]]:
+    """(value, records) for each value of a column (default: the category column), most common first."""
+    column = column or category_column(store, version)
+    if not column:
+        return []
+    sql = (f"SELECT CAST({_q(column)} AS VARCHAR) AS value, count(*) AS n FROM {version.table_name} "
+           "GROUP BY ALL ORDER BY n DESC, value")
+    return [(v, n) for v, n in store.cursor().execute(sql).fetchall()]
+
+
+def stats(store: Store, version: Version) -> dict:
+    """Record count, category mix, splits and character lengths of a version."""
+    names = [c for c, _ in version_columns(store, version)]
+    column = category_column(store, version)
+    by_category = dict(value_counts(store, version, column)) if column else {}
+    lengths = store.cursor().execute(
+        f"SELECT avg(length(prompt)), max(length(prompt)), avg(length(completion)), max(length(completion)), "
+        f"count(system), count(messages) FROM {version.table_name}").fetchall()[0]
+    out = {
+        "dataset": version.dataset,
+        "version": version.number,
+        "format": version.format,
+        "records": version.row_count,
+        "content_hash": version.content_hash,
+        "category_column": column,
+        "categories": len(by_category),
+        "by_category": by_category,
+        "columns": [c for c in names if c not in CANONICAL or c in ("prompt", "completion")],
+        "chars": {
+            "prompt_mean": round(lengths[0] or 0, 1), "prompt_max": lengths[1] or 0,
+            "completion_mean": round(lengths[2] or 0, 1) if lengths[2] is not None else None,
+            "completion_max": lengths[3],
+        },
+        "with_system": lengths[4],
+        "multi_turn": lengths[5],
+    }
+    if "split" in names:
+        out["by_split"] = dict(value_counts(store, version, "split"))
+    return out

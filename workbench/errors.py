@@ -1,0 +1,5 @@
+"""User-facing errors: the CLI prints their message on one line, never a traceback."""
+
+
+class WorkbenchError(Exception):
+    """A problem the user can fix; the message says what to do next."""
