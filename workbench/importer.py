@@ -141,7 +141,7 @@ def _fast_batches(path: Path, kind: str, progress: Progress | None) -> Iterator[
         with open(path, "rb") as f:
             reader = pajson.open_json(f, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
             for batch in reader:
-                yield pa.Table.from_batches([batch]), min(f.tell() / size, 1.0)
+                yield pa.Table.from_batches([batch]), min(f.tell() / size, 0.99)
     elif kind in ("csv", "tsv"):
         delimiter = "\t" if kind == "tsv" else ","
         header = _csv_header(path, delimiter)
@@ -158,7 +158,7 @@ def _fast_batches(path: Path, kind: str, progress: Progress | None) -> Iterator[
                 table = pa.Table.from_batches([batch])
                 for i, name in enumerate(table.column_names):
                     table = table.set_column(i, name, unescape_csv(table.column(name)))
-                yield table, min(f.tell() / size, 1.0)
+                yield table, min(f.tell() / size, 0.99)
     elif kind == "parquet":
         pf = pq.ParquetFile(path)
         total = max(pf.metadata.num_rows, 1)
@@ -173,7 +173,7 @@ def _fast_batches(path: Path, kind: str, progress: Progress | None) -> Iterator[
             if not all(isinstance(r, dict) for r in chunk):
                 raise _SlowPath()
             try:
-                table = pa.Table.from_pylist(chunk)
+                table = _from_dicts(chunk)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 raise _SlowPath() from None
             yield table, min((start + len(chunk)) / max(len(records), 1), 1.0)
@@ -270,6 +270,7 @@ def _exact_rows(path: Path, kind: str) -> Iterator[tuple[int, object, str]]:
                                                  f"{exc.start + 1}); save the file as UTF-8"), \
                         raw.decode("utf-8", "replace")
                     continue
+                text = text.rstrip("\r\n")
                 try:
                     yield lineno, json.loads(text), text
                 except json.JSONDecodeError as exc:
@@ -393,7 +394,11 @@ def import_file(
     def fast() -> Iterator[pa.Table]:
         for table, fraction in _guarded(_fast_batches(path, kind, progress), _SlowPath):
             mapping = mapping_for(table.column_names)
-            errors = batch_errors(table, mapping, max_bytes)
+            try:
+                table.validate(full=True)  # the JSON reader lets invalid UTF-8 through
+                errors = batch_errors(table, mapping, max_bytes)
+            except READ_ERRORS:
+                raise _SlowPath() from None
             if errors:
                 raise _SlowPath()  # re-read row by row: exact line numbers, every error, quarantine
             yield canonical_batch(table, mapping)
@@ -435,9 +440,12 @@ def import_file(
             result.imported += t.num_rows
             yield t
 
+    parent = _latest_version_id(store, dataset)
+
     def write(batches) -> Version:
         return write_version(store, dataset, counted(batches), kind="import", fmt=lambda: state["mapping"].format,
-                             recipe=recipe, info=lambda: _info(state["mapping"]), created_by=created_by)
+                             recipe=recipe, info=lambda: _info(state["mapping"]), parent_id=parent,
+                             created_by=created_by)
 
     try:
         result.version = write(fast())
@@ -463,6 +471,12 @@ def import_file(
     return result
 
 
+def _latest_version_id(store: Store, dataset: str) -> int | None:
+    """A re-import continues the dataset's lineage: its parent is the newest version so far."""
+    rows = store.cursor().execute("SELECT max(version_id) FROM wb_versions WHERE dataset = ?", [dataset]).fetchall()
+    return rows[0][0]
+
+
 def _count_skipped(batches: Iterator[pa.Table], result: ImportResult) -> Iterator[pa.Table]:
     for t in batches:
         yield t
@@ -473,9 +487,14 @@ def _info(mapping: Mapping) -> dict:
     return {"label_column": mapping.label_column, "source_columns": mapping.columns}
 
 
+def _from_dicts(rows: list[dict]) -> pa.Table:
+    """Like Table.from_pylist, but columns come from every row's keys, not only the first row's."""
+    return pa.Table.from_struct_array(pa.array(rows))
+
+
 def _rows_to_table(rows: list[dict]) -> pa.Table:
     try:
-        table = pa.Table.from_pylist(rows)
+        table = _from_dicts(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # Mixed types in an extra column: keep its values as text.
         keys = list(dict.fromkeys(k for r in rows for k in r))

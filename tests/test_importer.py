@@ -1,0 +1,224 @@
+"""Import: every file kind and format, column mapping, exact error reports, quarantine, versions."""
+
+import csv
+import json
+
+import datasets
+import pandas as pd
+import pytest
+
+from tests.conftest import write_jsonl
+from workbench.errors import WorkbenchError
+from workbench.importer import ImportRejected, import_file, quarantine
+from workbench.versions import get_version, list_datasets, list_versions
+
+
+def version_tables(store) -> int:
+    sql = "SELECT count(*) FROM duckdb_tables() WHERE regexp_matches(table_name, '^wb_v[0-9]+$')"
+    return store.cursor().execute(sql).fetchall()[0][0]
+
+
+def rows(store, ref, cols="prompt, completion, system, messages"):
+    v = get_version(store, ref)
+    return store.cursor().execute(f"SELECT {cols} FROM {v.table_name} ORDER BY rowid").fetchall()
+
+
+PC = [{"id": "a1", "prompt": "Where is my parcel?", "completion": "It ships tomorrow.", "category": "shipping"},
+      {"id": "a2", "prompt": "Refund please", "completion": "Refund issued.", "category": "refund", "intent": "r"}]
+
+
+def test_banking77_csv_matches_the_file(store, banking_dir):
+    path = banking_dir / "train.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        ref = list(csv.DictReader(f))  # the standard library as the outside reference
+    result = import_file(store, path, "banking")
+    assert result.imported == len(ref) == 10003
+    assert result.format == "classification"
+    v = result.version
+    got = store.cursor().execute(f"SELECT prompt, category FROM {v.table_name} ORDER BY rowid").fetchall()
+    assert got == [(r["text"], r["category"]) for r in ref]
+    assert len({r["category"] for r in ref}) == 77
+    assert v.recipe["file_kind"] == "csv" and v.row_count == 10003 and len(v.content_hash) == 64
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "parquet", "hf"])
+def test_every_file_kind_gives_the_same_records_and_hash(store, tmp_path, kind):
+    path = tmp_path / f"data.{kind}"
+    if kind == "jsonl":
+        write_jsonl(path, PC)
+    elif kind == "json":
+        path.write_text(json.dumps(PC))
+    elif kind == "csv":
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["id", "prompt", "completion", "category", "intent"])
+            w.writeheader()
+            w.writerows(PC)
+    elif kind == "parquet":
+        pd.DataFrame(PC).to_parquet(path)
+    else:
+        datasets.Dataset.from_pandas(pd.DataFrame(PC), preserve_index=False).save_to_disk(str(path))
+    result = import_file(store, path, "t")
+    assert result.format == "prompt-completion"
+    assert rows(store, "t") == [(r["prompt"], r["completion"], None, None) for r in PC]
+    assert rows(store, "t", "id, category, intent") == [("a1", "shipping", None), ("a2", "refund", "r")]
+    reference = import_file(store, write_jsonl(tmp_path / "ref.jsonl", PC), "ref").version.content_hash
+    assert result.version.content_hash == reference
+
+
+def test_chat_alpaca_and_classification(store, tmp_path):
+    chat = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                          {"role": "assistant", "content": "Hello"}], "category": "greet"},
+            {"messages": [{"role": "user", "content": "A"}, {"role": "assistant", "content": "B"},
+                          {"role": "user", "content": "C"}, {"role": "assistant", "content": "D"}]}]
+    import_file(store, write_jsonl(tmp_path / "chat.jsonl", chat), "chat")
+    got = rows(store, "chat")
+    assert got[0] == ("Hi", "Hello", "Be brief.", None)
+    assert got[1][:3] == ("C", "D", None) and json.loads(got[1][3]) == chat[1]["messages"]
+
+    alpaca = [{"instruction": "Summarise", "input": "Long text", "output": "Short"},
+              {"instruction": "Say hi", "input": "", "output": "hi"}]
+    assert import_file(store, write_jsonl(tmp_path / "a.jsonl", alpaca), "alp").format == "alpaca"
+    assert rows(store, "alp") == [("Summarise\n\nLong text", "Short", None, None), ("Say hi", "hi", None, None)]
+
+    cls = tmp_path / "c.csv"
+    cls.write_text("sentence,intent,id\nI lost my card,lost_card,7\nNew PIN?,pin,8\n")
+    r = import_file(store, cls, "cls")
+    assert r.format == "classification" and r.version.label_column == "intent"
+    assert rows(store, "cls", "prompt, completion, intent, id") == [("I lost my card", None, "lost_card", "7"),
+                                                                     ("New PIN?", None, "pin", "8")]
+
+
+def test_explicit_column_mapping(store, tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "Q1", "answer": "A1", "team": "x"}])
+    with pytest.raises(WorkbenchError, match="cannot tell the format"):
+        import_file(store, path, "qa")
+    import_file(store, path, "qa", prompt_col="question", completion_col="answer")
+    assert rows(store, "qa", "prompt, completion, team") == [("Q1", "A1", "x")]
+    with pytest.raises(WorkbenchError, match="'nope' .*not in the file"):
+        import_file(store, path, "qa", prompt_col="nope", completion_col="answer")
+    r = import_file(store, path, "qa2", fmt="classification", text_col="question", label_col="team")
+    assert r.format == "classification"
+
+
+BAD = [
+    ('{"prompt": "ok", "completion": "fine"}', None, None),
+    ('{"prompt": "broken", "completion": "x"', None, "malformed JSON"),
+    ('{"prompt": "no completion"}', "completion", "`completion` is missing"),
+    ('{"prompt": "empty", "completion": ""}', "completion", "`completion` is empty"),
+    ('{"prompt": "   ", "completion": "x"}', "prompt", "`prompt` is empty"),
+    ('{"prompt": "num", "completion": 5}', "completion", "is a number; expected text"),
+    ('["not", "an", "object"]', None, "expected an object"),
+    ('{"prompt": "ok2", "completion": "fine2"}', None, None),
+]
+
+
+def test_fail_reports_every_bad_line_and_imports_nothing(store, tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [line for line, _, _ in BAD])
+    with pytest.raises(ImportRejected) as info:
+        import_file(store, path, "bad")
+    errors = info.value.result.errors
+    expected = [(i + 1, f, m) for i, (_, f, m) in enumerate(BAD) if m]
+    assert [(e["line"], e["field"]) for e in errors] == [(n, f) for n, f, _ in expected]
+    for e, (_, _, m) in zip(errors, expected):
+        assert m in e["error"]
+    assert "\n" not in str(info.value)
+    assert list_datasets(store) == []
+    assert version_tables(store) == 0
+
+
+def test_skip_imports_good_rows_and_quarantines_bad(store, tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [line for line, _, _ in BAD])
+    r = import_file(store, path, "bad", on_error="skip")
+    assert (r.imported, r.skipped) == (2, 6)
+    assert rows(store, "bad", "prompt") == [("ok",), ("ok2",)]
+    q = quarantine(store, "bad")
+    assert [x["line"] for x in q] == [2, 3, 4, 5, 6, 7]
+    assert q[0]["raw"] == BAD[1][0] and q[0]["version_id"] == r.version.version_id
+    assert r.version.recipe["skipped"] == 6
+
+
+def test_many_errors_are_all_counted(store, tmp_path):
+    lines = [{"prompt": f"p{i}", "completion": "" if i % 2 else "c"} for i in range(100)]
+    with pytest.raises(ImportRejected) as info:
+        import_file(store, write_jsonl(tmp_path / "m.jsonl", lines), "m")
+    assert info.value.result.error_count == 50
+    assert [e["line"] for e in info.value.result.errors] == list(range(2, 101, 2))
+
+
+def test_chat_errors_name_the_message(store, tmp_path):
+    lines = [{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
+             {"messages": [{"role": "user", "content": "hi"}]},
+             {"messages": "hello"}]
+    with pytest.raises(ImportRejected) as info:
+        import_file(store, write_jsonl(tmp_path / "c.jsonl", lines), "c")
+    errs = info.value.result.errors
+    assert errs[0] == {"line": 1, "field": "messages[1].role",
+                       "error": "`messages[1].role` is 'bot'; expected one of system, user, assistant"}
+    assert "does not end with an assistant message" in errs[1]["error"]
+    assert errs[2]["field"] == "messages"
+
+
+def test_non_utf8_empty_and_huge_fields(store, tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"prompt": "ok", "completion": "x"}\n{"prompt": "caf\xe9", "completion": "x"}\n')
+    with pytest.raises(ImportRejected) as info:
+        import_file(store, bad, "l")
+    assert info.value.result.errors[0]["line"] == 2 and "not valid UTF-8" in info.value.result.errors[0]["error"]
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(WorkbenchError, match="is empty"):
+        import_file(store, empty, "e")
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(WorkbenchError):
+        import_file(store, header_only, "h")
+
+    huge = write_jsonl(tmp_path / "huge.jsonl", [{"prompt": "p", "completion": "x" * 10_000_000}])
+    with pytest.raises(ImportRejected) as info:
+        import_file(store, huge, "huge")
+    err = info.value.result.errors[0]
+    assert err["line"] == 1 and err["field"] == "completion" and "10.0 MB; the limit is 1 MB" in err["error"]
+
+
+def test_csv_errors_name_physical_lines(store, tmp_path):
+    path = tmp_path / "multi.csv"
+    path.write_text('text,label\n"first line\nsecond line",a\n"",b\nfine,c\nx,y,z\n')
+    with pytest.raises(ImportRejected) as info:
+        import_file(store, path, "m")
+    assert [(e["line"], e["field"]) for e in info.value.result.errors] == [(4, "text"), (6, None)]
+
+
+def test_versions_are_immutable_and_linked(store, tmp_path):
+    p1 = write_jsonl(tmp_path / "1.jsonl", PC)
+    v1 = import_file(store, p1, "d").version
+    v2 = import_file(store, p1, "d").version
+    v3 = import_file(store, write_jsonl(tmp_path / "2.jsonl", PC[:1]), "d").version
+    assert (v1.number, v2.number, v3.number) == (1, 2, 3)
+    assert v1.parent_id is None and v2.parent_id == v1.version_id and v3.parent_id == v2.version_id
+    assert v1.content_hash == v2.content_hash != v3.content_hash
+    assert [v.row_count for v in list_versions(store, "d")] == [2, 2, 1]
+    assert rows(store, "d@1") == rows(store, "d@2") and len(rows(store, "d")) == 1
+    assert v1.recipe["source"] == str(p1) and v1.recipe["format"] == "prompt-completion"
+
+
+def test_an_interrupted_import_leaves_nothing(store, tmp_path):
+    big = write_jsonl(tmp_path / "big.jsonl", ({"prompt": f"p{i}" * 50, "completion": "c" * 200}
+                                                for i in range(60_000)))
+
+    def boom(fraction, message):
+        if 0 < fraction < 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_file(store, big, "big", progress=boom)
+    assert list_datasets(store) == []
+    assert version_tables(store) == 0
+    assert import_file(store, big, "big").imported == 60_000
+
+
+def test_bad_names_and_paths(store, tmp_path):
+    with pytest.raises(WorkbenchError, match="not allowed"):
+        import_file(store, tmp_path / "x.jsonl", "../evil")
+    with pytest.raises(WorkbenchError, match="no such file"):
+        import_file(store, tmp_path / "missing.jsonl", "ok")
