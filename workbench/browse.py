@@ -49,7 +49,7 @@ def page(store: Store, version: Version, *, text: str | None = None, category=No
     where, params = _filters(store, version, text, category, column)
     sql = (f"SELECT rowid + 1 AS row, * FROM {version.table_name} {where} ORDER BY rowid "
            f"LIMIT {int(limit)} OFFSET {int(offset)}")
-    return store.cursor().execute(sql, params).fetch_arrow_table()
+    return store.cursor().sql(sql, params=params).to_arrow_table()
 
 
 def count(store: Store, version: Version, *, text: str | None = None, category=None,

@@ -152,9 +152,9 @@ def _export_hf(cur, source: str, out: Path) -> None:
         splits = [r[0] for r in cur.execute(f"SELECT DISTINCT split FROM {source} ORDER BY 1").fetchall()]
         if any(s is None for s in splits):
             raise WorkbenchError("some records have no split value; every record needs one for a DatasetDict")
-        parts = {s: cur.execute(f"SELECT * FROM {source} WHERE split = ?", [s]).fetch_arrow_table() for s in splits}
+        parts = {s: cur.sql(f"SELECT * FROM {source} WHERE split = {_lit(s)}").to_arrow_table() for s in splits}
     else:
-        parts = {"train": cur.execute(f"SELECT * FROM {source}").fetch_arrow_table()}
+        parts = {"train": cur.sql(f"SELECT * FROM {source}").to_arrow_table()}
     dd = datasets.DatasetDict({str(k): datasets.Dataset(pa.Table.from_batches(t.to_batches(), t.schema))
                                for k, t in parts.items()})
     datasets.disable_progress_bars()

@@ -133,10 +133,10 @@ def _detect(cols: list[str], given: dict) -> str:
         return "prompt-completion"
     if "text_col" in given or "label_col" in given:
         return "classification"
+    if "prompt" in cols and any(c in cols for c in COMPLETION_NAMES):
+        return "prompt-completion"  # checked first: our CSV/Parquet exports carry `messages` beside them
     if "messages" in cols:
         return "chat"
-    if "prompt" in cols and any(c in cols for c in COMPLETION_NAMES):
-        return "prompt-completion"
     if "instruction" in cols and "output" in cols:
         return "alpaca"
     if any(c in cols for c in TEXT_NAMES) and any(c in cols for c in LABEL_NAMES):

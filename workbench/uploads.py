@@ -79,4 +79,8 @@ def _place(tmp: str, target: Path) -> None:
         raise
     except OSError:  # a file system without hard links: claim the name, then move the bytes over the claim
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(target)
+            raise

@@ -60,50 +60,52 @@ def check_name(name: str) -> str:
 class ContentHasher:
     """sha256 over the canonical text of every column, in row order, independent of file format.
 
-    Each column is hashed on its own (value lengths, then bytes), streaming batch by batch,
-    so the hash needs no second pass and does not depend on how rows were chunked.
-    Values are compared as text: the same record read from JSONL, CSV or Parquet hashes
-    alike. For extra columns NULL and '' hash alike, because CSV cannot tell them apart.
+    Each column is hashed on its own, as three streams (validity, value lengths, value bytes),
+    batch by batch, so the hash needs no second pass and does not depend on how the rows were
+    chunked. Values are compared as text: the same record read from JSONL, CSV or Parquet
+    hashes alike. For extra columns NULL and '' hash alike, because CSV cannot tell them apart.
     """
 
     def __init__(self):
         self.rows = 0
-        self.columns: dict[str, "hashlib._Hash"] = {}
+        self.columns: dict[str, tuple] = {}
 
     def update(self, table: pa.Table) -> None:
+        n = table.num_rows
         for name in table.column_names:
             if name not in self.columns:
-                h = self.columns[name] = hashlib.sha256()
-                if self.rows:  # a column first seen now was NULL in every earlier row
-                    h.update(np.zeros(self.rows, "<i8").tobytes())
-                    if name in CANONICAL:
-                        h.update(np.zeros(self.rows, np.uint8).tobytes())
-        for name, h in self.columns.items():
+                self.columns[name] = (hashlib.sha256(), hashlib.sha256(), hashlib.sha256())
+                self._feed_nulls(name, self.rows)  # a column first seen now was NULL in every earlier row
+        for name in self.columns:
             if name in table.column_names:
-                self._feed(h, name, table.column(name))
+                self._feed(name, table.column(name))
             else:
-                h.update(np.zeros(table.num_rows, "<i8").tobytes())
-                if name in CANONICAL:
-                    h.update(np.zeros(table.num_rows, np.uint8).tobytes())
-        self.rows += table.num_rows
+                self._feed_nulls(name, n)
+        self.rows += n
 
-    @staticmethod
-    def _feed(h, name: str, col: pa.ChunkedArray | pa.Array) -> None:
+    def _feed_nulls(self, name: str, n: int) -> None:
+        valid, lengths, _ = self.columns[name]
+        if n:
+            lengths.update(np.zeros(n, "<i8").tobytes())
+            if name in CANONICAL:
+                valid.update(np.zeros(n, np.uint8).tobytes())
+
+    def _feed(self, name: str, col: pa.ChunkedArray | pa.Array) -> None:
+        valid, lengths, data = self.columns[name]
         for chunk in col.chunks if isinstance(col, pa.ChunkedArray) else [col]:
             arr = _as_text(chunk)
             if name in CANONICAL:
-                h.update(np.asarray(arr.is_valid(), dtype=np.uint8).tobytes() if arr.null_count else
-                         np.ones(len(arr), np.uint8).tobytes())
+                valid.update(arr.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
             arr = pc.fill_null(arr, "")
             offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
-            h.update(np.diff(offsets).astype("<i8").tobytes())
-            h.update(memoryview(arr.buffers()[2])[offsets[0]: offsets[-1]] if len(arr) and offsets[-1] > offsets[0]
-                     else b"")
+            lengths.update(np.diff(offsets).astype("<i8").tobytes())
+            if len(arr) and offsets[-1] > offsets[0]:
+                data.update(memoryview(arr.buffers()[2])[offsets[0]: offsets[-1]])
 
     def hexdigest(self) -> str:
         top = hashlib.sha256(f"rows={self.rows}\n".encode())
         for name in sorted(self.columns, key=lambda c: (c not in CANONICAL, c)):
-            top.update(name.encode() + b"\0" + self.columns[name].digest())
+            top.update(name.encode() + b"\0" + b"".join(h.digest() for h in self.columns[name]))
         return top.hexdigest()
 
 
@@ -298,8 +300,7 @@ def iter_version(store: Store, version: Version, *, batch_rows: int = 50_000, wh
     """The version's rows in order, as Arrow tables (never the whole version in memory)."""
     cur = store.con.cursor()
     try:
-        reader = cur.execute(f"SELECT * FROM {version.table_name} {where} ORDER BY rowid").fetch_record_batch(
-            batch_rows)
+        reader = cur.sql(f"SELECT * FROM {version.table_name} {where} ORDER BY rowid").to_arrow_reader(batch_rows)
         for batch in reader:
             yield pa.Table.from_batches([batch])
     finally:
