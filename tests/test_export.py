@@ -26,7 +26,7 @@ CHAT = [{"messages": [{"role": "system", "content": "Be kind."}, {"role": "user"
 
 def records(store, ref):
     v = get_version(store, ref)
-    return store.cursor().execute(f"SELECT * FROM {v.table_name} ORDER BY rowid").fetchall()
+    return store.cursor().execute(f"SELECT * EXCLUDE (_row) FROM {v.table_name} ORDER BY _row").fetchall()
 
 
 @pytest.mark.parametrize("fmt", ["chat", "prompt-completion", "alpaca", "csv", "parquet", "hf"])

@@ -14,13 +14,14 @@ from workbench.versions import get_version, list_datasets, list_versions
 
 
 def version_tables(store) -> int:
-    sql = "SELECT count(*) FROM duckdb_tables() WHERE regexp_matches(table_name, '^wb_v[0-9]+$')"
-    return store.cursor().execute(sql).fetchall()[0][0]
+    sql = "SELECT count(*) FROM duckdb_views() WHERE regexp_matches(view_name, '^wb_v[0-9]+$')"
+    folders = list(store.project.data_dir.iterdir())
+    return store.cursor().execute(sql).fetchall()[0][0] + len(folders)
 
 
 def rows(store, ref, cols="prompt, completion, system, messages"):
     v = get_version(store, ref)
-    return store.cursor().execute(f"SELECT {cols} FROM {v.table_name} ORDER BY rowid").fetchall()
+    return store.cursor().execute(f"SELECT {cols} FROM {v.table_name} ORDER BY _row").fetchall()
 
 
 PC = [{"id": "a1", "prompt": "Where is my parcel?", "completion": "It ships tomorrow.", "category": "shipping"},
@@ -35,7 +36,7 @@ def test_banking77_csv_matches_the_file(store, banking_dir):
     assert result.imported == len(ref) == 10003
     assert result.format == "classification"
     v = result.version
-    got = store.cursor().execute(f"SELECT prompt, category FROM {v.table_name} ORDER BY rowid").fetchall()
+    got = store.cursor().execute(f"SELECT prompt, category FROM {v.table_name} ORDER BY _row").fetchall()
     assert got == [(r["text"], r["category"]) for r in ref]
     assert len({r["category"] for r in ref}) == 77
     assert v.recipe["file_kind"] == "csv" and v.row_count == 10003 and len(v.content_hash) == 64

@@ -219,7 +219,7 @@ def _draws(rng: np.random.Generator, n: int, batch: int = 2048) -> Iterator[list
 
 
 def generate_tickets(n: int, *, seed: int = 7, start: int = 0) -> Iterator[dict]:
-    """Yield n synthetic tickets; ids start at T{start+1:06d} and start also selects a distinct stream."""
+    """Yield n tickets (ids from T{start+1:06d}); a shorter n gives a prefix; each start has its own stream."""
     rng = np.random.default_rng([seed, start])
     near_cut, exact_cut = round((NEAR_DUP_RATE + EXACT_DUP_RATE) * _M), round(EXACT_DUP_RATE * _M)
     recent: deque = deque(maxlen=500)  # (ticket, customer name) of the last 500 original tickets

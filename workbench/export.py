@@ -66,7 +66,7 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
                     raise WorkbenchError(f"{bad} record(s) of {version.ref} {why}, which {fmt} cannot hold; "
                                          "export as chat, csv, parquet or hf")
         select = _select(fmt, version.format, extras, has, text_col, label)
-        source = f"(SELECT {select} FROM {version.table_name} {where} ORDER BY rowid)"
+        source = f"(SELECT {select} FROM {version.table_name} {where})"  # file order is record order
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
         _remove(tmp)

@@ -12,6 +12,8 @@ import csv
 import io
 import json
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +306,45 @@ def _guarded(batches: Iterator, on_error: type | None, path: Path | None = None)
         raise WorkbenchError(f"{path.name}: cannot read the file ({str(exc).splitlines()[0]})") from None
 
 
+def _prefetch(items: Iterator, depth: int = 4) -> Iterator:
+    """Run a reader in a background thread, `depth` items ahead, so parsing overlaps checking and writing.
+
+    pyarrow's readers release the GIL; exceptions reach the consumer in order.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            q.put((done, exc))
+
+    worker = threading.Thread(target=produce, daemon=True, name="workbench-reader")
+    worker.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def _exact_csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, object, str]]:
     bad_lines: dict[int, str] = {}
     state = {"line": 0}
@@ -392,7 +433,7 @@ def import_file(
         return state["mapping"]
 
     def fast() -> Iterator[pa.Table]:
-        for table, fraction in _guarded(_fast_batches(path, kind, progress), _SlowPath):
+        for table, fraction in _prefetch(_guarded(_fast_batches(path, kind, progress), _SlowPath)):
             mapping = mapping_for(table.column_names)
             try:
                 table.validate(full=True)  # the JSON reader lets invalid UTF-8 through

@@ -46,6 +46,11 @@ class Project:
         return self.root / "models"
 
     @property
+    def data_dir(self) -> Path:
+        """Parquet files of the dataset versions, one folder per version."""
+        return self.root / "data"
+
+    @property
     def uploads_dir(self) -> Path:
         return self.root / "uploads"
 
@@ -75,7 +80,7 @@ def init_project(path: str | os.PathLike | None = None) -> Project:
     if root.exists() and not root.is_dir():
         raise WorkbenchError(f"{root} exists and is not a folder; choose another --project")
     project = Project(root)
-    for folder in (root, project.runs_dir, project.models_dir, project.uploads_dir):
+    for folder in (root, project.data_dir, project.runs_dir, project.models_dir, project.uploads_dir):
         folder.mkdir(parents=True, exist_ok=True)
     if not project.config_path.exists():
         project.config_path.write_text(DEFAULT_CONFIG.format(name=root.name.replace('"', "")), encoding="utf-8")

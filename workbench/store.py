@@ -1,9 +1,9 @@
 """The project's DuckDB store: one read-write connection per process, a cursor per thread.
 
-Record data of each dataset version lives in its own immutable table `wb_v<id>`;
-metadata, quarantine and (later) annotations live in `wb_*` tables. A view named
-after each dataset points at its newest version so SQL users can write
-`SELECT ... FROM banking` (and `"banking@2"` for an older version).
+Record data of each dataset version lives in immutable Parquet files under `data/v<id>/`,
+seen through the view `wb_v<id>`; metadata, quarantine and (later) annotations live in
+`wb_*` tables. A view named after each dataset points at its newest version so SQL users
+can write `SELECT ... FROM banking` (and `"banking@2"` for an older version).
 """
 
 from __future__ import annotations
@@ -79,6 +79,10 @@ class Store:
         self.con.execute(
             "INSERT INTO wb_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)]
         )
+        project.data_dir.mkdir(parents=True, exist_ok=True)
+        from workbench.versions import remove_orphans  # versions builds on the store
+
+        remove_orphans(self)
 
     @classmethod
     def open(cls, project_dir=None, *, create: bool = True) -> "Store":

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Callable, Iterable
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from workbench.errors import WorkbenchError
 from workbench.formats import CANONICAL
@@ -133,6 +137,66 @@ def _as_text(arr: pa.Array) -> pa.Array:
 
 # ---------------------------------------------------------------- writing
 
+ROW_GROUP_ROWS = 16_384
+ROW_COLUMN = "_row"  # 0-based position of the record in its version, stored with the data
+
+
+class _PartWriter:
+    """Parquet parts of one version's folder; a new part starts when the columns change."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.folder.mkdir(parents=True)
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.parts = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        table = table.append_column(ROW_COLUMN, pa.array(range(self.rows, self.rows + table.num_rows), pa.int64()))
+        self.rows += table.num_rows
+        if self.pending and table.schema != self.pending[0].schema:
+            try:
+                table = table.cast(self.pending[0].schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+                self._flush()
+                self._close_part()
+        elif self.writer is not None and not self.pending and table.schema != self.writer.schema:
+            try:
+                table = table.cast(self.writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+                self._close_part()
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        if self.writer is None:
+            text = [f.name for f in table.schema if pa.types.is_string(f.type)]
+            self.writer = pq.ParquetWriter(
+                self.folder / f"part-{self.parts:05d}.parquet", table.schema, compression="lz4",
+                # Statistics on long texts cost time and help no query; keep them for short columns.
+                write_statistics=[f.name for f in table.schema if f.name not in ("prompt", "completion", "messages")],
+                use_dictionary=[c for c in text if c not in ("prompt", "completion", "messages", "system")])
+            self.parts += 1
+        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+
+    def _close_part(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def close(self) -> None:
+        self._flush()
+        self._close_part()
+
+
 def write_version(
     store: Store,
     dataset: str,
@@ -144,95 +208,77 @@ def write_version(
     info: dict | Callable[[], dict] | None = None,
     parent_id: int | None = None,
     created_by: str | None = None,
-    on_batch: Callable[[pa.Table], None] | None = None,
 ) -> Version:
-    """Store batches as a new immutable version, in one transaction: it appears whole or not at all.
+    """Store batches as a new immutable version: it appears whole or not at all.
 
-    fmt, recipe and info may be callables, evaluated once every batch is stored (an import
-    knows its format and skipped rows only then).
+    The records go to Parquet files in `data/v<id>/` (written aside, then renamed); the
+    version row and its views are committed in one DuckDB transaction after that. Hashing
+    runs in a second thread beside the Parquet writer. fmt, recipe and info may be callables,
+    evaluated once every batch is stored (an import knows its format and skipped rows only then).
     """
     check_name(dataset)
-    con = store.con.cursor()
+    version_id = store.cursor().execute("SELECT nextval('wb_version_seq')").fetchall()[0][0]
+    folder = store.project.data_dir / f"v{version_id}"
+    partial = folder.with_name(folder.name + ".partial")
     hasher = ContentHasher()
-    table = None
     try:
-        con.execute("BEGIN TRANSACTION")
-        version_id = con.execute("SELECT nextval('wb_version_seq')").fetchall()[0][0]
-        table = f"wb_v{version_id}"
-        columns: dict[str, str] = {}
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            hasher.update(batch)
-            _append(con, table, batch, columns)
-            if on_batch:
-                on_batch(batch)
-        if not columns:
+        writer = _PartWriter(partial)
+        with ThreadPoolExecutor(1) as pool:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                hashing = pool.submit(hasher.update, batch)
+                writer.write(batch)
+                hashing.result()
+        writer.close()
+        if not writer.rows:
             raise WorkbenchError("no records to store: the result is empty")
-        con.execute("INSERT INTO wb_datasets (name) VALUES (?) ON CONFLICT DO NOTHING", [dataset])
-        number = con.execute(
-            "SELECT coalesce(max(number), 0) + 1 FROM wb_versions WHERE dataset = ?", [dataset]
-        ).fetchall()[0][0]
-        content_hash = hasher.hexdigest()
+        os.replace(partial, folder)
         fmt, recipe, info = (x() if callable(x) else x for x in (fmt, recipe, info))
-        con.execute(
-            "INSERT INTO wb_versions (version_id, dataset, number, parent_id, kind, format, recipe, row_count,"
-            " content_hash, table_name, info, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [version_id, dataset, number, parent_id, kind, fmt, json.dumps(recipe, default=str), hasher.rows,
-             content_hash, table, json.dumps(info or {}), created_by],
-        )
-        con.execute(f'CREATE OR REPLACE VIEW "{dataset}" AS SELECT * FROM {table}')
-        con.execute(f'CREATE OR REPLACE VIEW "{dataset}@{number}" AS SELECT * FROM {table}')
-        con.execute("COMMIT")
+        number = store.retry(lambda cur: _commit_version(
+            cur, version_id, dataset, parent_id, kind, fmt, recipe, info, hasher, folder, created_by))
     except BaseException:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
-    finally:
-        con.close()
-    store.checkpoint()
     return get_version(store, f"{dataset}@{number}")
 
 
-def _append(con, table: str, batch: pa.Table, columns: dict[str, str]) -> None:
-    """Append a batch; new columns are added and a type clash widens the column to text."""
-    con.register("wb_batch", batch)
-    try:
-        if not columns:
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM wb_batch")
-        else:
-            for name in batch.column_names:
-                if name not in columns:
-                    ddl_type = con.execute(f'SELECT typeof("{_q(name)}") FROM wb_batch LIMIT 1').fetchall()[0][0]
-                    con.execute(f'ALTER TABLE {table} ADD COLUMN "{_q(name)}" {ddl_type}')
-            for attempt in range(len(batch.column_names) + 1):
-                try:
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM wb_batch")
-                    break
-                except duckdb.ConversionException:
-                    widened = _widen_one(con, table, batch, columns)
-                    if not widened:
-                        raise
-        for name, typ in con.execute(f"SELECT column_name, data_type FROM duckdb_columns() "
-                                     f"WHERE table_name = '{table}'").fetchall():
-            columns[name] = typ
-    finally:
-        con.unregister("wb_batch")
+def _commit_version(cur, version_id, dataset, parent_id, kind, fmt, recipe, info, hasher, folder, created_by) -> int:
+    cur.execute("INSERT INTO wb_datasets (name) VALUES (?) ON CONFLICT DO NOTHING", [dataset])
+    number = cur.execute("SELECT coalesce(max(number), 0) + 1 FROM wb_versions WHERE dataset = ?",
+                         [dataset]).fetchall()[0][0]
+    table = f"wb_v{version_id}"
+    cur.execute(
+        "INSERT INTO wb_versions (version_id, dataset, number, parent_id, kind, format, recipe, row_count,"
+        " content_hash, table_name, info, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [version_id, dataset, number, parent_id, kind, fmt, json.dumps(recipe, default=str), hasher.rows,
+         hasher.hexdigest(), table, json.dumps(info or {}), created_by])
+    files = _lit(str(folder / "*.parquet"))
+    cur.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
+    for name in (dataset, f"{dataset}@{number}"):  # what SQL users query; the row column stays internal
+        cur.execute(f'CREATE OR REPLACE VIEW "{_q(name)}" AS SELECT * EXCLUDE ({ROW_COLUMN}) FROM {table}')
+    return number
 
 
-def _widen_one(con, table: str, batch: pa.Table, columns: dict[str, str]) -> bool:
-    for name in batch.column_names:
-        if columns.get(name) not in (None, "VARCHAR"):
-            con.execute(f'ALTER TABLE {table} ALTER COLUMN "{_q(name)}" TYPE VARCHAR')
-            columns[name] = "VARCHAR"
-            return True
-    return False
+def remove_orphans(store: Store) -> list[Path]:
+    """Version folders that no committed version owns (a crash mid-write) are deleted."""
+    data = store.project.data_dir
+    if not data.exists():
+        return []
+    owned = {f"v{r[0]}" for r in store.cursor().execute("SELECT version_id FROM wb_versions").fetchall()}
+    removed = [p for p in data.iterdir() if p.name not in owned]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return removed
 
 
 def _q(name: str) -> str:
     return name.replace('"', '""')
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 # ---------------------------------------------------------------- reading
@@ -291,16 +337,17 @@ def list_datasets(store: Store) -> list[dict]:
 
 
 def version_columns(store: Store, version: Version) -> list[tuple[str, str]]:
-    return store.cursor().execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
-        [version.table_name]).fetchall()
+    """(name, type) of the version's record columns, without the internal row column."""
+    rows = store.cursor().execute(f"DESCRIBE {version.table_name}").fetchall()
+    return [(r[0], r[1]) for r in rows if r[0] != ROW_COLUMN]
 
 
 def iter_version(store: Store, version: Version, *, batch_rows: int = 50_000, where: str = ""):
     """The version's rows in order, as Arrow tables (never the whole version in memory)."""
     cur = store.con.cursor()
     try:
-        reader = cur.sql(f"SELECT * FROM {version.table_name} {where} ORDER BY rowid").to_arrow_reader(batch_rows)
+        reader = cur.sql(f"SELECT * EXCLUDE ({ROW_COLUMN}) FROM {version.table_name} {where}").to_arrow_reader(
+            batch_rows)
         for batch in reader:
             yield pa.Table.from_batches([batch])
     finally:
