@@ -8,14 +8,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 from workbench.formats import CANONICAL
-from workbench.store import Store
+from workbench.store import Store, quote_ident
 from workbench.versions import ROW_COLUMN, Version, version_columns
 
 CATEGORY_NAMES = ("category", "intent", "label")
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def category_column(store: Store, version: Version) -> str | None:
@@ -38,7 +34,7 @@ def _filters(store: Store, version: Version, text: str | None, category: str | l
         column = column or category_column(store, version)
         if column:
             values = [category] if isinstance(category, str) else list(category)
-            clauses.append(f"CAST({_q(column)} AS VARCHAR) IN ({', '.join('?' for _ in values)})")
+            clauses.append(f"CAST({quote_ident(column)} AS VARCHAR) IN ({', '.join('?' for _ in values)})")
             params += [str(v) for v in values]
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
@@ -65,7 +61,7 @@ def value_counts(store: Store, version: Version, column: str | None = None) -> l
     column = column or category_column(store, version)
     if not column:
         return []
-    sql = (f"SELECT CAST({_q(column)} AS VARCHAR) AS value, count(*) AS n FROM {version.table_name} "
+    sql = (f"SELECT CAST({quote_ident(column)} AS VARCHAR) AS value, count(*) AS n FROM {version.table_name} "
            "GROUP BY ALL ORDER BY n DESC, value")
     return [(v, n) for v, n in store.cursor().execute(sql).fetchall()]
 

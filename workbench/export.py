@@ -15,21 +15,13 @@ import pyarrow.compute as pc
 
 from workbench.errors import WorkbenchError
 from workbench.formats import CANONICAL
-from workbench.store import Store
+from workbench.store import Store, quote_ident, quote_literal
 from workbench.versions import Version, version_columns
 
 EXPORT_FORMATS = ("chat", "alpaca", "prompt-completion", "csv", "parquet", "hf")
 # A leading =, +, -, @, tab or CR makes spreadsheets evaluate a cell; a leading quote marks our escape.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 _UNESCAPE_RE = "^'[=+\\-@\\t\\r']"
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def export_version(store: Store, version: Version, fmt: str, out: str | os.PathLike, *,
@@ -45,7 +37,7 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
     if split is not None:
         if "split" not in names:
             raise WorkbenchError(f"{version.ref} has no split column; make splits with `workbench split` first")
-        where = f"WHERE split = {_lit(split)}"
+        where = f"WHERE split = {quote_literal(split)}"
     cur = store.con.cursor()
     try:
         records = cur.execute(f"SELECT count(*) FROM {version.table_name} {where}").fetchall()[0][0]
@@ -71,11 +63,11 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
         tmp = out.with_name(out.name + ".partial")
         _remove(tmp)
         if fmt in ("chat", "alpaca", "prompt-completion"):
-            cur.execute(f"COPY {source} TO {_lit(str(tmp))} (FORMAT json)")
+            cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT json)")
         elif fmt == "parquet":
-            cur.execute(f"COPY {source} TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+            cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
         elif fmt == "csv":
-            cur.execute(f"COPY {_csv_source(cur, source)} TO {_lit(str(tmp))} (FORMAT csv, HEADER true)")
+            cur.execute(f"COPY {_csv_source(cur, source)} TO {quote_literal(str(tmp))} (FORMAT csv, HEADER true)")
         else:
             _export_hf(cur, source, tmp)
         _remove(out)
@@ -88,12 +80,12 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
 
 def _select(fmt: str, source_format: str, extras: list[str], has: dict, text_col: str | None,
             label: str | None) -> str:
-    keep = ", ".join(_q(c) for c in extras)
+    keep = ", ".join(quote_ident(c) for c in extras)
     keep = (", " + keep) if keep else ""
     if source_format == "classification":
-        answer = f"CAST({_q(label)} AS VARCHAR)"
+        answer = f"CAST({quote_ident(label)} AS VARCHAR)"
         if fmt in ("csv", "parquet", "hf"):
-            return f"prompt AS {_q(text_col)}{keep}"
+            return f"prompt AS {quote_ident(text_col)}{keep}"
         if fmt == "chat":
             return f"[{{'role': 'user', 'content': prompt}}, {{'role': 'assistant', 'content': {answer}}}] " \
                    f"AS messages{keep}"
@@ -118,9 +110,9 @@ def _csv_source(cur, source: str) -> str:
     cols = cur.execute(f"DESCRIBE {source}").fetchall()
     parts = []
     for name, typ, *_ in cols:
-        c = _q(name)
+        c = quote_ident(name)
         if typ == "VARCHAR":
-            starts = ", ".join(_lit(s) if s not in ("\t", "\r") else f"chr({ord(s)})" for s in FORMULA_START)
+            starts = ", ".join(quote_literal(s) if s not in ("\t", "\r") else f"chr({ord(s)})" for s in FORMULA_START)
             parts.append(f"CASE WHEN left({c}, 1) IN ({starts}) THEN '''' || {c} ELSE {c} END AS {c}")
         elif typ in ("DOUBLE", "FLOAT"):
             parts.append(f"CASE WHEN {c} = trunc({c}) AND abs({c}) < 1e15 THEN CAST(CAST({c} AS BIGINT) AS VARCHAR)"
@@ -152,7 +144,7 @@ def _export_hf(cur, source: str, out: Path) -> None:
         splits = [r[0] for r in cur.execute(f"SELECT DISTINCT split FROM {source} ORDER BY 1").fetchall()]
         if any(s is None for s in splits):
             raise WorkbenchError("some records have no split value; every record needs one for a DatasetDict")
-        parts = {s: cur.sql(f"SELECT * FROM {source} WHERE split = {_lit(s)}").to_arrow_table() for s in splits}
+        parts = {s: cur.sql(f"SELECT * FROM {source} WHERE split = {quote_literal(s)}").to_arrow_table() for s in splits}
     else:
         parts = {"train": cur.sql(f"SELECT * FROM {source}").to_arrow_table()}
     dd = datasets.DatasetDict({str(k): datasets.Dataset(pa.Table.from_batches(t.to_batches(), t.schema))

@@ -9,7 +9,6 @@ so that each error names the real line number, and reports every bad row.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import queue

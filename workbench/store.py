@@ -60,6 +60,15 @@ CREATE TABLE IF NOT EXISTS wb_quarantine (
 QUARANTINE_RAW_CHARS = 100_000
 
 
+def quote_ident(name: str) -> str:
+    """A SQL identifier, quoted: dataset and column names come from users."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 class Store:
     """The read-write DuckDB connection of this process."""
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from workbench.errors import WorkbenchError
 from workbench.formats import CANONICAL
-from workbench.store import Store
+from workbench.store import Store, quote_ident, quote_literal
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
 
@@ -254,10 +254,10 @@ def _commit_version(cur, version_id, dataset, parent_id, kind, fmt, recipe, info
         " content_hash, table_name, info, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [version_id, dataset, number, parent_id, kind, fmt, json.dumps(recipe, default=str), hasher.rows,
          hasher.hexdigest(), table, json.dumps(info or {}), created_by])
-    files = _lit(str(folder / "*.parquet"))
+    files = quote_literal(str(folder / "*.parquet"))
     cur.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
     for name in (dataset, f"{dataset}@{number}"):  # what SQL users query; the row column stays internal
-        cur.execute(f'CREATE OR REPLACE VIEW "{_q(name)}" AS SELECT * EXCLUDE ({ROW_COLUMN}) FROM {table}')
+        cur.execute(f'CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * EXCLUDE ({ROW_COLUMN}) FROM {table}')
     return number
 
 
@@ -271,14 +271,6 @@ def remove_orphans(store: Store) -> list[Path]:
     for p in removed:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return removed
-
-
-def _q(name: str) -> str:
-    return name.replace('"', '""')
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # ---------------------------------------------------------------- reading
