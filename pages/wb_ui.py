@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Iterator
 
 import pyarrow as pa
 import streamlit as st
 
-from workbench.errors import WorkbenchError
+from workbench import browse
+from workbench.formats import CANONICAL
 from workbench.project import open_project, project_dir
 from workbench.store import Store
 
@@ -32,20 +31,41 @@ def get_store() -> Store:
     return _store_for(current_project_dir())
 
 
-def show_error(exc: BaseException) -> None:
+def show_error(exc: BaseException | str) -> None:
     """A user error as one red line, never a traceback."""
     st.error(str(exc), icon=":material/error:")
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Show a WorkbenchError raised in the block as st.error and carry on with the page."""
-    try:
-        yield
-    except WorkbenchError as exc:
-        show_error(exc)
-
-
 def visible_columns(table: pa.Table) -> list[str]:
-    """Columns with at least one value on this page (chat-only columns stay hidden for other formats)."""
-    return [name for name in table.column_names if table.column(name).null_count < table.num_rows]
+    """All columns but the canonical ones this page leaves empty (`messages` and `system` of
+    prompt-completion data, `completion` of classification data)."""
+    return [name for name in table.column_names
+            if name not in CANONICAL or table.column(name).null_count < table.num_rows]
+
+
+def version_rows(dataset_versions: list, all_versions: list) -> list[dict]:
+    """The versions table of one dataset, newest first, with parents named as 'dataset@N'."""
+    refs = {v.version_id: v.ref for v in all_versions}
+    return [{"version": v.number, "kind": v.kind, "records": v.row_count, "format": v.format,
+             "content hash": v.content_hash[:12],
+             "parent": None if v.parent_id is None else refs.get(v.parent_id, f"#{v.parent_id}"),
+             "created": v.created_at} for v in reversed(dataset_versions)]
+
+
+# Versions never change, so what a query says about one can be kept for the life of the server.
+# The key names the project and the version's content, so two projects never share an entry.
+
+def version_key(store: Store, version) -> tuple:
+    return str(store.project.root), version.version_id, version.content_hash
+
+
+@st.cache_data(max_entries=256, show_spinner="Counting matching records…")
+def count_matching(_store: Store, _version, key: tuple, text: str, categories: tuple) -> int:
+    """browse.count with filters (a full scan), once per version and filter."""
+    return browse.count(_store, _version, text=text, category=list(categories))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def category_counts(_store: Store, _version, key: tuple) -> list:
+    """browse.value_counts of the category column, once per version."""
+    return browse.value_counts(_store, _version)

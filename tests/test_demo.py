@@ -41,8 +41,8 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
     demo.write_jsonl(c, 3000, seed=8)
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
-    first_a, first_c = json.loads(a.read_text("utf-8").splitlines()[0]), json.loads(c.read_text("utf-8").splitlines()[0])
-    assert first_a["prompt"] != first_c["prompt"]
+    first = [json.loads(p.read_text("utf-8").splitlines()[0]) for p in (a, c)]
+    assert first[0]["prompt"] != first[1]["prompt"]
 
 
 def test_generator_is_repeatable_and_start_offsets_ids():
@@ -51,6 +51,9 @@ def test_generator_is_repeatable_and_start_offsets_ids():
     assert ids == ["T000011", "T000012", "T000013"]
     assert [t["id"] for t in demo.generate_tickets(2)] == ["T000001", "T000002"]
     assert list(demo.generate_tickets(0)) == []
+    assert list(demo.generate_tickets(100)) == list(demo.generate_tickets(3000))[:100]  # prefix-stable
+    later = list(demo.generate_tickets(3, start=3))
+    assert [t["prompt"] for t in later] != [t["prompt"] for t in demo.generate_tickets(6)][3:]  # own stream
 
 
 def test_record_shape_and_unique_ids(tickets):

@@ -25,7 +25,7 @@ def is_loopback(host: str) -> bool:
 def streamlit_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none"]
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
 
 
 def serve(project_dir=None, *, host: str = "127.0.0.1", port: int = 8501) -> int:

@@ -206,3 +206,13 @@ def run_readonly(cursor, sql: str, *, max_rows: int = 10_000, timeout_s: float =
     metadata = dict(table.schema.metadata or {})
     metadata[b"workbench.truncated"] = b"true" if table.num_rows > max_rows else b"false"
     return table.slice(0, max_rows).replace_schema_metadata(metadata)
+
+
+def example_query(dataset: str, category_column: str | None) -> str:
+    """The console's starting query: the category mix, or a first look at the records."""
+    from workbench.store import quote_ident
+
+    if category_column:
+        return (f"SELECT {quote_ident(category_column)}, count(*) AS n\nFROM {quote_ident(dataset)}\n"
+                "GROUP BY 1\nORDER BY n DESC")
+    return f"SELECT *\nFROM {quote_ident(dataset)}\nLIMIT 20"
