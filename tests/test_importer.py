@@ -223,3 +223,17 @@ def test_bad_names_and_paths(store, tmp_path):
         import_file(store, tmp_path / "x.jsonl", "../evil")
     with pytest.raises(WorkbenchError, match="no such file"):
         import_file(store, tmp_path / "missing.jsonl", "ok")
+
+
+def test_a_version_whose_columns_change_midway_keeps_order_and_values(store):
+    import pyarrow as pa
+
+    from workbench.versions import iter_version, write_version
+
+    none = pa.nulls(1, pa.string())
+    first = pa.table({"prompt": ["a"], "completion": ["b"], "system": none, "messages": none, "x": [1]})
+    later = pa.table({"prompt": ["c"], "completion": ["d"], "system": none, "messages": none, "x": ["s"], "y": [2.5]})
+    v = write_version(store, "m", [first, later, first], kind="test", fmt="prompt-completion", recipe={})
+    got = [r for t in iter_version(store, v) for r in t.to_pylist()]
+    assert [(r["prompt"], r["x"], r["y"]) for r in got] == [("a", "1", None), ("c", "s", 2.5), ("a", "1", None)]
+    assert v.row_count == 3

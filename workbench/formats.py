@@ -291,28 +291,47 @@ def _as_string(arr: pa.ChunkedArray | pa.Array):
     return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
 
 
-def batch_errors(table: pa.Table, mapping: Mapping, max_bytes: int) -> list[tuple[int, str, str]]:
-    """(row index, field, reason) for each bad row of a batch, checked column-wise.
+def check_batch(table: pa.Table, mapping: Mapping,
+                max_bytes: int) -> tuple[list[tuple[int, str, str]], pa.Table | None]:
+    """(errors, canonical table) for a batch: errors as (row index, field, reason); the table only if none.
 
-    Chat batches are checked row by row (nested lists); the others with Arrow kernels.
+    Chats (nested lists) and our own exports with system/messages columns are converted row by
+    row, once; the other formats are checked and converted a column at a time with Arrow kernels.
     """
+    if _row_wise(mapping):
+        return _check_rows(table, mapping, max_bytes)
+    errors = _column_errors(table, mapping, max_bytes)
+    return errors, None if errors else _canonical_columns(table, mapping)
+
+
+def _row_wise(mapping: Mapping) -> bool:
+    return mapping.format == "chat" or (
+        mapping.format == "prompt-completion" and ("system" in mapping.columns or "messages" in mapping.columns))
+
+
+def _check_rows(table: pa.Table, mapping: Mapping, max_bytes: int):
     errors: list[tuple[int, str, str]] = []
+    rows: list[dict] = []
     if mapping.format == "chat":
         col = mapping.columns["messages"]
         values = table.column(col).to_pylist() if col in table.column_names else [None] * table.num_rows
-        for i, msgs in enumerate(values):
-            try:
-                chat_to_canonical(msgs, max_bytes)
-            except RowError as exc:
-                errors.append((i, exc.field, exc.reason))
-        return errors
-    if mapping.format == "prompt-completion" and ("system" in mapping.columns or "messages" in mapping.columns):
-        for i, row in enumerate(table.select([c for c in mapping.columns.values()]).to_pylist()):
-            try:
-                convert_row(row, mapping, max_bytes)
-            except RowError as exc:
-                errors.append((i, exc.field, exc.reason))
-        return errors
+        convert = lambda value: chat_to_canonical(value, max_bytes)  # noqa: E731
+    else:
+        values = table.select([c for c in mapping.columns.values() if c in table.column_names]).to_pylist()
+        convert = lambda value: convert_row(value, mapping, max_bytes)  # noqa: E731
+    for i, value in enumerate(values):
+        try:
+            rows.append(convert(value))
+        except RowError as exc:
+            errors.append((i, exc.field, exc.reason))
+    if errors:
+        return errors, None
+    canon = {k: pa.array([r[k] for r in rows], pa.string()) for k in CANONICAL}
+    return errors, _with_extras(canon, table, mapping)
+
+
+def _column_errors(table: pa.Table, mapping: Mapping, max_bytes: int) -> list[tuple[int, str, str]]:
+    errors: list[tuple[int, str, str]] = []
     for name in FORMAT_FIELDS[mapping.format]:
         col = mapping.columns.get(name)
         if col is None:
@@ -363,18 +382,12 @@ def _true_indices(mask) -> list[int]:
     return pc.indices_nonzero(mask).to_pylist()
 
 
-def canonical_batch(table: pa.Table, mapping: Mapping) -> pa.Table:
-    """A batch with no bad rows -> canonical columns first, then the extras as they came."""
+def _canonical_columns(table: pa.Table, mapping: Mapping) -> pa.Table:
+    """A column-wise batch with no bad rows -> canonical columns first, then the extras as they came."""
     n = table.num_rows
     nulls = pa.nulls(n, pa.string())
     col = mapping.columns
-    if mapping.format == "chat":
-        rows = [chat_to_canonical(m, 1 << 62) for m in table.column(col["messages"]).to_pylist()]
-        canon = {k: pa.array([r[k] for r in rows], pa.string()) for k in CANONICAL}
-    elif mapping.format == "prompt-completion" and ("system" in col or "messages" in col):
-        rows = [convert_row(r, mapping, 1 << 62) for r in table.select(list(col.values())).to_pylist()]
-        canon = {k: pa.array([r[k] for r in rows], pa.string()) for k in CANONICAL}
-    elif mapping.format == "prompt-completion":
+    if mapping.format == "prompt-completion":
         canon = {"prompt": _as_string(table.column(col["prompt"])),
                  "completion": _as_string(table.column(col["completion"])), "system": nulls, "messages": nulls}
     elif mapping.format == "alpaca":
@@ -389,10 +402,12 @@ def canonical_batch(table: pa.Table, mapping: Mapping) -> pa.Table:
     else:
         canon = {"prompt": _as_string(table.column(col["text"])), "completion": nulls,
                  "system": nulls, "messages": nulls}
-    consumed = mapping.consumed()
-    names = list(canon) + [c for c in table.column_names if c not in consumed]
-    arrays = list(canon.values()) + [_plain(table.column(c)) for c in table.column_names if c not in consumed]
-    return pa.table(arrays, names=names)
+    return _with_extras(canon, table, mapping)
+
+
+def _with_extras(canon: dict, table: pa.Table, mapping: Mapping) -> pa.Table:
+    extras = [c for c in table.column_names if c not in mapping.consumed()]
+    return pa.table(list(canon.values()) + [_plain(table.column(c)) for c in extras], names=list(canon) + extras)
 
 
 def _plain(arr):

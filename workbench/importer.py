@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from workbench.errors import WorkbenchError
 from workbench.export import unescape_csv, unescape_csv_value
-from workbench.formats import CANONICAL, Mapping, RowError, batch_errors, canonical_batch, convert_row, \
+from workbench.formats import CANONICAL, Mapping, RowError, check_batch, convert_row, \
     resolve_mapping
 from workbench.store import QUARANTINE_RAW_CHARS, Store
 from workbench.versions import Version, check_name, write_version
@@ -135,7 +135,7 @@ def _check_not_empty(path: Path, kind: str) -> None:
 
 # ---------------------------------------------------------------- fast readers (Arrow batches)
 
-def _fast_batches(path: Path, kind: str, progress: Progress | None) -> Iterator[tuple[pa.Table, float]]:
+def _fast_batches(path: Path, kind: str) -> Iterator[tuple[pa.Table, float]]:
     """(batch, fraction of the file read) in file order."""
     size = max(path.stat().st_size, 1) if kind != "hf" else 1
     if kind == "jsonl":
@@ -286,7 +286,7 @@ def _exact_rows(path: Path, kind: str) -> Iterator[tuple[int, object, str]]:
                 yield i, rec, ""
             return
         number = 0
-        for table, _ in _guarded(_fast_batches(path, kind, None), None, path):
+        for table, _ in _guarded(_fast_batches(path, kind), None, path):
             for rec in table.to_pylist():
                 number += 1
                 yield number, rec, ""
@@ -432,16 +432,16 @@ def import_file(
         return state["mapping"]
 
     def fast() -> Iterator[pa.Table]:
-        for table, fraction in _prefetch(_guarded(_fast_batches(path, kind, progress), _SlowPath)):
+        for table, fraction in _prefetch(_guarded(_fast_batches(path, kind), _SlowPath)):
             mapping = mapping_for(table.column_names)
             try:
                 table.validate(full=True)  # the JSON reader lets invalid UTF-8 through
-                errors = batch_errors(table, mapping, max_bytes)
+                errors, canonical = check_batch(table, mapping, max_bytes)
             except READ_ERRORS:
                 raise _SlowPath() from None
             if errors:
                 raise _SlowPath()  # re-read row by row: exact line numbers, every error, quarantine
-            yield canonical_batch(table, mapping)
+            yield canonical
             progress(fraction, f"read {fraction:.0%}")
 
     def exact() -> Iterator[pa.Table]:

@@ -156,16 +156,12 @@ class _PartWriter:
     def write(self, table: pa.Table) -> None:
         table = table.append_column(ROW_COLUMN, pa.array(range(self.rows, self.rows + table.num_rows), pa.int64()))
         self.rows += table.num_rows
-        if self.pending and table.schema != self.pending[0].schema:
+        schema = self.pending[0].schema if self.pending else self.writer.schema if self.writer else None
+        if schema is not None and table.schema != schema:
             try:
-                table = table.cast(self.pending[0].schema)
+                table = table.cast(schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
                 self._flush()
-                self._close_part()
-        elif self.writer is not None and not self.pending and table.schema != self.writer.schema:
-            try:
-                table = table.cast(self.writer.schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
                 self._close_part()
         self.pending.append(table)
         self.pending_rows += table.num_rows
