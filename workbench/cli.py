@@ -245,7 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-serve", action="store_true", help="only make the project")
             p.add_argument("--records", type=int, default=2000, help="how many synthetic tickets")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_demo)
+
+    # Each area of the product keeps its commands beside its code: workbench/cli_<area>.py has
+    # register(sub, common, reporting) and uses the shared helpers of this module.
+    import importlib
+    import importlib.util
+
+    for area in COMMAND_AREAS:
+        module_name = f"workbench.cli_{area}"
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(sub, common, reporting)
     return parser
+
+
+COMMAND_AREAS = ("inspect", "annotations", "agreement", "balance", "train", "evaluate", "review")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,12 @@ class Project:
         return self.root / "data"
 
     @property
+    def cache_dir(self) -> Path:
+        """Derived facts about a version (duplicate clusters, flags, token counts) that can be rebuilt;
+        name files after the version id and content hash so a stale file is never read."""
+        return self.root / "cache"
+
+    @property
     def uploads_dir(self) -> Path:
         return self.root / "uploads"
 

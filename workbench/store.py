@@ -84,6 +84,8 @@ class Store:
         self.con.execute(f"SET memory_limit='{memory_limit}'")
         self.con.execute("SET preserve_insertion_order=true")
         self._local = threading.local()
+        self._ensured: set[str] = set()
+        self._ensure_lock = threading.Lock()
         self.con.execute(SCHEMA)
         self.con.execute(
             "INSERT INTO wb_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)]
@@ -135,6 +137,18 @@ class Store:
                 if attempt == attempts - 1:
                     raise WorkbenchError("the store stayed busy with another write; try again") from None
                 time.sleep(0.05 * 2**attempt)
+
+    def ensure_schema(self, name: str, ddl: str) -> None:
+        """Create an area's tables (annotations, runs, reviews...) once per process.
+
+        Each module keeps its own `CREATE ... IF NOT EXISTS` DDL beside its code and calls this
+        before touching its tables, so the core schema above stays small."""
+        if name in self._ensured:
+            return
+        with self._ensure_lock:
+            if name not in self._ensured:
+                self.con.cursor().execute(ddl).close()
+                self._ensured.add(name)
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")
