@@ -209,6 +209,8 @@ def convert_row(obj, mapping: Mapping, max_bytes: int) -> dict:
     consumed = mapping.consumed()
     for key, value in obj.items():
         if key not in consumed:
+            if isinstance(value, (list, dict)) and _value_depth(value) > MAX_NESTING:
+                raise RowError(key, _nesting_reason(key))
             row[key] = value
     return row
 
@@ -298,10 +300,53 @@ def check_batch(table: pa.Table, mapping: Mapping,
     Chats (nested lists) and our own exports with system/messages columns are converted row by
     row, once; the other formats are checked and converted a column at a time with Arrow kernels.
     """
+    deep = _too_deep_extras(table, mapping)
+    if deep:
+        return deep, None
     if _row_wise(mapping):
         return _check_rows(table, mapping, max_bytes)
     errors = _column_errors(table, mapping, max_bytes)
     return errors, None if errors else _canonical_columns(table, mapping)
+
+
+# Parquet and DuckDB refuse schemas nested hundreds of levels deep; real metadata never is.
+MAX_NESTING = 32
+
+
+def _type_depth(t: pa.DataType) -> int:
+    depth, stack = 0, [(t, 0)]
+    while stack:
+        t, d = stack.pop()
+        depth = max(depth, d)
+        stack.extend((t.field(i).type, d + 1) for i in range(t.num_fields))
+    return depth
+
+
+def _value_depth(value) -> int:
+    depth, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        depth = max(depth, d)
+        if d > MAX_NESTING:
+            break
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return depth
+
+
+def _nesting_reason(name: str) -> str:
+    return f"`{name}` is nested more than {MAX_NESTING} levels deep; flatten it or leave the column out"
+
+
+def _too_deep_extras(table: pa.Table, mapping: Mapping) -> list[tuple[int, str, str]]:
+    errors = []
+    for name in table.column_names:
+        if name not in mapping.consumed() and _type_depth(table.schema.field(name).type) > MAX_NESTING:
+            valid = pc.is_valid(table.column(name)).to_pylist()
+            errors.extend((i, name, _nesting_reason(name)) for i, ok in enumerate(valid) if ok)
+    return errors
 
 
 def _row_wise(mapping: Mapping) -> bool:

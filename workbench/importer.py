@@ -362,16 +362,32 @@ def _exact_csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, object, s
                     yield raw.decode("utf-8", "replace")
 
     reader = csv.reader(lines(), delimiter=delimiter)
-    header = next(reader, None)
+
+    def rows():
+        # csv.Error (a stray carriage return, a NUL byte) spoils one row; the reader goes on after it.
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                bad_lines.setdefault(state["line"], f"is not valid CSV ({exc}); quote fields that hold line breaks")
+                row = ["\0"]  # a placeholder: the bad_lines entry is what gets reported
+            yield row
+
+    records = rows()
+    header = next(records, None)
+    if state["line"] in bad_lines and "CSV" in bad_lines[state["line"]]:
+        raise WorkbenchError(f"{path.name}: line {state['line']} {bad_lines[state['line']]}")
     if not header:
         raise WorkbenchError(f"{path.name}: the first line should name the columns, and it is empty")
     first_line = state["line"] + 1
-    for row in reader:
+    for row in records:
         start, first_line = first_line, state["line"] + 1
         raw = delimiter.join(row)
-        if not row or all(not c.strip() for c in row):
-            continue
         bad = next((bad_lines[n] for n in range(start, state["line"] + 1) if n in bad_lines), None)
+        if not bad and (not row or all(not c.strip() for c in row)):
+            continue
         if bad:
             yield start, RowError(None, bad), raw
         elif len(row) != len(header):
