@@ -23,16 +23,29 @@ PAGES = {
         st.Page("page_review.py", title="Review", icon=":material/rate_review:"),
     ],
 }
+# With accounts, a role sees only its pages (admins see all); the library checks roles again itself.
+ROLE_PAGES = {"annotator": {"Label"}, "reviewer": {"Label", "Review"}}
+
+try:
+    wb_ui.get_store()
+    user = wb_ui.signed_in_user()
+except WorkbenchError as exc:  # e.g. a CLI import holds the database right now
+    st.navigation(PAGES, position="hidden")
+    wb_ui.show_error(exc)
+    st.stop()
+if user is None:  # the project has accounts and nobody is signed in here
+    st.navigation(PAGES, position="hidden")
+    wb_ui.login_form()
+    st.stop()
+if user.role != "admin":
+    PAGES = {section: [p for p in pages if p.title in ROLE_PAGES.get(user.role, set())]
+             for section, pages in PAGES.items()}
+    PAGES = {section: pages for section, pages in PAGES.items() if pages}
 page = st.navigation(PAGES)
 
 with st.sidebar:
     st.caption("Project folder")
     st.code(wb_ui.current_project_dir(), language=None, wrap_lines=True)
-
-try:
-    wb_ui.get_store()
-except WorkbenchError as exc:  # e.g. a CLI import holds the database right now
-    wb_ui.show_error(exc)
-    st.stop()
+    wb_ui.user_badge(user)
 
 page.run()

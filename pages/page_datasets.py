@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import browse, importer, sqlconsole, versions
+from workbench import browse, importer, quality, sqlconsole, versions
+from workbench.auth import require_role
 from workbench.errors import WorkbenchError
 from workbench.formats import FORMATS
 from workbench.sqlconsole import run_readonly
@@ -18,6 +19,7 @@ SQL_MAX_ROWS = 10_000
 SHOWN_ERRORS = 100
 
 store = wb_ui.get_store()
+user = wb_ui.current_user()
 
 
 def reset_browse() -> None:
@@ -41,6 +43,7 @@ def run_import(source, upload, path, name, fmt, on_error, mapping) -> None:
     try:
         if source == UPLOAD:
             bar.progress(0.0, text=f"saving {upload.name}")
+        require_role(user, "import")  # pages hide the form from other roles; the check is here too
         source_path = save_upload(store.project, upload.name, upload.getvalue()) if source == UPLOAD else path.strip()
         result = importer.import_file(store, source_path, name.strip(), fmt=fmt, on_error=on_error,
                                       progress=lambda fraction, message: bar.progress(min(fraction, 1.0), message),
@@ -124,7 +127,9 @@ with st.expander("Import a file", icon=":material/upload_file:", expanded=not da
                                        help="The label or category of each record (classification)."),
         }
     if st.button("Import", type="primary", icon=":material/download:", key="import_button",
-                 help="Import the file as a new version of the dataset."):
+                 disabled=not user.can("import"),
+                 help="Import the file as a new version of the dataset." if user.can("import")
+                 else "Only an admin may import."):
         run_import(source, upload, path, name, fmt, on_error, mapping)
 
 if "import_outcome" in st.session_state:
@@ -158,7 +163,7 @@ st.dataframe(wb_ui.version_rows(dataset_versions, versions.list_versions(store))
 st.subheader(f"Records of {version.ref}")
 category_counts = wb_ui.category_counts(store, version, wb_ui.version_key(store, version))
 categories = [value for value, _ in category_counts if value is not None]
-c_text, c_category, c_size, c_page = st.columns([3, 3, 1, 1])
+c_text, c_category, c_flag, c_size, c_page = st.columns([3, 3, 2, 1, 1])
 text = c_text.text_input("Search text", key="browse_text", on_change=reset_browse,
                          placeholder="words in the prompt or completion",
                          help="Shows records whose prompt or completion contains this text (any case).")
@@ -166,9 +171,17 @@ chosen = c_category.multiselect("Categories", categories, key=f"browse_categorie
                                 on_change=reset_browse, disabled=not categories,
                                 placeholder="all categories" if categories else "no category column",
                                 help="Shows only records in these categories; empty shows all.")
-filtered = bool(text.strip() or chosen)
-total = (wb_ui.count_matching(store, version, wb_ui.version_key(store, version), text.strip(), tuple(chosen))
-         if filtered else version.row_count)
+flag = c_flag.selectbox("Flag", ["", *quality.browse_flags(store, version)], key=f"browse_flag::{version.ref}",
+                        on_change=reset_browse, format_func=lambda f: f.replace("_", " ") or "any record",
+                        help="Shows only records carrying this Inspect flag (checked once per version; see the "
+                             "Inspect page for the rules).")
+filtered = bool(text.strip() or chosen or flag)
+if flag:
+    with st.spinner("Checking records…"):
+        total = browse.count(store, version, text=text.strip(), category=chosen, flag=flag)
+else:
+    total = (wb_ui.count_matching(store, version, wb_ui.version_key(store, version), text.strip(), tuple(chosen))
+             if filtered else version.row_count)
 size = c_size.selectbox("Rows per page", PAGE_SIZES, index=PAGE_SIZES.index(50), key="browse_size",
                         on_change=reset_browse, help="How many records to show at once.")
 pages = max(1, -(-total // size))
@@ -177,7 +190,7 @@ if st.session_state.get("browse_page", 1) > pages:
 page_number = c_page.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1,
                                   key="browse_page", help="Which page of matching records to show.")
 offset = (page_number - 1) * size
-records = browse.page(store, version, text=text, category=chosen, offset=offset, limit=size)
+records = browse.page(store, version, text=text, category=chosen, offset=offset, limit=size, flag=flag or None)
 if records.num_rows:
     st.caption(f"Showing rows {offset + 1:,}–{offset + records.num_rows:,} of {total:,}"
                + (" matching the filters" if filtered else "")

@@ -1,10 +1,208 @@
-"""Train: coming in a later release."""
+"""Train: pick a dataset version, a base model and settings, check the run with a pre-flight, start it,
+and follow every run live (loss curves, learning rate, speed, time left, the adapter it produced)."""
 
+import html
+
+import altair as alt
+import pandas as pd
 import streamlit as st
 
+import wb_ui
+from trainers.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
+from workbench import runs, versions
+from workbench.errors import WorkbenchError
+
+HELP = field_help()
+DEFAULTS = TrainConfig()
+CHOICES = {"lr_schedule": SCHEDULES, "precision": PRECISIONS}
+# The settings a person tunes, in the order they think about them; the rest keep their defaults.
+SETTINGS = {
+    "Adapter": ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens"],
+    "Optimisation": ["learning_rate", "lr_schedule", "warmup_steps", "epochs", "max_steps", "batch_tokens",
+                     "grad_accum", "max_seq_len", "seed"],
+    "Validation and outputs": ["eval_every", "early_stopping_patience", "checkpoint_every", "packing", "precision",
+                               "gradient_checkpointing", "merge"],
+}
+ACTIVE = ("running", "prepared")
+
+store = wb_ui.get_store()
+
+
+def setting(name: str, default, column):
+    """One widget for one TrainConfig field, with the field's docstring as its help line."""
+    key, label = f"train_{name}", name.replace("_", " ").capitalize()
+    if name in CHOICES:
+        options = list(CHOICES[name])
+        return column.selectbox(label, options, index=options.index(default), key=key, help=HELP[name])
+    if isinstance(default, bool):
+        return column.checkbox(label, value=default, key=key, help=HELP[name])
+    if isinstance(default, int):
+        return int(column.number_input(label, value=default, min_value=0, step=1, key=key, help=HELP[name]))
+    if isinstance(default, float):
+        fmt = "%.1e" if name == "learning_rate" else "%.2f"
+        return float(column.number_input(label, value=default, min_value=0.0, format=fmt, key=key, help=HELP[name]))
+    return column.text_input(label, value=default, key=key, help=HELP[name])
+
+
+def show_example(segments: list[dict]) -> None:
+    """The rendered template with the trained tokens highlighted (every piece of text HTML-escaped)."""
+    body = "".join(f"<mark>{html.escape(s['text'])}</mark>" if s["trained"] else html.escape(s["text"])
+                   for s in segments)
+    st.html(f"<pre style='white-space: pre-wrap; font-size: 0.85em'>{body}</pre>")
+
+
+def show_preflight(out: dict) -> None:
+    st.markdown(f"**Pre-flight** for {out['ref']} ({out['split']}):")
+    c = st.columns(5)
+    c[0].metric("Train / validation records", f"{out['train_records']:,} / {out['val_records']:,}")
+    c[1].metric("Tokens per example", f"{out['tokens_mean']:.0f}", help=f"median {out['tokens_median']}, "
+                f"95th percentile {out['tokens_p95']}, longest {out['tokens_max']}")
+    c[2].metric(f"Cut at {out['max_seq_len']} tokens", f"{out['truncated']:,}",
+                help="Examples longer than max_seq_len lose their end; raise max_seq_len to keep them whole.")
+    c[3].metric("Supervised tokens per epoch", f"{out['supervised_tokens_per_epoch']:,}",
+                help="Assistant tokens that carry a loss; prompts and template markers do not.")
+    c[4].metric("Time per epoch", _duration(out["seconds_per_epoch"]),
+                help=f"Measured: {out['seconds_per_step']:.2f} s per step on {out['device']}, "
+                     f"{out['steps_per_epoch']:,} steps per epoch; planned {out['planned_steps']:,} steps, "
+                     f"about {_duration(out['seconds_planned'])}.")
+    for note in out["notes"]:
+        st.caption(note)
+    st.caption("One training example as the model sees it; the highlighted text is what the loss is computed on.")
+    show_example(out["example"])
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
+
+
+def _loss(x) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
 st.title("Train")
-st.info(
-    "Coming soon: LoRA fine-tuning on a dataset version: pick a base model and settings, start a run "
-    "and follow its loss curves and checkpoints.",
-    icon=":material/construction:",
-)
+
+# ---------------------------------------------------------------- a new run
+datasets = versions.list_datasets(store)
+if not datasets:
+    st.info("No datasets yet: import one on the Datasets page, then train a LoRA adapter on it here.")
+else:
+    with st.expander("New run", icon=":material/add_circle:", expanded=True):
+        left, middle, right, far = st.columns([3, 1, 2, 2])
+        dataset = left.selectbox("Dataset", [d["name"] for d in datasets], key="train_dataset",
+                                 help="The dataset to train on: its train split, validated on its val split (or a "
+                                      "seeded holdout when it has no split column).")
+        numbers = [v.number for v in reversed(versions.list_versions(store, dataset))]
+        number = middle.selectbox("Version", numbers, key=f"train_version::{dataset}",
+                                  help="Runs record the exact version (and its content hash) they trained on.")
+        try:
+            defaults = runs.default_config(store)
+        except WorkbenchError as exc:
+            wb_ui.show_error(exc)
+            defaults = DEFAULTS
+        base_model = right.text_input("Base model", value=defaults.base_model, key="train_base_model",
+                                      help=HELP["base_model"])
+        method = far.selectbox("Method", METHODS, index=METHODS.index(defaults.method), key="train_method",
+                               help=HELP["method"])
+        values = {"base_model": base_model.strip(), "method": method}
+        with st.expander("Settings", icon=":material/tune:"):
+            for group, names in SETTINGS.items():
+                st.caption(group)
+                cols = st.columns(5)
+                for i, name in enumerate(names):
+                    values[name] = setting(name, getattr(defaults, name), cols[i % 5])
+        ref = f"{dataset}@{number}"
+        b1, b2, _ = st.columns([1, 1, 4])
+        check = b1.button("Pre-flight", icon=":material/checklist:", key="train_preflight",
+                          help="Render one example, count tokens and truncation, and time a few steps on this "
+                               "machine before spending compute.")
+        start = b2.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
+                          help="Start the run in the background; it keeps training if you close the browser.")
+        if check or start:
+            try:
+                cfg = runs.default_config(store, **values)
+                if check:
+                    with st.spinner("Rendering, counting tokens and timing a few steps…"):
+                        st.session_state["train_preflight_result"] = {**runs.preflight(store, ref, cfg), "ref": ref}
+                else:
+                    st.session_state["train_run_select"] = runs.launch(store, ref, cfg)
+                    st.session_state.pop("train_preflight_result", None)
+                    st.rerun()
+            except WorkbenchError as exc:
+                wb_ui.show_error(exc)
+        if "train_preflight_result" in st.session_state:
+            show_preflight(st.session_state["train_preflight_result"])
+
+# ---------------------------------------------------------------- runs
+st.subheader("Runs")
+table = runs.list_runs(store)
+if not table:
+    st.info("No runs yet. Start one above; it appears here with its live loss curves.")
+    st.stop()
+st.dataframe(pd.DataFrame(table), hide_index=True, column_order=[
+    "run_id", "status", "dataset", "version", "base_model", "method", "step", "train_loss", "eval_loss"],
+    column_config={"run_id": "run", "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
+                   "eval_loss": st.column_config.NumberColumn("validation loss", format="%.4f")})
+ids = [r["run_id"] for r in table]
+if st.session_state.get("train_run_select") not in ids:
+    st.session_state["train_run_select"] = ids[0]
+run_id = st.selectbox("Run", ids, key="train_run_select", help="The run to follow; the newest is first.")
+running = next(r["status"] for r in table if r["run_id"] == run_id) in ACTIVE
+
+
+@st.fragment(run_every=2.0 if running else None)
+def run_view(run_id: str, was_running: bool) -> None:
+    """The run's live state; refreshes every 2 s while it trains."""
+    d = runs.run_details(store, run_id)
+    if was_running and d["status"] not in ACTIVE:
+        runs.sync_runs(store)  # record the result, then redraw the whole page with it
+        st.rerun(scope="app")
+    total = d["total_steps"] or 0
+    c = st.columns(6)
+    c[0].metric("Status", d["status"], help=d["phase"] or None)
+    c[1].metric("Step", f"{d['step']:,} / {total:,}" if total else f"{d['step']:,}")
+    c[2].metric("Train loss", _loss(d["train_loss"]), help="Mean over the last 20 steps.")
+    c[3].metric("Validation loss", _loss(d["eval_loss"]), help="The best validation loss so far (the adapter kept).")
+    c[4].metric("Tokens/s", "–" if d["tokens_per_s"] is None else f"{d['tokens_per_s']:,.0f}",
+                help=f"learning rate {d['lr']:.2e}" if d["lr"] is not None else None)
+    c[5].metric("Elapsed / left", f"{_duration(d['elapsed_s'])} / {_duration(d['remaining_s'])}")
+    if d["status"] == "running":
+        st.progress(min(d["step"] / total, 1.0) if total else 0.0, text=d["phase"] or "starting")
+    if d["message"]:
+        (st.warning if d["status"] in ("cancelled", "interrupted") else st.error)(d["message"])
+    if d["losses"]:
+        curve = pd.DataFrame(d["losses"])
+        chart = alt.Chart(curve).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+            x=alt.X("step:Q", title="optimizer step"), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+            color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["train", "validation"])),
+            tooltip=["kind:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
+        st.altair_chart(chart, width="stretch")
+    b1, b2, _ = st.columns([1, 1, 4])
+    if d["status"] == "running" and b1.button("Cancel", icon=":material/stop:", key="train_cancel",
+                                              help="Stop after the current step; a checkpoint and the adapter "
+                                                   "are saved first."):
+        runs.cancel_run(store, run_id)
+        st.toast("Cancelling: the run saves a checkpoint and its adapter first.")
+    if d["status"] in ("cancelled", "interrupted") and b2.button(
+            "Resume", icon=":material/replay:", key="train_resume",
+            help="Continue from the last checkpoint with the same settings."):
+        try:
+            runs.start_run(store, run_id)
+            st.rerun(scope="app")
+        except WorkbenchError as exc:
+            wb_ui.show_error(exc)
+    if d["adapter"]:
+        st.caption("Adapter (peft format; loads with `PeftModel.from_pretrained(base, path)`):")
+        st.code(d["adapter"], language=None)
+    with st.expander("Manifest and settings", icon=":material/receipt_long:"):
+        st.json(d["manifest"] or d["config"], expanded=False)
+    with st.expander("Trainer log", icon=":material/terminal:"):
+        st.code(d["log_tail"] or "(empty)", language=None)
+
+
+try:
+    run_view(run_id, running)
+except WorkbenchError as exc:
+    wb_ui.show_error(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pyarrow as pa
 import streamlit as st
@@ -69,3 +70,85 @@ def count_matching(_store: Store, _version, key: tuple, text: str, categories: t
 def category_counts(_store: Store, _version, key: tuple) -> list:
     """browse.value_counts of the category column, once per version."""
     return browse.value_counts(_store, _version)
+
+
+# ---------------------------------------------------------------- accounts (workbench.auth)
+
+SESSION_KEY = "wb_session_token"
+
+
+def signed_in_user():
+    """The acting user: the local owner when the project has no accounts; else the user of this
+    browser session's live token, or None (signed out, or the session expired)."""
+    from workbench import auth
+
+    store = get_store()
+    if not auth.has_users(store):
+        return auth.LOCAL_USER
+    user = auth.session_user(store, st.session_state.get(SESSION_KEY))
+    if user is None:
+        st.session_state.pop(SESSION_KEY, None)
+    return user
+
+
+def current_user():
+    """The signed-in user, for pages (the app's gate has already asked for a sign-in)."""
+    user = signed_in_user()
+    if user is None:
+        st.warning("Your session has ended; sign in again.", icon=":material/lock:")
+        st.stop()
+    return user
+
+
+def login_form() -> None:
+    """Name and password; a session starts on success (it expires, see `[auth] session_hours`)."""
+    from workbench import auth
+
+    st.title("Sign in")
+    st.caption("This project has accounts; an admin adds them with `workbench users add NAME --role ROLE`.")
+    with st.form("login"):
+        name = st.text_input("Name", key="login_name", help="Your account name.")
+        password = st.text_input("Password", type="password", key="login_password", help="Your password.")
+        submitted = st.form_submit_button("Sign in", type="primary", help="Sign in and open the workbench.")
+    if submitted:
+        user = auth.authenticate(get_store(), name.strip(), password)
+        if user is None:
+            show_error("Unknown name or wrong password.")
+            return
+        st.session_state[SESSION_KEY] = auth.start_session(get_store(), user)
+        st.rerun()
+
+
+def logout() -> None:
+    from workbench import auth
+
+    auth.end_session(get_store(), st.session_state.pop(SESSION_KEY, None))
+
+
+def user_badge(user) -> None:
+    """Who is signed in, and a sign-out button (sidebar)."""
+    from workbench import auth
+
+    if user == auth.LOCAL_USER:
+        st.caption("Single local user (no accounts)")
+        return
+    st.caption(f"Signed in as **{user.name}** ({user.role})")
+    if st.button("Sign out", key="logout", icon=":material/logout:", help="End this session."):
+        logout()
+        st.rerun()
+
+
+_CODE = re.compile(r"(```[\s\S]*?(?:```|$)|`[^`\n]+`)")
+
+
+def safe_markdown(text: str | None) -> str:
+    """Record text for st.markdown, shown as written: HTML tags become visible text (entities),
+    images from the data are not fetched, and Streamlit's `$math$` and `:color[...]` extensions
+    stay plain. Code spans and fenced blocks are left alone (markdown shows them literally)."""
+    if not text:
+        return ""
+    parts = _CODE.split(text)
+    for i in range(0, len(parts), 2):  # even parts lie outside code
+        parts[i] = (parts[i].replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                    .replace("$", "\\$").replace("![", "!\\[").replace(":", "&#58;"))
+    return "".join(parts)

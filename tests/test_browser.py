@@ -100,9 +100,9 @@ def test_datasets_page_in_a_real_browser(server, browser):
     body = page.inner_text("body")
     assert "Traceback" not in body
     assert page.locator('[data-testid="stException"]').count() == 0
-    assert "Coming soon" not in body  # the Datasets page is the default page
+    assert "Datasets" in body  # the default page
     assert not errors, errors
 
     page.get_by_role("link", name="Inspect").click()
-    page.get_by_text("Coming soon").first.wait_for(timeout=30_000)
+    page.get_by_role("heading", name="Inspect").first.wait_for(timeout=30_000)
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -17,7 +17,7 @@ from workbench.project import init_project
 from workbench.uploads import safe_filename, save_upload
 
 APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
-PLACEHOLDERS = ["page_inspect.py", "page_label.py", "page_agreement.py", "page_balance.py", "page_train.py",
+PAGES = ["page_inspect.py", "page_label.py", "page_agreement.py", "page_balance.py", "page_train.py",
                 "page_evaluate.py", "page_review.py"]
 TIMEOUT = 60
 
@@ -64,10 +64,10 @@ def test_every_page_renders_without_exception(demo_project):
     at = app()
     assert DEMO_DATASET in list(table(at, "name")["name"])
     assert demo_project["project"] in [c.value for c in at.sidebar.code]
-    for page in PLACEHOLDERS:
+    for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
-        assert at.info and "Coming soon" in at.info[0].value, page
+        assert at.title or at.header, page
     at.switch_page("page_datasets.py").run()
     assert not at.exception and at.title[0].value == "Datasets"
 

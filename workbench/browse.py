@@ -33,8 +33,12 @@ def text_pattern(text: str) -> str:
 
 
 def _filters(store: Store, version: Version, text: str | None, category: str | list | None,
-             column: str | None) -> tuple[str, list]:
+             column: str | None, flag: str | None = None) -> tuple[str, list]:
     clauses, params = [], []
+    if flag:  # a quality flag or 'pii': rows listed in the version's cached Inspect results
+        from workbench.quality import flag_rows_sql
+
+        clauses.append(f"{ROW_COLUMN} IN ({flag_rows_sql(store, version, flag)})")
     if text and text.strip():
         # RE2 with (?i) and a quoted literal scans about 3x faster than ILIKE in DuckDB
         pattern = quote_literal(text_pattern(text))
@@ -49,17 +53,20 @@ def _filters(store: Store, version: Version, text: str | None, category: str | l
 
 
 def page(store: Store, version: Version, *, text: str | None = None, category=None, column: str | None = None,
-         offset: int = 0, limit: int = 50) -> pa.Table:
-    """Records offset..offset+limit in version order that match the filters, with their row number."""
-    where, params = _filters(store, version, text, category, column)
+         offset: int = 0, limit: int = 50, flag: str | None = None) -> pa.Table:
+    """Records offset..offset+limit in version order that match the filters, with their row number.
+
+    flag: only records carrying this Inspect flag (`workbench.quality.FLAGS`, or 'pii')."""
+    where, params = _filters(store, version, text, category, column, flag)
+    order = f"ORDER BY {ROW_COLUMN} " if flag else ""  # a join may reorder; a plain scan keeps file order
     sql = (f"SELECT {ROW_COLUMN} + 1 AS row, * EXCLUDE ({ROW_COLUMN}) FROM {version.table_name} {where} "
-           f"LIMIT {int(limit)} OFFSET {int(offset)}")  # the scan keeps file order: no sort needed
+           f"{order}LIMIT {int(limit)} OFFSET {int(offset)}")
     return store.cursor().sql(sql, params=params).to_arrow_table()
 
 
 def count(store: Store, version: Version, *, text: str | None = None, category=None,
-          column: str | None = None) -> int:
-    where, params = _filters(store, version, text, category, column)
+          column: str | None = None, flag: str | None = None) -> int:
+    where, params = _filters(store, version, text, category, column, flag)
     if not where:
         return version.row_count
     return store.cursor().execute(f"SELECT count(*) FROM {version.table_name} {where}", params).fetchall()[0][0]

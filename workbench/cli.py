@@ -110,8 +110,13 @@ def cmd_stats(args) -> int:
     from workbench.browse import stats
     from workbench.versions import get_version
 
+    from workbench.cli_inspect import inspect_lines, inspect_stats
+
     with _store(args) as store:
-        out = stats(store, get_version(store, args.name))
+        version = get_version(store, args.name)
+        out = stats(store, version)
+        out.update(inspect_stats(store, version, tokenizer=args.tokenizer, max_length=args.max_length,
+                                 progress=_Bar(not args.json)))
     lines = [f"{out['dataset']}@{out['version']}: {out['records']:,} records, {out['format']}",
              f"content hash {out['content_hash'][:16]}"]
     if out["by_category"]:
@@ -119,6 +124,7 @@ def cmd_stats(args) -> int:
         width = max(len(str(k)) for k in out["by_category"])
         for k, n in out["by_category"].items():
             lines.append(f"  {str(k):<{width}} {n:>9,}  {n / out['records']:6.1%}")
+    lines += inspect_lines(out)
     _emit(args, out, "\n".join(lines))
     return 0
 
@@ -217,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", parents=[common, reporting], help="record count, categories, lengths")
     p.add_argument("name", metavar="NAME[@VERSION]")
+    from workbench.cli_inspect import add_token_options  # --tokenizer, --max-length
+
+    add_token_options(p)
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("sql", parents=[common, reporting], help="run a read-only SQL query")
@@ -258,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_AREAS = ("inspect", "annotations", "agreement", "balance", "train", "evaluate", "review")
+COMMAND_AREAS = ("inspect", "dedup", "annotations", "agreement", "balance", "train", "evaluate", "review")
 
 
 def main(argv: list[str] | None = None) -> int:

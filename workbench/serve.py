@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from workbench.errors import WorkbenchError
 from workbench.project import open_project
 
 APP = Path(__file__).resolve().parent.parent / "pages" / "app.py"
@@ -28,11 +29,25 @@ def streamlit_command(host: str, port: int) -> list[str]:
             "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
 
 
+def project_has_users(project) -> bool:
+    from workbench.auth import has_users
+    from workbench.store import Store
+
+    with Store(project) as store:
+        return has_users(store)
+
+
 def serve(project_dir=None, *, host: str = "127.0.0.1", port: int = 8501) -> int:
     project = open_project(project_dir)
     if not is_loopback(host):
-        print(f"warning: serving on {host} without accounts: anyone who can reach port {port} can read and "
-              "change this project. Bind to 127.0.0.1 unless you mean it.", file=sys.stderr)
+        # Without accounts the app is one local user who may do everything: refuse to offer that to a network.
+        if not project_has_users(project):
+            raise WorkbenchError(
+                f"refusing to serve on {host} without accounts: anyone who could reach port {port} could read and "
+                "change this project. Add an admin first (`workbench users add NAME --role admin`), or serve on "
+                "127.0.0.1")
+        print(f"note: serving on {host} with sign-in; passwords travel as plain HTTP unless a TLS proxy sits in "
+              "front of the app", file=sys.stderr)
     env = dict(os.environ, WORKBENCH_PROJECT=str(project.root))
     print(f"Workbench on http://{host}:{port} (project {project.root}); Ctrl+C stops it", file=sys.stderr)
     try:

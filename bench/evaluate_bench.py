@@ -1,0 +1,101 @@
+"""Evaluation bookkeeping without a model: how long ingesting, scoring, slicing, comparing and finding
+training neighbours take on banking77 (3,080 test items, 10,003 training records).
+
+    python bench/evaluate_bench.py [--items N]
+
+The answers are written into outputs.jsonl as the generator writes them: for a classification
+run the predicted label (right about 80% of the time), for a generation run (banking77 texts as
+prompt and reference) the reference with words dropped. Prints one JSON object of timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.csv as pacsv  # noqa: E402
+
+from workbench import evaluate  # noqa: E402
+from workbench.store import Store  # noqa: E402
+from workbench.versions import write_version  # noqa: E402
+
+SHARED = Path(os.environ.get("WORKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, round(time.perf_counter() - start, 3)
+
+
+def banking(store: Store, n_test: int | None):
+    train = pacsv.read_csv(SHARED / "banking77" / "train.csv")
+    test = pacsv.read_csv(SHARED / "banking77" / "test.csv")
+    if n_test:
+        test = test.slice(0, n_test)
+    texts = train.column("text").to_pylist() + test.column("text").to_pylist()
+    cats = train.column("category").to_pylist() + test.column("category").to_pylist()
+    split = ["train"] * train.num_rows + ["test"] * test.num_rows
+    classification = pa.table({"prompt": texts, "category": cats, "split": split})
+    write_version(store, "banking", [classification], kind="import", fmt="classification", recipe={},
+                  info={"label_column": "category"})
+    # A generation task from the same texts: the "answer" is the text itself with its category prefixed.
+    generation = pa.table({"prompt": texts, "completion": [f"{c.replace('_', ' ')}: {t}" for c, t in zip(cats, texts)],
+                           "category": cats, "split": split})
+    write_version(store, "banking-gen", [generation], kind="import", fmt="prompt-completion", recipe={})
+    return test.num_rows
+
+
+def fill(store: Store, run, make) -> None:
+    refs = dict(store.cursor().execute("SELECT item, reference FROM wb_eval_items WHERE eval_id = ?",
+                                       [run.eval_id]).fetchall())
+    with open(Path(run.folder) / evaluate.OUTPUTS_FILE, "w", encoding="utf-8") as f:
+        for i in range(run.items):
+            f.write(json.dumps({"item": i, "output": make(i, refs[i])}) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=None, help="test items (default: all 3,080)")
+    args = parser.parse_args()
+    rng = random.Random(0)
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "project") as store:
+        out["test_items"] = banking(store, args.items)
+        labels = sorted({r[0] for r in store.cursor().execute("SELECT DISTINCT category FROM wb_v1").fetchall()})
+
+        runs = {}
+        for name, ref, make in (
+                ("gen_a", "banking-gen", lambda i, r: " ".join(w for w in r.split() if rng.random() < 0.8)),
+                ("gen_b", "banking-gen", lambda i, r: " ".join(w for w in r.split() if rng.random() < 0.9)),
+                ("cls_a", "banking", lambda i, r: r if rng.random() < 0.8 else rng.choice(labels)),
+                ("cls_b", "banking", lambda i, r: r.replace("_", " ") if rng.random() < 0.85 else "no idea")):
+            run, out[f"{name}_create_s"] = timed(evaluate.create_eval, store, ref, model=evaluate.ModelSpec("x"))
+            fill(store, run, make)
+            _, out[f"{name}_ingest_s"] = timed(evaluate.ingest, store, run.eval_id)
+            _, out[f"{name}_score_s"] = timed(evaluate.score, store, run.eval_id)
+            runs[name] = run.eval_id
+        _, out["reingest_whole_file_s"] = timed(evaluate.ingest, store, runs["gen_a"], from_start=True)
+        _, out["gen_slices_by_category_s"] = timed(evaluate.slices, store, runs["gen_a"], "category")
+        _, out["cls_slices_by_category_s"] = timed(evaluate.slices, store, runs["cls_a"], "category")
+        _, out["gen_compare_1000_s"] = timed(evaluate.compare, store, runs["gen_a"], runs["gen_b"])
+        _, out["cls_compare_1000_s"] = timed(evaluate.compare, store, runs["cls_a"], runs["cls_b"])
+        _, out["example_diff_s"] = timed(evaluate.example_diff, store, runs["gen_a"], runs["gen_b"])
+        _, out["leaderboard_s"] = timed(evaluate.leaderboard, store, runs["gen_a"])
+        _, out["neighbours_first_call_s"] = timed(evaluate.neighbours, store, "banking", "my card has not arrived",
+                                                  k=10)
+        _, out["neighbours_next_call_s"] = timed(evaluate.neighbours, store, "banking", "I lost my card", k=10)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

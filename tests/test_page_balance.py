@@ -1,0 +1,106 @@
+"""The Balance page with streamlit.testing.v1.AppTest on a 300-ticket demo project: the mix chart,
+a preview that hits the target, a commit, a split with its leakage report, and drift."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from workbench.demo_project import DEMO_DATASET, make_demo_project
+from workbench.store import Store
+from workbench.versions import get_version, list_versions
+
+APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    info = make_demo_project(tmp_path / "project", records=300)
+    monkeypatch.setenv("WORKBENCH_PROJECT", info["project"])
+    with open(info["files"]["tickets"], encoding="utf-8") as f:
+        info["mix"] = Counter(json.loads(line)["category"] for line in f if line.strip())
+    yield info
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def balance_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page("page_balance.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+@pytest.mark.slow
+def test_mix_and_preview_then_commit(demo):
+    at = balance_page()
+    assert at.title[0].value == "Balance"
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert len(specs) >= 2
+    # Side by side: current vs target shares, current vs result records.
+    assert [spec["encoding"]["color"]["scale"]["domain"] for spec in specs[:2]] == [["current", "target"],
+                                                                                   ["current", "result"]]
+    # Uniform over 10 categories of 300 records: the rare ones are too small to downsample to 30.
+    assert any("cannot be met exactly" in w for w in texts(at.warning))
+    at.number_input(key=f"bal_size::{DEMO_DATASET}@1::category").set_value(100).run()
+    at.radio(key="bal_strategy").set_value("hybrid").run()
+    assert not at.exception
+    assert any("hits the target exactly: 100 records" in s for s in texts(at.success)), texts(at.warning)
+    at.text_input(key="bal_out").set_value("tickets-uniform")
+    at.button(key="bal_commit").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert any("Wrote **tickets-uniform@1**: 100 records" in s for s in texts(at.success))
+    assert at.selectbox(key="bal_dataset").value == "tickets-uniform"  # the new version is shown
+    with Store.open(demo["project"]) as store:
+        version = get_version(store, "tickets-uniform")
+        counts = Counter(c for (c,) in store.cursor().execute(f"SELECT category FROM {version.table_name}").fetchall())
+    assert counts == {c: 10 for c in demo["mix"]} and version.recipe["strategy"] == "hybrid"
+
+
+def test_explicit_shares_and_errors_are_shown_not_raised(demo):
+    at = balance_page()
+    at.radio(key="bal_kind").set_value("Explicit shares").run()
+    assert not at.exception
+    # The table starts at the current shares, which add up to 1: a proportional target.
+    assert any("Shares add up to" in c.value for c in at.caption)
+    at.number_input(key="bal_min").set_value(400).run()  # 10 categories x 400 > the total of 300
+    assert not at.exception
+    assert any("minimums add up to 4,000" in e for e in texts(at.error))
+
+
+@pytest.mark.slow
+def test_split_shows_the_leakage_report(demo):
+    at = balance_page()
+    at.selectbox(key="split_stratify").set_value("category").run()
+    at.button(key="split_run").click().run()
+    assert not at.exception
+    assert any("with a split column: train 240, val 30, test 30" in s for s in texts(at.success)), texts(at.error)
+    assert any(s.startswith("Leakage report: 0 exact duplicate groups cross splits") for s in texts(at.success))
+    with Store.open(demo["project"]) as store:
+        assert [v.kind for v in list_versions(store, DEMO_DATASET)] == ["import", "split"]
+    at.text_input(key="split_ratios").set_value("0.8,0.3").run()
+    at.button(key="split_run").click().run()
+    assert not at.exception and any("add up to 1.1" in e for e in texts(at.error))
+
+
+def test_drift_summary(demo):
+    at = balance_page()
+    at.button(key="drift_run").click().run()
+    assert not at.exception
+    assert any("No significant change in the category mix" in m.value for m in at.markdown)
+
+
+def test_every_control_has_help(demo):
+    at = balance_page()
+    widgets = [*at.text_input, *at.selectbox, *at.multiselect, *at.radio, *at.number_input, *at.button,
+               *at.checkbox, *at.get("file_uploader")]
+    at.radio(key="bal_kind").set_value("Proportional to another dataset").run()
+    widgets += [*at.selectbox]
+    assert widgets and not [getattr(w, "label", "?") for w in widgets if not getattr(w, "help", None)]

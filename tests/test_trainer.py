@@ -1,0 +1,93 @@
+"""The training recipe end to end on a tiny CPU model: the loss falls, the adapter reloads with plain
+transformers + peft and changes the output, the merged model matches it, generation is batched
+correctly and resumable."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from tests.test_trainer_fixtures import chat_records, one_thread, tiny_config, write_records
+from trainers import data as D
+from trainers import generate as G
+from trainers.config import save_config
+from trainers.train import main as train_main
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    before = one_thread()
+    root = tmp_path_factory.mktemp("trainer")
+    run_dir = root / "runs" / "r1"
+    write_records(run_dir / "data" / "records.jsonl", chat_records(60))
+    cfg = tiny_config(root, max_steps=12, learning_rate=5e-3, eval_every=6, checkpoint_every=6, merge=True,
+                      tiny_pretrain_steps=20)
+    save_config(cfg, run_dir / "config.json")
+    (run_dir / "run.json").write_text(json.dumps({"dataset": "tickets", "version": 1, "version_id": 1,
+                                                  "content_hash": "abc"}))
+    assert train_main([str(run_dir)]) == 0
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    yield run_dir, cfg, events
+    torch.set_num_threads(before)
+
+
+def test_a_short_run_lowers_the_loss(finished_run):
+    run_dir, cfg, events = finished_run
+    steps = [e for e in events if e["type"] == "step"]
+    evals = [e for e in events if e["type"] == "eval"]
+    end = events[-1]
+    assert [e["step"] for e in steps] == list(range(1, 13))
+    assert end["type"] == "end" and end["status"] == "completed" and end["step"] == 12
+    first, last = [e["loss"] for e in steps[:3]], [e["loss"] for e in steps[-3:]]
+    assert sum(last) / 3 < sum(first) / 3 - 0.05, (first, last)
+    assert [e["step"] for e in evals] == [0, 6, 12] and evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert math.isclose(end["eval_loss"], min(e["val_loss"] for e in evals), abs_tol=1e-5)
+    assert steps[0]["lr"] == cfg.learning_rate and steps[-1]["lr"] < steps[1]["lr"]  # cosine, no warmup
+    assert all(e["tokens_per_s"] > 0 and e["remaining_s"] >= 0 for e in steps)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["seed"] == cfg.seed and manifest["dataset"]["content_hash"] == "abc"
+    assert manifest["template"] and manifest["base_model"]["revision"].startswith("sha256:")
+    assert {"torch", "transformers", "peft", "tokenizers"} <= set(manifest["libraries"])
+    assert manifest["config"]["max_steps"] == 12
+
+
+def test_the_adapter_reloads_and_changes_the_output(finished_run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, cfg, _ = finished_run
+    tok = AutoTokenizer.from_pretrained(run_dir / "adapter")
+    ids = tok(tok.apply_chat_template([{"role": "user", "content": "My parcel is late."}], tokenize=False,
+                                      add_generation_prompt=True), return_tensors="pt", add_special_tokens=False)
+    base = AutoModelForCausalLM.from_pretrained(cfg.tiny_dir).eval()
+    with torch.no_grad():
+        base_logits = base(**ids).logits
+        tuned = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
+        tuned_logits = tuned(**ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged").eval()
+        merged_logits = merged(**ids).logits
+    assert (tuned_logits - base_logits).abs().max() > 1e-2
+    assert torch.allclose(merged_logits, tuned_logits, atol=1e-4)
+
+
+def test_batched_generation_matches_one_by_one_and_resumes(finished_run, tmp_path):
+    run_dir, cfg, _ = finished_run
+    records = tmp_path / "prompts.jsonl"
+    write_records(records, chat_records(5, seed=99))
+    out = tmp_path / "gen" / "predictions.jsonl"
+    first = G.generate_file(records, out, base_model=cfg.tiny_dir, adapter=str(run_dir / "adapter"),
+                            max_new_tokens=12, batch_size=4, limit=3)
+    assert (first["generated"], first["skipped"]) == (3, 0)
+    again = G.generate_file(records, out, base_model=cfg.tiny_dir, adapter=str(run_dir / "adapter"),
+                            max_new_tokens=12, batch_size=4)
+    assert (again["generated"], again["skipped"]) == (2, 3)  # only the records not written yet
+    rows = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["index"])
+    assert [r["index"] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r["reference"] and r["id"] and isinstance(r["prediction"], str) for r in rows)
+    # Left padding must not change greedy outputs: each prompt alone gives the same text.
+    model, tok = G.load_model(cfg.tiny_dir, str(run_dir / "adapter"))
+    prompts = [G.split_prompt(json.loads(line))[0] for line in records.read_text().splitlines()]
+    alone = [G.generate(model, tok, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
+    assert alone == [r["prediction"] for r in rows]
+    assert len({len(tok.apply_chat_template(p, tokenize=False)) for p in prompts}) > 1  # lengths really differ

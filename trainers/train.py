@@ -1,0 +1,652 @@
+"""The training recipe: `python -m trainers.train RUN_DIR` (or `torchrun --nproc-per-node N -m trainers.train RUN_DIR`).
+
+One class, read top to bottom: `setup` (config, data, base model, adapter, optimizer, resume),
+`train` (the loop: loss on assistant tokens only, gradient accumulation, validation, early
+stopping, checkpoints, cancel), `save_checkpoint`, `save_outputs` (adapter, optional merged
+model) and `cleanup`. The run folder is everything it reads and writes:
+
+    config.json          the TrainConfig (written by the app)
+    run.json             what the app knows: dataset, version, content hash (read for the manifest)
+    data/records.jsonl   the dataset version exported as chat JSONL
+    events.jsonl         one JSON object per start/phase/step/eval/checkpoint/end, appended as they happen
+    manifest.json        seed, dataset hash, template, base model and revision, library versions, config
+    checkpoints/step-N/  adapter weights, optimizer, scheduler, RNG and loop state (resumable after a kill)
+    adapter/             the final LoRA adapter in peft format (the best validation loss)
+    merged/              base + adapter merged (when config.merge)
+    cancel               created by the app to stop the run gracefully
+
+It never opens the project's DuckDB file. More than one GPU: under torchrun every rank runs
+this same file with DDP (rank 0 writes); models too big for one GPU need FSDP instead (see
+README "Training").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from trainers import data as D
+from trainers.config import ConfigError, TrainConfig, read_run_config
+
+EVENTS, CANCEL, MANIFEST = "events.jsonl", "cancel", "manifest.json"
+RECORDS = Path("data") / "records.jsonl"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (NaN loss, out of memory); the message says what to change."""
+
+
+class Events:
+    """events.jsonl: appended and flushed line by line so the app can follow along."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+
+    def emit(self, kind: str, **fields) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps({"type": kind, "time": round(time.time(), 3), **fields}, default=str)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_val: float = math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    last_eval_step: int = -1
+    tokens_seen: int = 0
+    recent_losses: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- model helpers (shared with pre-flight)
+
+def pick_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        # Small CPU ops slow down many times when torch's threads compete with other processes for cores.
+        torch.set_num_threads(cfg.cpu_threads or max(1, (os.cpu_count() or 2) - 1))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported()):
+        return device, torch.bfloat16
+    return device, torch.float32
+
+
+def attention_implementation(device: torch.device) -> str:
+    """flash-attention (varlen over packed rows) on a GPU when installed, else SDPA; both honour the
+    restarting position ids of packed rows."""
+    if device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except OSError as exc:
+        raise ConfigError(_missing_model(path, exc)) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(path: str, cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
+    """The base model from a folder or the local Hugging Face cache (never the network)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(dtype=dtype, attn_implementation=attention_implementation(device), local_files_only=True)
+    if cfg.method == "qlora":
+        if device.type != "cuda":
+            raise ConfigError("method qlora needs a CUDA GPU; use lora or dora on this machine")
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError("method qlora needs the bitsandbytes package; `pip install bitsandbytes` or use lora")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ConfigError(_missing_model(path, exc)) from None
+    if cfg.method != "qlora":
+        model.to(device)
+    return model
+
+
+def _missing_model(path: str, exc: Exception) -> str:
+    return (f"base model {path!r} is neither a model folder nor in the local Hugging Face cache; give a folder with "
+            f"config.json and weights, download the model first (e.g. `hf download {path}`), or use 'tiny' "
+            f"({str(exc).splitlines()[0][:160]})")
+
+
+def wrap_peft(model, cfg: TrainConfig):
+    """The base model with a fresh adapter of cfg.method (peft does the adapter maths)."""
+    import peft
+
+    if cfg.method in ("lora", "dora", "qlora"):
+        if cfg.method == "qlora":
+            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        pc = peft.LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                             target_modules=cfg.targets, use_dora=cfg.method == "dora", task_type="CAUSAL_LM")
+    elif cfg.method == "prompt-tuning":
+        pc = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.num_virtual_tokens)
+    else:
+        pc = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.num_virtual_tokens)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        return peft.get_peft_model(model, pc)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"method {cfg.method}: peft cannot apply it to this model "
+                          f"({str(exc).splitlines()[0][:200]}); check target_modules or try lora") from None
+
+
+def loss_sum(model, batch: dict) -> torch.Tensor:
+    """Summed cross-entropy over the supervised tokens of a batch (float32).
+
+    This is the hook for a fused or chunked loss on a GPU: it gets the model and the batch and
+    returns the sum; the caller divides by the supervised tokens of the whole optimizer step.
+    """
+    # No KV cache: with a cache transformers stops reading restarting position ids as packed examples.
+    inputs = {"input_ids": batch["input_ids"], "use_cache": False}
+    if "attention_mask" in batch:
+        inputs["attention_mask"] = batch["attention_mask"]
+    else:
+        inputs["position_ids"] = batch["position_ids"]  # packed rows: restarting positions separate examples
+    logits = model(**inputs).logits
+    labels = batch["labels"]
+    logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends virtual tokens
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=D.IGNORE, reduction="sum")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def tiny_texts(records: list[dict]) -> list[str]:
+    return list(D.plain_texts(records))
+
+
+# ---------------------------------------------------------------- the recipe
+
+class TrainingRecipe:
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir).resolve()
+        if not (self.run_dir / "config.json").exists():
+            raise ConfigError(f"{self.run_dir} has no config.json; prepare the run with the app or `workbench train`")
+        self.cfg = read_run_config(self.run_dir)
+        self.world, self.rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+        self.main = self.rank == 0
+        self.events = Events(self.run_dir / EVENTS, enabled=self.main)
+        self.state = LoopState()
+        self.reporter = None
+        self.started = time.monotonic()
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if self.world > 1:
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.device, self.dtype = pick_device(cfg)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        torch.manual_seed(cfg.seed)
+        (self.run_dir / CANCEL).unlink(missing_ok=True) if self.main else None
+        self.events.emit("start", pid=os.getpid(), device=str(self.device), dtype=str(self.dtype).removeprefix("torch."),
+                         world_size=self.world, resumed=self._latest_checkpoint() is not None)
+
+        records = D.read_records(self.run_dir / RECORDS)
+        train_records, val_records, how = D.split_records(records, val_fraction=cfg.val_fraction,
+                                                          max_val_records=cfg.max_val_records, seed=cfg.seed)
+        self.base_path = self._resolve_base(train_records)
+        self.tokenizer = load_tokenizer(self.base_path)
+        self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, cfg.max_seq_len)
+        self.val_examples, _ = D.tokenize(self.tokenizer, val_records, cfg.max_seq_len)
+        if not self.train_examples or not self.val_examples:
+            raise ConfigError("no training or validation example keeps an assistant token within max_seq_len; "
+                              f"raise max_seq_len (now {cfg.max_seq_len})")
+        self.pad_id = self.tokenizer.pad_token_id
+        self.val_batches = D.eval_batches(self.val_examples, batch_tokens=cfg.batch_tokens, max_len=cfg.max_seq_len,
+                                          packed=cfg.packing, pad_id=self.pad_id)
+        micro_per_epoch = len(self._epoch(0))
+        self.steps_per_epoch = max(1, micro_per_epoch // (cfg.grad_accum * self.world))
+        self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
+        self.events.emit("data", split=how, train_records=len(train_records), val_records=len(val_records),
+                         truncated=self.train_counts["truncated"], dropped=self.train_counts["dropped"],
+                         supervised_tokens_per_epoch=self.train_counts["supervised_tokens"],
+                         steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps)
+
+        model = load_base(self.base_path, cfg, self.device, self.dtype)
+        self.model = wrap_peft(model, cfg)
+        self.peft_model = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
+                                                 is not None else None)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           fused=self.device.type == "cuda")
+        from transformers import get_scheduler
+
+        name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.lr_schedule]
+        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=min(cfg.warmup_steps, self.total_steps),
+                                       num_training_steps=self.total_steps)
+        self.trainable_params = sum(p.numel() for p in trainable)
+        self.total_params = sum(p.numel() for p in self.model.parameters())
+        self._resume()
+        if self.main:
+            self._write_manifest(how, len(train_records), len(val_records))
+            self.reporter = _Reporter.create(cfg, self.run_dir)
+
+    def _resolve_base(self, train_records: list[dict]) -> str:
+        if self.cfg.base_model != "tiny":
+            path = Path(self.cfg.base_model).expanduser()
+            return str(path.resolve()) if path.exists() else self.cfg.base_model
+        from trainers import tiny
+
+        if self.world > 1 and not self.main:  # rank 0 builds it; the others wait at the barrier below
+            torch.distributed.barrier()
+            return self.cfg.tiny_dir
+        folder = tiny.ensure_tiny(self.cfg, tiny_texts(train_records), progress=self._tiny_progress)
+        if self.world > 1:
+            torch.distributed.barrier()
+        return str(folder)
+
+    def _tiny_progress(self, step: int, total: int, loss: float) -> None:
+        if step == 1 or step % 10 == 0 or step == total:
+            self.events.emit("phase", phase="pre-training the tiny base", step=step, of=total, loss=round(loss, 4))
+
+    def _epoch(self, epoch: int) -> list[dict]:
+        cfg = self.cfg
+        return D.epoch_batches(self.train_examples, batch_tokens=cfg.batch_tokens, max_len=cfg.max_seq_len,
+                               packed=cfg.packing, seed=cfg.seed, epoch=epoch, pad_id=self.pad_id)
+
+    # ------------------------------------------------------------ train
+
+    def train(self) -> str:
+        """Run until max steps, the epochs, early stopping or a cancel; returns the end status."""
+        cfg, st = self.cfg, self.state
+        if st.step == 0 and st.last_eval_step < 0:
+            self.evaluate()  # the starting point of the validation curve
+        step_times: list[float] = []
+        while st.step < self.total_steps:
+            batches = self._epoch(st.epoch)
+            per_step = cfg.grad_accum * self.world
+            while st.batch_in_epoch + per_step <= len(batches) and st.step < self.total_steps:
+                if (self.run_dir / CANCEL).exists():
+                    self.save_checkpoint()
+                    return "cancelled"
+                t0 = time.monotonic()
+                group = batches[st.batch_in_epoch: st.batch_in_epoch + per_step]
+                mine = group[self.rank::self.world]
+                lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+                loss, tokens = self._optimizer_step(mine)
+                st.batch_in_epoch += per_step
+                st.step += 1
+                st.tokens_seen += tokens
+                st.recent_losses = (st.recent_losses + [loss])[-20:]
+                step_times = (step_times + [time.monotonic() - t0])[-20:]
+                mean_step = sum(step_times) / len(step_times)
+                self.events.emit("step", step=st.step, total_steps=self.total_steps, epoch=round(
+                    st.epoch + st.batch_in_epoch / max(len(batches), 1), 3), loss=round(loss, 5),
+                    lr=lr, tokens_per_s=round(tokens / max(step_times[-1], 1e-9), 1),
+                    elapsed_s=round(time.monotonic() - self.started, 1),
+                    remaining_s=round(mean_step * (self.total_steps - st.step), 1))
+                self._report({"train/loss": loss, "train/lr": lr})
+                if st.step % cfg.eval_every == 0 or st.step == self.total_steps:
+                    if self.evaluate():
+                        self.save_checkpoint()
+                        return "stopped early"
+                if st.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+            if st.step < self.total_steps:
+                st.epoch += 1
+                st.batch_in_epoch = 0
+        if st.last_eval_step != st.step:
+            self.evaluate()
+        self.save_checkpoint()
+        return "completed"
+
+    def _optimizer_step(self, micro_batches: list[dict]) -> tuple[float, int]:
+        """One optimizer step over micro-batches; the loss is the mean over every supervised token
+        of the step (all micro-batches, all ranks), so accumulation and packing do not reweight it."""
+        n_items = torch.tensor(float(sum(D.supervised_in(b) for b in micro_batches)), device=self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(n_items)
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        tokens = 0
+        for i, batch in enumerate(micro_batches):
+            batch = to_device(batch, self.device)
+            tokens += int(batch["n_tokens"])
+            sync = self.model.no_sync() if self.world > 1 and i < len(micro_batches) - 1 else contextlib.nullcontext()
+            with sync, self._autocast():
+                loss = loss_sum(self.model, batch)
+            (loss * self.world / n_items.clamp(min=1)).backward()
+            total += loss.detach()
+        if self.world > 1:
+            torch.distributed.all_reduce(total)
+        value = float(total / n_items.clamp(min=1))
+        if not math.isfinite(value):
+            raise TrainingError(f"the training loss became {value} at step {self.state.step + 1}; lower the learning "
+                                f"rate (now {self.cfg.learning_rate:g}), keep max_grad_norm at 1.0, or use precision "
+                                "fp32; the run stopped and its last checkpoint is kept")
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                           self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value, tokens * self.world
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype == torch.bfloat16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def evaluate(self) -> bool:
+        """Validation loss (mean over supervised tokens); returns True when early stopping says stop."""
+        cfg, st = self.cfg, self.state
+        self.model.eval()
+        total = torch.zeros(2, device=self.device)
+        for batch in self.val_batches[self.rank::self.world]:
+            batch = to_device(batch, self.device)
+            with self._autocast():
+                total[0] += loss_sum(self.model, batch)
+            total[1] += D.supervised_in(batch)
+        if self.world > 1:
+            torch.distributed.all_reduce(total)
+        val = float(total[0] / total[1].clamp(min=1))
+        st.last_eval_step = st.step
+        improved = val < st.best_val - cfg.early_stopping_min_delta
+        if improved:
+            st.best_val, st.best_step, st.bad_evals = val, st.step, 0
+            self._save_adapter(self.run_dir / "best-adapter")
+        else:
+            st.bad_evals += 1
+        self.events.emit("eval", step=st.step, val_loss=round(val, 5), best_val_loss=round(st.best_val, 5),
+                         improved=improved)
+        self._report({"val/loss": val})
+        return bool(cfg.early_stopping_patience) and st.bad_evals >= cfg.early_stopping_patience
+
+    # ------------------------------------------------------------ checkpoints and outputs
+
+    def _save_adapter(self, folder: Path) -> None:
+        if not self.main:
+            return
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.peft_model.save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+
+    def save_checkpoint(self) -> None:
+        """checkpoints/step-N: written aside and renamed, so a kill never leaves half a checkpoint."""
+        if self.world > 1:
+            torch.distributed.barrier()
+        if not self.main:
+            return
+        root = self.run_dir / "checkpoints"
+        final = root / f"step-{self.state.step:07d}"
+        tmp = root / f".step-{self.state.step:07d}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.peft_model.save_pretrained(tmp / "adapter")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "rng_cpu": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                   tmp / "training_state.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(self.state)), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(root.glob("step-*"))[:-self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.events.emit("checkpoint", step=self.state.step, path=str(final.relative_to(self.run_dir)))
+
+    def _latest_checkpoint(self) -> Path | None:
+        found = sorted(p for p in (self.run_dir / "checkpoints").glob("step-*") if (p / "state.json").exists())
+        return found[-1] if found else None
+
+    def _resume(self) -> None:
+        ckpt = self._latest_checkpoint()
+        if ckpt is None:
+            return
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(ckpt / "adapter" / "adapter_model.safetensors", device=str(self.device))
+        set_peft_model_state_dict(self.peft_model, weights)
+        saved = torch.load(ckpt / "training_state.pt", map_location=self.device, weights_only=False)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng_cpu"].cpu())
+        if saved.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in saved["rng_cuda"]])
+        self.state = LoopState(**json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
+        self.events.emit("resume", step=self.state.step, checkpoint=str(ckpt.relative_to(self.run_dir)))
+
+    def save_outputs(self) -> dict:
+        """adapter/ (the adapter at the best validation loss) and, on request, merged/."""
+        if not self.main:
+            return {}
+        best = self.run_dir / "best-adapter"
+        out = self.run_dir / "adapter"
+        if best.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(best, out)
+        else:
+            self._save_adapter(out)
+        self.tokenizer.save_pretrained(out)  # the adapter folder is self-contained for generation
+        result = {"adapter": str(out)}
+        if self.cfg.merge:
+            if self.cfg.method in ("prompt-tuning", "prefix-tuning"):
+                self.events.emit("warning", message=f"{self.cfg.method} adapters cannot be merged; only adapter/ saved")
+            else:
+                result["merged"] = str(merge_adapter(self.base_path, out, self.run_dir / "merged"))
+        return result
+
+    def _write_manifest(self, split_how: str, n_train: int, n_val: int) -> None:
+        import peft
+        import tokenizers
+        import transformers
+
+        run_info = {}
+        if (self.run_dir / "run.json").exists():
+            run_info = json.loads((self.run_dir / "run.json").read_text(encoding="utf-8"))
+        manifest = {
+            "seed": self.cfg.seed,
+            "dataset": {k: run_info.get(k) for k in ("dataset", "version", "version_id", "content_hash")},
+            "records_file_sha256": _sha256(self.run_dir / RECORDS),
+            "split": split_how, "train_records": n_train, "val_records": n_val,
+            "template": getattr(self.tokenizer, "chat_template", None),
+            "base_model": {"name": self.cfg.base_model, "path": self.base_path, "revision": _revision(self.base_path)},
+            "method": self.cfg.method, "trainable_parameters": self.trainable_params,
+            "total_parameters": self.total_params,
+            "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "world_size": self.world,
+            "libraries": {"python": platform.python_version(), "torch": torch.__version__,
+                          "transformers": transformers.__version__, "peft": peft.__version__,
+                          "tokenizers": tokenizers.__version__},
+            "config": self.cfg.to_dict(),
+        }
+        (self.run_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+
+    def _report(self, metrics: dict) -> None:
+        if self.reporter is not None:
+            self.reporter.log(metrics, self.state.step)
+
+    def cleanup(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def result(self) -> dict:
+        losses = self.state.recent_losses
+        return {"step": self.state.step, "train_loss": sum(losses) / len(losses) if losses else None,
+                "eval_loss": self.state.best_val if math.isfinite(self.state.best_val) else None,
+                "best_step": self.state.best_step}
+
+
+# ---------------------------------------------------------------- outputs and bookkeeping
+
+def merge_adapter(base_path: str, adapter_dir: Path, out: Path) -> Path:
+    """Base + adapter merged into plain weights (peft merge_and_unload), loadable with transformers alone."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    load_tokenizer(base_path).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _revision(base_path: str) -> str | None:
+    """The hub commit of a cached model, else a hash of a local folder's weights (names and sizes when huge)."""
+    folder = Path(base_path)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(base_path, local_files_only=True))
+            return folder.name  # snapshots/<commit>
+        except Exception:
+            return None
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    h = hashlib.sha256()
+    small = sum(p.stat().st_size for p in files) < 1 << 30
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        h.update(_sha256(p).encode() if small else str(p.stat().st_size).encode())
+    return ("sha256:" if small else "names+sizes:") + h.hexdigest()
+
+
+class _Reporter:
+    """Optional MLflow or TensorBoard logging beside events.jsonl."""
+
+    @staticmethod
+    def create(cfg: TrainConfig, run_dir: Path):
+        if cfg.report_to == "none":
+            return None
+        try:
+            if cfg.report_to == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+
+                return _Reporter(SummaryWriter(str(run_dir / "tensorboard")), None)
+            import mlflow
+
+            mlflow.start_run(run_name=run_dir.name)
+            mlflow.log_params({k: v for k, v in cfg.to_dict().items()})
+            return _Reporter(None, mlflow)
+        except ImportError:
+            raise ConfigError(f"report_to {cfg.report_to}: the package is not installed; install it or use none") \
+                from None
+
+    def __init__(self, writer, mlflow):
+        self.writer, self.mlflow = writer, mlflow
+
+    def log(self, metrics: dict, step: int) -> None:
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+        else:
+            self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in metrics.items()}, step=step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        else:
+            self.mlflow.end_run()
+
+
+def _oom_advice(cfg: TrainConfig) -> str:
+    return (f"the GPU ran out of memory; lower batch_tokens (now {cfg.batch_tokens}, try {max(cfg.max_seq_len, cfg.batch_tokens // 2)}) "
+            f"and raise grad_accum (now {cfg.grad_accum}) to keep the effective batch, lower max_seq_len "
+            f"(now {cfg.max_seq_len}), turn on gradient_checkpointing, or use method qlora")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.train", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="the run folder (config.json, data/records.jsonl)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the network: local folders and the local cache only
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        recipe = TrainingRecipe(args.run_dir)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    status, code = "failed", 1
+    try:
+        recipe.setup()
+        status = recipe.train()
+        outputs = recipe.save_outputs()
+        recipe.events.emit("end", status=status, **recipe.result(), **outputs,
+                           elapsed_s=round(time.monotonic() - recipe.started, 1))
+        code = 0
+    except (ConfigError, TrainingError) as exc:
+        recipe.events.emit("end", status="failed", message=str(exc), **recipe.result())
+        print(f"error: {exc}", file=sys.stderr)
+    except torch.cuda.OutOfMemoryError:
+        recipe.events.emit("end", status="failed", message=_oom_advice(recipe.cfg), **recipe.result())
+        print(f"error: {_oom_advice(recipe.cfg)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        recipe.events.emit("end", status="cancelled", message="interrupted", **recipe.result())
+        code = 130
+    except Exception as exc:  # a bug: keep the traceback in the log, one line in the events
+        traceback.print_exc()
+        recipe.events.emit("end", status="failed", message=f"internal error: {type(exc).__name__}: "
+                                                           f"{str(exc).splitlines()[0] if str(exc) else ''}",
+                           **recipe.result())
+        code = 2
+    finally:
+        recipe.cleanup()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
