@@ -6,7 +6,8 @@ longer than 3 characters, then tokens that are not [a-z0-9]+ are dropped. ROUGE-
 into sentences, as rouge-score does without `split_summaries`.
 
 Where the speed comes from (tests/test_metrics_rouge.py proves equality with rouge-score):
-- stems are cached per distinct token, so nltk runs once per word form per process;
+- stems are cached per distinct token, so nltk runs once per word form per process, and not at all for
+  tokens ending in a digit (order numbers, dates), which Porter's suffix rules never change (tested);
 - n-gram overlap uses `collections.Counter`;
 - LCS lengths use the bit-parallel algorithm of Allison-Dix / Hyyro with Python ints: one pass per token
   of the prediction, a match bitmask per distinct reference token;
@@ -30,6 +31,7 @@ _TOKEN_RE = re.compile(r"[a-z0-9]+")
 _VALID_RE = re.compile(r"^[a-z0-9]+$")  # rouge-score's final check, applied to stems
 _REV_BYTE = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 _STEM_CACHE_LIMIT = 1_000_000
+_DIGITS = frozenset("0123456789")
 
 
 class RougeScore(NamedTuple):
@@ -69,7 +71,8 @@ class _Tokenizer:
         for tok in raw:
             stem = cache.get(tok, False)
             if stem is False:
-                stem = self._stem(tok) if len(tok) > 3 else tok
+                # Porter only rewrites letter suffixes: a token ending in a digit comes back unchanged
+                stem = self._stem(tok) if len(tok) > 3 and tok[-1] not in _DIGITS else tok
                 stem = stem if _VALID_RE.match(stem) else None
                 if len(cache) >= _STEM_CACHE_LIMIT:
                     cache.clear()

@@ -138,3 +138,14 @@ def test_rouge_n_beyond_two():
     expected = scorer.score(r, p)
     got = rouge_pair(p, r, rouge_types=["rouge3", "rouge4"])
     assert tuple(got["rouge3"]) == tuple(expected["rouge3"]) and tuple(got["rouge4"]) == tuple(expected["rouge4"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcdeilnostyz")), min_size=0, max_size=10),
+       st.text(alphabet=st.sampled_from(list("0123456789")), min_size=1, max_size=3))
+def test_porter_leaves_tokens_ending_in_a_digit_unchanged(letters, digits):
+    """The stemming shortcut of metrics.rouge: nltk's Porter stemmer (rouge-score's) returns such tokens as is."""
+    from nltk.stem import porter
+
+    for token in (letters + digits, digits + letters + digits, letters + "ing" + digits, letters + "ied1"):
+        assert porter.PorterStemmer().stem(token) == token
