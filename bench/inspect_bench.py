@@ -24,10 +24,20 @@ sys.path.insert(0, str(HERE.parent))
 from bench.import_bench import DATA, ensure_file  # noqa: E402
 
 
+CPU = {}
+
+
 def timed(fn):
-    t = time.perf_counter()
+    """(result, wall seconds); the process's CPU seconds (all threads) go to CPU[fn name]: on a busy machine
+    wall time grows with the load, CPU time much less."""
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
+    CPU["last"] = time.process_time() - c
     return out, time.perf_counter() - t
+
+
+def cpu() -> str:
+    return f"cpu {CPU['last']:.2f} s"
 
 
 def tokenizer_for(store, version, records: int):
@@ -89,19 +99,23 @@ def main() -> None:
         return out
 
     tok_path, t_tok = timed(lambda: tokens.count_tokens(store, version))
+    c_tok = cpu()
     flags_path, t_flags = timed(lambda: quality.compute_flags(store, version))
+    c_flags = cpu()
     for f in (tok_path, flags_path):
         f.unlink()
     out, cold = timed(stats)
+    c_cold = cpu()
     _, warm = timed(stats)
-    print(f"stats with approximate tokens + quality flags: cold {cold:.2f} s, cached {warm:.2f} s (target <= 5 s)"
-          f"  [approximate token counts alone {t_tok:.2f} s, quality flags alone {t_flags:.2f} s]")
+    print(f"stats with approximate tokens + quality flags: cold {cold:.2f} s ({c_cold}), cached {warm:.2f} s "
+          f"({cpu()}) (target <= 5 s)\n  approximate token counts alone {t_tok:.2f} s ({c_tok}), quality flags alone "
+          f"{t_flags:.2f} s ({c_flags})")
     print(f"  tokens total p50/p95/max {out['tokens']['total']['p50']}/{out['tokens']['total']['p95']}/"
           f"{out['tokens']['total']['max']}; flags {out['flags']}; language {out['language']}")
 
     _, t_pii = timed(lambda: pii.scan(store, version))
     report = pii.pii_report(store, version)
-    print(f"PII scan: {t_pii:.1f} s (target <= 60 s); {report['records_with_pii']:,} records with PII; "
+    print(f"PII scan: {t_pii:.1f} s ({cpu()}) (target <= 60 s); {report['records_with_pii']:,} records with PII; "
           f"counts {report['counts']}")
 
     for flag in ("language", "pii"):
@@ -115,13 +129,11 @@ def main() -> None:
     reader = cur.sql(f"SELECT prompt, completion, system, messages FROM {version.table_name} LIMIT {n}"
                      ).to_arrow_reader(tokens.BATCH_ROWS)
     batches = [b.to_pylist() for b in reader]
-    t = time.perf_counter()
-    counted = [c for b in batches for c in tokens.count_records(counter, b)]
-    secs = time.perf_counter() - t
+    counted, secs = timed(lambda: [c for b in batches for c in tokens.count_records(counter, b)])
     total = sum(c[0] for c in counted)
     print(f"real tokenizer ({counter.name}, vocab {len(counter.tokenizer):,}, chat template, fast batch encode): "
           f"{n:,} records, {total:,} tokens in {secs:.1f} s = {n / secs:,.0f} records/s, {total / secs:,.0f} "
-          f"tokens/s; 1M records would take ~{1e6 / (n / secs) / 60:.1f} min")
+          f"tokens/s ({cpu()}); 1M records would take ~{1e6 / (n / secs) / 60:.1f} min")
     store.close()
 
 

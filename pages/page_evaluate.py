@@ -41,6 +41,12 @@ def fmt(metric: str, value) -> str:
     return f"{value:.2f}" if metric in ("bleu", "chrf") else f"{value:.3f}"
 
 
+@st.cache_data(max_entries=64, show_spinner="Scoring every slice…")
+def cached_slices(_store, key: tuple, column: str) -> list[dict]:
+    """evaluate.slices, once per finished run and column (key: project, run, when it was scored)."""
+    return evaluate.slices(_store, key[1], column)
+
+
 # ---------------------------------------------------------------- following a run in progress
 
 @st.fragment(run_every=1.0)
@@ -185,7 +191,7 @@ def slice_chart(run) -> None:
     metric = right.selectbox("Metric", metrics, key=f"ev_slice_metric_{run.eval_id}", format_func=label,
                              help="The metric the chart shows per slice.")
     try:
-        rows = evaluate.slices(store, run.eval_id, column)
+        rows = cached_slices(store, (str(store.project.root), run.eval_id, run.finished_at), column)
     except WorkbenchError as exc:
         wb_ui.show_error(exc)
         return
@@ -321,7 +327,7 @@ def difference_chart(part: pd.DataFrame, scale: str) -> alt.LayerChart:
         tooltip=["metric name", alt.Tooltip("diff:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"),
                  alt.Tooltip("ci_high:Q", format=".4f"), alt.Tooltip("p_value:Q", format=".3f")])
     zero = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
-    return (zero + interval + dots).properties(height=32 * len(part) + 20)
+    return (zero + interval + dots).properties(height=alt.Step(30))
 
 
 def compare_runs(finished: list) -> None:

@@ -36,6 +36,29 @@ def run_with_bar(text: str, fn, *args, **kwargs):
         bar.empty()
 
 
+# A version never changes, so its summaries are kept for the life of the server (keyed by its content).
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def token_view(_store, _version, _counter, key: tuple, tag: str, max_length: int) -> tuple[dict, list]:
+    summary = tokens.token_summary(_store, _version, _counter, max_length=max_length)
+    return summary, tokens.truncation_table(_store, tokens.count_tokens(_store, _version, _counter))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def token_bins(_store, _version, _counter, key: tuple, tag: str, part: str) -> list:
+    return tokens.token_histogram(_store, tokens.count_tokens(_store, _version, _counter), f"{part}_tokens")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def pii_view(_store, _version, key: tuple, region: str) -> dict:
+    return pii.pii_report(_store, _version, region=region)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def quality_view(_store, _version, key: tuple) -> dict:
+    return quality.quality_report(_store, _version)
+
+
 def histogram_chart(bins: list[dict], what: str, max_length: int | None):
     data = pd.DataFrame(bins)
     bars = alt.Chart(data).mark_bar().encode(
@@ -75,6 +98,7 @@ number = right.selectbox("Version", numbers, key=f"inspect_version::{dataset}",
                          help="Every check is computed once per version and kept in the project's cache.")
 version = versions.get_version(store, f"{dataset}@{number}")
 auto = version.row_count <= AUTO_RECORDS
+key = wb_ui.version_key(store, version)
 st.caption(f"{version.ref}: {version.row_count:,} records, {version.format}.")
 
 tab_lengths, tab_duplicates, tab_pii, tab_quality = st.tabs(["Lengths", "Duplicates", "PII", "Quality"])
@@ -109,7 +133,7 @@ with tab_lengths:
                 help="Count every record's tokens with this tokenizer (kept for next time).")):
             ready = run_with_bar("counting tokens", tokens.count_tokens, store, version, counter) is not None
         if ready:
-            summary = tokens.token_summary(store, version, counter, max_length=int(max_length))
+            summary, table = token_view(store, version, counter, key, counter.cache_tag, int(max_length))
             if summary["approximate"]:
                 st.warning(f"**Approximate counts**: {summary['rule']}. Pick a tokenizer for exact counts.",
                            icon=":material/straighten:")
@@ -127,14 +151,13 @@ with tab_lengths:
                       help="Records whose whole completion lies past the max length; training drops them.")
             st.dataframe(pd.DataFrame([{"part": part, **summary[part]} for part in ("prompt", "completion", "total")]),
                          hide_index=True, column_config={"sum": st.column_config.NumberColumn("all records")})
-            path = tokens.count_tokens(store, version, counter)
             part = st.radio("Distribution of", ["total", "prompt", "completion"], horizontal=True,
                             key="inspect_length_part", help="Which length to chart: the whole record as trained, "
                             "the prompt side, or the completion (supervised) tokens.")
-            bins = tokens.token_histogram(store, path, f"{part}_tokens")
+            bins = token_bins(store, version, counter, key, counter.cache_tag, part)
             st.altair_chart(histogram_chart(bins, part, int(max_length)), width="stretch")
             st.caption("What common max lengths would cut")
-            st.dataframe(tokens.truncation_table(store, path), hide_index=True,
+            st.dataframe(table, hide_index=True,
                          column_order=["max_length", "truncated_records", "supervised_tokens_lost",
                                        "supervised_lost_fraction", "records_without_supervised_tokens"])
 
@@ -161,7 +184,7 @@ with tab_pii:
             help="Look for emails, phone numbers, card numbers, IBANs, IP addresses and long account numbers.")):
         scanned = run_with_bar("scanning", pii.scan, store, version, region=region) is not None
     if scanned:
-        report = pii.pii_report(store, version, region=region)
+        report = pii_view(store, version, key, region)
         st.metric("Records with personal data", f"{report['records_with_pii']:,}",
                   f"{report['records_with_pii'] / max(report['records'], 1):.1%} of records", delta_color="off")
         table = pd.DataFrame([{"type": t, "occurrences": info["occurrences"], "records": info["records"],
@@ -202,7 +225,7 @@ with tab_quality:
                                              "other-language records.")):
         ready = run_with_bar("checking records", quality.compute_flags, store, version) is not None
     if ready:
-        report = quality.quality_report(store, version)
+        report = quality_view(store, version, key)
         flags = pd.DataFrame([{"flag": name, "records": n, "rule": report["rules"][name]}
                               for name, n in report["flags"].items()])
         st.metric("Records with any flag", f"{report['flagged']:,}",

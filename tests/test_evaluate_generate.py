@@ -68,7 +68,9 @@ def test_workbench_eval_generates_scores_and_matches_the_trainers_greedy_loop(pr
     assert sorted(o["item"] for o in outputs_file(run)) == list(range(6))  # each answer once
 
 
-def test_a_resumed_run_generates_only_the_missing_answers(project):
+def test_a_resumed_generator_answers_only_the_missing_items(project, capsys):
+    from trainers.eval_generate import generate
+
     root, _ = project
     with Store.open(root) as store:
         model = evaluate.resolve_model(store, base_model="tiny")
@@ -78,21 +80,20 @@ def test_a_resumed_run_generates_only_the_missing_answers(project):
             for i in range(3):  # what a crashed generator had written, and a torn last line
                 f.write(json.dumps({"item": i, "output": f"kept {i}"}) + "\n")
             f.write('{"item": 3, "outp')
-        run = evaluate.resume(store, run.eval_id)
+        # The generator itself, in this process (the subprocess launch is covered above).
+        assert generate(str(Path(run.folder) / evaluate.CONFIG_FILE)) == 0
+        assert "3 of 6 items already answered" in capsys.readouterr().out
+        run = evaluate.refresh(store, run.eval_id)
         assert run.status == "finished" and run.generated == run.items == 6
         stored = dict(store.cursor().execute("SELECT item, output FROM wb_eval_outputs WHERE eval_id = ?",
                                              [run.eval_id]).fetchall())
     assert [stored[i] for i in range(3)] == ["kept 0", "kept 1", "kept 2"]
-    assert sorted(o["item"] for o in outputs_file(run)) == list(range(6))
-    assert "3 of 6 items already answered" in (Path(run.folder) / evaluate.LOG_FILE).read_text()
+    assert sorted(o["item"] for o in outputs_file(run)) == list(range(6))  # each item once, the torn line gone
+    assert (Path(run.folder) / evaluate.DONE_FILE).exists()
 
 
-def test_a_run_that_is_not_there_is_named(project):
+def test_an_adapter_folder_must_hold_an_adapter(project):
     root, _ = project
     with Store.open(root) as store:
-        with pytest.raises(evaluate.WorkbenchError, match="no run named 'nope'"):
-            evaluate.resolve_model(store, run_id="nope")
-        with pytest.raises(evaluate.WorkbenchError, match="either --run or --base-model"):
-            evaluate.resolve_model(store, run_id="x", base_model="tiny")
         with pytest.raises(evaluate.WorkbenchError, match="not an adapter folder"):
             evaluate.resolve_model(store, base_model="tiny", adapter=str(root))

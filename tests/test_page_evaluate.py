@@ -162,3 +162,26 @@ def test_a_generating_run_shows_progress_and_a_dead_one_can_be_resumed(project):
     assert at.button(key=f"ev_resume_{dead.eval_id}")  # the dead generator's run is offered for resuming
     with Store.open(project["root"]) as store:
         assert evaluate.get_eval(store, dead.eval_id).status == "stopped"
+
+
+def test_classification_results_show_accuracy_and_the_confusion_matrix(project):
+    rows = project["rows"]
+    with Store.open(project["root"]) as store:
+        table = pa.table({"prompt": [r["prompt"] for r in rows], "category": [r["category"] for r in rows],
+                          "split": [r["split"] for r in rows]})
+        write_version(store, "intents", [table], kind="import", fmt="classification", recipe={},
+                      info={"label_column": "category"})
+        run = evaluate.create_eval(store, "intents", model=evaluate.ModelSpec("m", label="classifier"))
+        items = [json.loads(line) for line in open(Path(run.folder) / evaluate.ITEMS_FILE, encoding="utf-8")]
+        with open(Path(run.folder) / evaluate.OUTPUTS_FILE, "w", encoding="utf-8") as f:
+            for it in items:
+                said = rows[it["row"]]["category"] if it["item"] % 2 else "billing"
+                f.write(json.dumps({"item": it["item"], "output": said}) + "\n")
+        run = evaluate.refresh(store, run.eval_id)
+    at = evaluate_page()
+    assert at.selectbox(key="ev_pick").value == run.eval_id
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["accuracy"] == f"{run.metrics['accuracy']:.3f}" and "BLEU" not in cards
+    assert any(s.value == "Confusion matrix" for s in at.subheader)
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert any(s.get("mark", {}).get("type") == "rect" or s.get("mark") == "rect" for s in specs)

@@ -91,3 +91,73 @@ def test_batched_generation_matches_one_by_one_and_resumes(finished_run, tmp_pat
     alone = [G.generate(model, tok, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
     assert alone == [r["prediction"] for r in rows]
     assert len({len(tok.apply_chat_template(p, tokenize=False)) for p in prompts}) > 1  # lengths really differ
+
+
+@pytest.mark.parametrize("method", ["dora", "prompt-tuning", "prefix-tuning"])
+def test_other_peft_methods_train_and_save(finished_run, tmp_path, method):
+    _, cfg, _ = finished_run  # reuses its tiny base
+    run_dir = tmp_path / method
+    write_records(run_dir / "data" / "records.jsonl", chat_records(20))
+    save_config(cfg.replace(method=method, max_steps=2, eval_every=2, merge=False), run_dir / "config.json")
+    assert train_main([str(run_dir)]) == 0
+    end = json.loads((run_dir / "events.jsonl").read_text().splitlines()[-1])
+    assert end["status"] == "completed" and end["step"] == 2
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == {"dora": "LORA", "prompt-tuning": "PROMPT_TUNING",
+                                   "prefix-tuning": "PREFIX_TUNING"}[method]
+    assert config.get("use_dora", False) == (method == "dora")
+
+
+def test_qlora_without_a_gpu_fails_with_a_clear_message(finished_run, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _, cfg, _ = finished_run
+    run_dir = tmp_path / "qlora"
+    write_records(run_dir / "data" / "records.jsonl", chat_records(10))
+    save_config(cfg.replace(method="qlora", max_steps=2), run_dir / "config.json")
+    assert train_main([str(run_dir)]) == 1
+    end = json.loads((run_dir / "events.jsonl").read_text().splitlines()[-1])
+    assert end["status"] == "failed" and "qlora needs a CUDA GPU" in end["message"]
+
+
+def test_nan_loss_stops_the_run_with_advice(finished_run, tmp_path):
+    _, cfg, _ = finished_run
+    run_dir = tmp_path / "nan"
+    write_records(run_dir / "data" / "records.jsonl", chat_records(10))
+    save_config(cfg.replace(max_steps=3, learning_rate=1.0, max_grad_norm=0.0, lora_alpha=1e30), run_dir / "config.json")
+    assert train_main([str(run_dir)]) == 1
+    end = json.loads((run_dir / "events.jsonl").read_text().splitlines()[-1])
+    assert end["status"] == "failed" and "lower the learning rate" in end["message"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_uses_bf16(finished_run, tmp_path):
+    _, cfg, _ = finished_run
+    run_dir = tmp_path / "gpu"
+    write_records(run_dir / "data" / "records.jsonl", chat_records(20))
+    save_config(cfg.replace(max_steps=2), run_dir / "config.json")
+    assert train_main([str(run_dir)]) == 0
+    start = json.loads((run_dir / "events.jsonl").read_text().splitlines()[0])
+    assert start["device"].startswith("cuda") and start["dtype"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu_trains_like_one_process(finished_run, tmp_path):
+    """The same entry point under torchrun (2 CPU processes, gloo): rank 0 writes, steps are shared."""
+    import os
+    import subprocess
+    import sys
+
+    _, cfg, _ = finished_run
+    run_dir = tmp_path / "ddp"
+    write_records(run_dir / "data" / "records.jsonl", chat_records(30))
+    save_config(cfg.replace(max_steps=3, eval_every=3, checkpoint_every=3), run_dir / "config.json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m",
+                           "trainers.train", str(run_dir)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert events[0]["world_size"] == 2
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3]  # one writer, no duplicate lines
+    assert [e["step"] for e in events if e["type"] == "checkpoint"] == [3]
+    assert events[-1]["status"] == "completed" and (run_dir / "adapter" / "adapter_model.safetensors").exists()

@@ -27,11 +27,14 @@ VAL_SPLITS = ("val", "validation", "valid", "dev", "eval")
 
 # ---------------------------------------------------------------- records and splits
 
-def read_records(path: str | Path) -> list[dict]:
-    """Chat records, one JSON object per line; a record without assistant text is refused."""
+def read_records(path: str | Path, *, limit: int | None = None) -> list[dict]:
+    """Chat records, one JSON object per line (the first `limit` lines only, when given); records
+    without assistant text are skipped."""
     records = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
+            if limit is not None and line_no > limit:
+                break
             if not line.strip():
                 continue
             rec = json.loads(line)
@@ -236,6 +239,9 @@ def supervised_in(batch: dict) -> int:
 
 
 def plain_texts(records: list[dict]) -> Iterator[str]:
-    """Every message's text, for training the tiny tokenizer and base (no template markers)."""
+    """Every message's text as its own document, for training the tiny tokenizer and base: it learns the
+    language of the data, not which answer follows which question (that is the adapter's job)."""
     for r in records:
-        yield "\n\n".join(m.get("content") or "" for m in r["messages"])
+        for m in r["messages"]:
+            if m.get("content"):
+                yield m["content"]

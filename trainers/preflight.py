@@ -19,18 +19,27 @@ from trainers import data as D
 from trainers.config import TrainConfig
 
 SAMPLE_RECORDS = 5000  # counts on bigger splits are measured on a sample and scaled up
+READ_RECORDS = 50_000  # a bigger version is estimated from its first records (the page stays responsive)
 
 
 def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int = 3) -> dict:
     from trainers import tiny
     from trainers.train import load_base, load_tokenizer, loss_sum, pick_device, wrap_peft
 
-    records = D.read_records(records_path)
+    lines = _count_lines(records_path)
+    records = D.read_records(records_path, limit=READ_RECORDS)
     train, val, how = D.split_records(records, val_fraction=cfg.val_fraction, max_val_records=cfg.max_val_records,
                                       seed=cfg.seed)
-    sample = train if len(train) <= SAMPLE_RECORDS else random.Random(cfg.seed).sample(train, SAMPLE_RECORDS)
-    scale = len(train) / len(sample)
     notes = []
+    if lines > READ_RECORDS:  # a big version: estimate from its first records, scaled to all of them
+        grow = lines / READ_RECORDS
+        n_val = min(round(len(val) * grow), cfg.max_val_records)
+        notes.append(f"counts are estimated from the first {READ_RECORDS:,} of {lines:,} records")
+        train_count, val_count = round(len(train) * grow), n_val
+    else:
+        train_count, val_count = len(train), len(val)
+    sample = train if len(train) <= SAMPLE_RECORDS else random.Random(cfg.seed).sample(train, SAMPLE_RECORDS)
+    scale = train_count / len(sample)
     tiny_ready = cfg.base_model == "tiny" and (Path(cfg.tiny_dir) / tiny.MANIFEST).exists()
     if cfg.base_model == "tiny" and not tiny_ready:
         tokenizer = tiny.train_tokenizer(D.plain_texts(sample), cfg.tiny_vocab)
@@ -68,7 +77,7 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
     planned_steps = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
     example = _segments(tokenizer, examples[0]) if examples else []
     return {
-        "split": how, "train_records": len(train), "val_records": len(val),
+        "split": how, "train_records": train_count, "val_records": val_count,
         "sampled_records": len(sample), "estimated": scale > 1,
         "example": example, "example_text": "".join(s["text"] for s in example),
         "tokens_mean": round(statistics.fmean(lengths), 1), "tokens_median": statistics.median(lengths),
@@ -84,6 +93,11 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
         "trainable_parameters": sum(p.numel() for p in trainable),
         "device": str(device), "notes": notes,
     }
+
+
+def _count_lines(path: str | Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _segments(tokenizer, example: D.Example) -> list[dict]:

@@ -17,7 +17,7 @@ model) and `cleanup`. The run folder is everything it reads and writes:
 
 It never opens the project's DuckDB file. More than one GPU: under torchrun every rank runs
 this same file with DDP (rank 0 writes); models too big for one GPU need FSDP instead (see
-README "Training").
+trainers/README.md).
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ class TrainingRecipe:
             batches = self._epoch(st.epoch)
             per_step = cfg.grad_accum * self.world
             while st.batch_in_epoch + per_step <= len(batches) and st.step < self.total_steps:
-                if (self.run_dir / CANCEL).exists():
+                if self._cancel_requested():
                     self.save_checkpoint()
                     return "cancelled"
                 t0 = time.monotonic()
@@ -335,8 +335,16 @@ class TrainingRecipe:
                 st.batch_in_epoch = 0
         if st.last_eval_step != st.step:
             self.evaluate()
-        self.save_checkpoint()
+        if st.step % cfg.checkpoint_every:  # else the loop has just saved this step
+            self.save_checkpoint()
         return "completed"
+
+    def _cancel_requested(self) -> bool:
+        """The app's cancel file; under DDP every rank follows rank 0's view, so they stop at the same step."""
+        flag = torch.tensor(float((self.run_dir / CANCEL).exists()), device=self.device)
+        if self.world > 1:
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag)
 
     def _optimizer_step(self, micro_batches: list[dict]) -> tuple[float, int]:
         """One optimizer step over micro-batches; the loss is the mean over every supervised token

@@ -57,6 +57,15 @@ def page(store: Store, version: Version, *, text: str | None = None, category=No
     """Records offset..offset+limit in version order that match the filters, with their row number.
 
     flag: only records carrying this Inspect flag (`workbench.quality.FLAGS`, or 'pii')."""
+    if flag and not (text and text.strip()) and category in (None, "", []):
+        # Only a flag: the page's row numbers come from the small cached flag file, then just those records.
+        from workbench.quality import flag_rows_sql
+
+        rows = (f"SELECT {ROW_COLUMN} FROM ({flag_rows_sql(store, version, flag)}) ORDER BY {ROW_COLUMN} "
+                f"LIMIT {int(limit)} OFFSET {int(offset)}")
+        sql = (f"SELECT {ROW_COLUMN} + 1 AS row, * EXCLUDE ({ROW_COLUMN}) FROM {version.table_name} "
+               f"WHERE {ROW_COLUMN} IN ({rows}) ORDER BY {ROW_COLUMN}")
+        return store.cursor().sql(sql).to_arrow_table()
     where, params = _filters(store, version, text, category, column, flag)
     order = f"ORDER BY {ROW_COLUMN} " if flag else ""  # a join may reorder; a plain scan keeps file order
     sql = (f"SELECT {ROW_COLUMN} + 1 AS row, * EXCLUDE ({ROW_COLUMN}) FROM {version.table_name} {where} "
@@ -66,6 +75,10 @@ def page(store: Store, version: Version, *, text: str | None = None, category=No
 
 def count(store: Store, version: Version, *, text: str | None = None, category=None,
           column: str | None = None, flag: str | None = None) -> int:
+    if flag and not (text and text.strip()) and category in (None, "", []):
+        from workbench.quality import flag_rows_sql
+
+        return store.cursor().execute(f"SELECT count(*) FROM ({flag_rows_sql(store, version, flag)})").fetchall()[0][0]
     where, params = _filters(store, version, text, category, column, flag)
     if not where:
         return version.row_count

@@ -15,9 +15,12 @@ How a run flows, and why nothing generated is lost:
 3. `ingest` reads new complete lines of `outputs.jsonl` into `wb_eval_outputs`, keyed by
    (eval_id, item) with ON CONFLICT DO NOTHING, so reading a line twice (a restart re-reads the
    file) changes nothing. The app calls it while the bar moves; the CLI calls it in its wait loop.
-4. `score` runs when every item has an output: per-example and corpus metrics come from
-   `workbench.scoring` / `metrics` (no metric maths here) and are stored in `wb_eval_scores`
-   and `wb_evals.metrics`.
+4. `score` runs when every item has an output. Generation: per-item statistics from
+   `metrics.corpus` (sacreBLEU BLEU/chrF statistics, rouge-score ROUGE, exact match), kept in the
+   run folder (`item_stats.npz`) for slices and the bootstrap; corpus scores with the keys of
+   `workbench score`. Classification: the label parsed from each answer and scikit-learn scores
+   (`metrics.classification`). Per-example scores go to `wb_eval_scores`, corpus scores to
+   `wb_evals.metrics`.
 
 Then: `slices` (every metric per value of a column), `leaderboard` (runs on the same split),
 `compare` (paired bootstrap on the difference of each metric), `example_diff` (per-example
@@ -182,7 +185,8 @@ class GenerationSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise WorkbenchError(f"unknown generation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise WorkbenchError(f"unknown generation setting(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(known))}")
         return cls(**values)
 
 
@@ -233,7 +237,17 @@ def _resolve_base(store: Store, base_model: str) -> str:
         if not (path / "config.json").exists():
             raise WorkbenchError(f"{path} is not a model folder (no config.json)")
         return str(path.resolve())
-    return base_model  # a Hugging Face id; the generator loads it from the local cache only
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(base_model, "config.json")
+    except ValueError:  # not even a well-formed model id (huggingface_hub's HFValidationError)
+        cached = None
+    if not isinstance(cached, str):  # the generator never downloads
+        raise WorkbenchError(f"base model {base_model!r} is neither a model folder nor in the local Hugging Face "
+                             f"cache; give a folder with config.json and weights, download it first (e.g. "
+                             f"`hf download {base_model}`), or use 'tiny'")
+    return base_model
 
 
 def _model_of_run(store: Store, run_id: str) -> ModelSpec:
@@ -250,7 +264,10 @@ def _model_of_run(store: Store, run_id: str) -> ModelSpec:
     if not base:
         config = details.get("config") or {}
         name = config.get("base_model", "tiny")
-        base = (config.get("tiny_dir") or _resolve_base(store, "tiny")) if name == "tiny" else _resolve_base(store, name)
+        if name == "tiny":
+            base = config.get("tiny_dir") or _resolve_base(store, "tiny")
+        else:
+            base = _resolve_base(store, name)
     return ModelSpec(str(base), str(adapter), str(run_id), f"run {run_id}")
 
 
@@ -684,7 +701,6 @@ def _neighbour_index(store: Store, version: Version, split: str | None, progress
     key = (str(store.project.root), version.version_id, version.content_hash, split)
     if key in _INDEXES:
         return _INDEXES[key]
-    import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from workbench.browse import category_column
@@ -727,8 +743,6 @@ def neighbours(store: Store, version: Version | str, text: str, *, k: int = 10, 
     Each result: {row (0-based _row), similarity, category, same_category}."""
     if isinstance(version, str):
         version = get_version(store, version)
-    import numpy as np
-
     rows, cats, vectorizer, matrix, _ = _neighbour_index(store, version, split, progress)
     sims = (matrix @ vectorizer.transform([text or ""]).T).toarray().ravel()
     if category is not None and only_category:
@@ -886,20 +900,24 @@ def score(store: Store, eval_id: int, *, progress: Progress | None = None) -> Ev
 
 
 def _score_generation(run: EvalRun, outputs: list[str], refs: list[str], progress) -> tuple[dict, dict]:
-    """The corpus scores of `workbench score` (workbench.scoring.score_texts: the same keys and numbers),
-    and the per-item statistics kept beside them for slices, per-example scores and the bootstrap."""
+    """Corpus scores with the keys and numbers of `workbench score` (workbench.scoring.score_texts; a test
+    holds them equal), from per-item statistics computed once and kept in the run folder for slices,
+    per-example scores and the bootstrap."""
     from metrics import bleu as mbleu
-    from metrics.corpus import item_scores
+    from metrics.corpus import corpus_scores, item_scores
     from metrics.corpus import item_stats as compute
-    from workbench.scoring import score_texts
+    from workbench.scoring import DEFAULT_METRICS, ROUGE_NOTE
 
-    summary = score_texts(outputs, refs, progress=progress)
-    stats = compute(outputs, refs)
+    stats = compute(outputs, refs, progress=progress)
     _save_stats(run.path / STATS_FILE, stats)
+    summary: dict = {"metrics": list(DEFAULT_METRICS), **corpus_scores(stats),
+                     "signature": mbleu.BLEU_SIGNATURE, "chrf_signature": mbleu.CHRF_SIGNATURE,
+                     "length_tokenization": mbleu.LENGTH_RATIO_TOKENIZATION, "rouge_aggregate": ROUGE_NOTE,
+                     "rouge": {t: dict(zip(("precision", "recall", "fmeasure"), map(float, arr.mean(axis=0))))
+                               for t, arr in stats.rouge.items()}}
     parts = mbleu.bleu_from_stats(stats.bleu.sum(axis=0))
     summary.update(bleu_precisions=parts["precisions"], bleu_bp=parts["bp"], sys_len=parts["sys_len"],
                    ref_len=parts["ref_len"])
-    summary.pop("n", None)
     return summary, item_scores(stats)
 
 
@@ -968,29 +986,30 @@ def confusion(store: Store, eval_id: int) -> list[dict]:
 
 def _compare_classification(store: Store, run_a: EvalRun, run_b: EvalRun, *, n_resamples: int, seed: int,
                             confidence: float, names: tuple[str, str]) -> dict:
-    """Paired bootstrap of accuracy and macro F1 (scikit-learn's f1_score with the resample counts as weights)."""
-    from sklearn.metrics import f1_score
+    """Paired bootstrap of accuracy (the mean of per-item correctness, metrics.significance).
 
-    from metrics import significance
+    Macro F1 joins when metrics.classification offers resampled scores (`resampled_scores(y_true,
+    y_pred, counts, labels)`): scikit-learn per resample takes minutes for 1,000 resamples of 3,000 items."""
+    from metrics import classification, significance
 
     refs, pred_a = _labels(store, run_a.eval_id)
     _, pred_b = _labels(store, run_b.eval_id)
-    labels = label_set(store, run_a)
     correct_a = [1.0 if p == r else 0.0 for p, r in zip(pred_a, refs)]
     correct_b = [1.0 if p == r else 0.0 for p, r in zip(pred_b, refs)]
     out = {"accuracy": significance.paired_bootstrap_values(correct_a, correct_b, metric="accuracy",
                                                             n_resamples=n_resamples, seed=seed,
                                                             confidence=confidence, names=names)}
-
-    def macro_f1(pred):
-        return lambda counts: {"macro_f1": np.array([f1_score(refs, pred, labels=labels, average="macro",
-                                                             sample_weight=w, zero_division=0) for w in counts])}
-
-    diffs = significance.bootstrap_differences(macro_f1(pred_a), macro_f1(pred_b), len(refs),
-                                               n_resamples=n_resamples, seed=seed)["macro_f1"]
-    a, b = run_a.metrics["macro_f1"], run_b.metrics["macro_f1"]
-    out["macro_f1"] = significance.summarize("macro_f1", a, b, diffs, n_items=len(refs), seed=seed,
-                                             confidence=confidence, names=names)
+    resampled = getattr(classification, "resampled_scores", None)
+    if resampled is not None:
+        labels = label_set(store, run_a)
+        diffs = significance.bootstrap_differences(lambda c: resampled(refs, pred_a, c, labels),
+                                                   lambda c: resampled(refs, pred_b, c, labels), len(refs),
+                                                   n_resamples=n_resamples, seed=seed)
+        for metric in ("macro_f1",):
+            if metric in diffs:
+                out[metric] = significance.summarize(metric, run_a.metrics[metric], run_b.metrics[metric],
+                                                     diffs[metric], n_items=len(refs), seed=seed,
+                                                     confidence=confidence, names=names)
     return out
 
 
@@ -1062,7 +1081,8 @@ def leaderboard(store: Store, eval_id: int | None = None, *, items_hash: str | N
     """Finished runs on the same test items (same content, whatever version it came from), best first."""
     if eval_id is not None:
         items_hash = get_eval(store, eval_id).items_hash
-    runs = [r for r in list_evals(store) if r.status == "finished" and (items_hash is None or r.items_hash == items_hash)]
+    runs = [r for r in list_evals(store)
+            if r.status == "finished" and (items_hash is None or r.items_hash == items_hash)]
     out = []
     for r in runs:
         key = primary_metric(r.task)
@@ -1070,7 +1090,8 @@ def leaderboard(store: Store, eval_id: int | None = None, *, items_hash: str | N
                "items": r.items, "decoding": "greedy" if not r.settings.get("temperature") else
                f"T={r.settings['temperature']}, top-p={r.settings.get('top_p', 1.0)}",
                "max_new_tokens": r.settings.get("max_new_tokens"), "created_at": r.created_at}
-        row.update({m: (r.metrics or {}).get(m) for m in (CLASS_METRICS if r.task == "classification" else TEXT_METRICS)})
+        shown = CLASS_METRICS if r.task == "classification" else TEXT_METRICS
+        row.update({m: (r.metrics or {}).get(m) for m in shown})
         out.append(((r.metrics or {}).get(key) or 0.0, row))
     out.sort(key=lambda kr: (-kr[0], kr[1]["eval_id"]))
     return [row for _, row in out]

@@ -5,7 +5,8 @@ Flags (a record may carry several; "response" is the completion, absent for clas
     empty            the prompt or the response is empty or whitespace only
     short_response   the response has fewer than `min_response_chars` characters (default 15)
     long_response    the response is longer than 3x the dataset's 95th-percentile response length
-                     (and longer than 200 characters)
+                     (and longer than 200 characters); the percentile comes from 16 evenly spaced
+                     blocks of 125 records (all records of a smaller version)
     repeats_prompt   the response equals the prompt (ignoring case and surrounding whitespace) or
                      contains the whole prompt (prompts of 10+ characters)
     junk             prompt or response is mostly symbols or markup rather than words: among its
@@ -15,10 +16,11 @@ Flags (a record may carry several; "response" is the completion, absent for clas
                      bytes; or HTML/XML tags make up more than half of a text with 2+ tags
     language         the record's language differs from the dataset's main language. Cheap
                      heuristic: each language has a list of very common words (or, for scripts
-                     like Han, Hangul, Arabic, a letter of that script); the dataset's language is
-                     the one matched by most of ~2,000 evenly spaced records; a record of 5+ words
-                     (runs of letters) whose first 300 characters of prompt and response match none
-                     of its words is flagged. Off when no language covers half the sample.
+                     like Han, Hangul, Arabic, a letter of that script). The dataset's language is
+                     the one whose words appear in most sampled records of 5+ words (runs of
+                     letters), judged on their first 300 characters of prompt and response; off
+                     when no language covers half the sample. A record of 5+ words whose prompt
+                     and response contain none of the main language's words is flagged.
 
 Everything but `junk` is DuckDB SQL; `junk` counts character classes over the Arrow buffers with
 numpy (UTF-8 bytes classed by their lead byte), because DuckDB's regexp_replace runs at ~10 MB/s.
@@ -29,6 +31,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -52,7 +56,7 @@ FLAGS = {
 PII_FLAG = "pii"  # browse can also filter on records with PII once a PII scan is cached
 ALGO = 1
 CHUNK_ROWS = 16_384
-LANGUAGE_SAMPLE = 2000
+SAMPLE_BLOCKS, SAMPLE_BLOCK_ROWS = 16, 125  # whole row groups are read: a few blocks cost less than spread rows
 HEAD_CHARS = 300
 MIN_SIGNAL = 8
 
@@ -99,6 +103,7 @@ def _class_table() -> bytes:
 
 
 _CLASSES = _class_table()
+_CLASS_LUT = np.frombuffer(_CLASSES, np.int8)
 _TAG_RE = re.compile(r"<[^<>]*>")
 
 
@@ -127,9 +132,9 @@ def _markup_heavy(text: str) -> bool:
 
 
 def _junk_mask(arr: pa.Array | pa.ChunkedArray, has_lt: np.ndarray | None = None) -> np.ndarray:
-    """is_junk of every string of an Arrow array, over its bytes: one `bytes.translate` to classes and one
-    `np.add.reduceat` per record (about two passes over the text). has_lt: which records hold a '<'
-    (DuckDB's `contains` knows it cheaply); only those are checked for markup, in Python."""
+    """is_junk of every string of an Arrow array, over its bytes: one table lookup to classes and one
+    `np.add.reduceat` per record (two passes over the text, no copy of it). has_lt: which records hold
+    a '<' (DuckDB's `contains` knows it cheaply); only those are checked for markup, in Python."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if not pa.types.is_large_string(arr.type):
@@ -140,11 +145,13 @@ def _junk_mask(arr: pa.Array | pa.ChunkedArray, has_lt: np.ndarray | None = None
     offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset: arr.offset + n + 1]
     start, stop = int(offsets[0]), int(offsets[-1])
     raw = arr.buffers()[2]
-    body = raw.to_pybytes()[start:stop] if raw is not None and stop > start else b""
-    classes = np.frombuffer(body.translate(_CLASSES) + b"\0", np.int8)
+    body = np.frombuffer(raw, np.uint8)[start:stop] if raw is not None and stop > start else np.zeros(0, np.uint8)
+    classes = np.empty(len(body) + 1, np.int8)
+    np.take(_CLASS_LUT, body, out=classes[:-1])  # numpy releases the GIL: two columns run in parallel
+    classes[-1] = 0
     lengths = np.diff(offsets)
-    starts = np.minimum(offsets[:-1] - start, len(body))
-    score = np.add.reduceat(classes, starts, dtype=np.int64)
+    starts = np.minimum(offsets[:-1] - start, len(body))  # an empty last record points at the pad byte
+    score = np.add.reduceat(classes, starts, dtype=np.int32)  # int32 runs ~6x faster than int64 here
     score[lengths == 0] = 0  # reduceat gives an empty record the next byte's class
     junk = (lengths >= MIN_SIGNAL) & (score < 0)  # symbols outnumber letters
     valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool)
@@ -161,17 +168,24 @@ def _settings(store: Store) -> dict:
     return {"min_response_chars": int(store.project.setting("quality", "min_response_chars", 15))}
 
 
+def sample_where(version: Version) -> str:
+    """A WHERE clause picking 16 evenly spaced blocks of 125 records (all records when fewer):
+    Parquet row-group statistics on `_row` let DuckDB read only those parts of the version."""
+    n = version.row_count
+    if n <= SAMPLE_BLOCKS * SAMPLE_BLOCK_ROWS:
+        return "WHERE true"
+    starts = [round(i * (n - SAMPLE_BLOCK_ROWS) / (SAMPLE_BLOCKS - 1)) for i in range(SAMPLE_BLOCKS)]
+    return "WHERE " + " OR ".join(f"({ROW_COLUMN} >= {a} AND {ROW_COLUMN} < {a + SAMPLE_BLOCK_ROWS})" for a in starts)
+
+
 def dataset_language(store: Store, version: Version, columns: set[str] | None = None) -> tuple[str | None, dict]:
-    """(main language or None, {language: share of sampled records}) from ~2,000 evenly spaced records."""
+    """(main language or None, {language: share of sampled records of 5+ words}) from `sample_where`."""
     columns = columns or {c for c, _ in version_columns(store, version)}
-    step = max(1, version.row_count // LANGUAGE_SAMPLE)
     langs = list(STOPWORDS) + list(SCRIPTS)
-    completion = "coalesce(completion, '')" if "completion" in columns else "''"
-    cases = ", ".join(f"count(*) FILTER (WHERE regexp_matches(prompt, '{language_pattern(lang)}') OR "
-                      f"regexp_matches({completion}, '{language_pattern(lang)}'))" for lang in langs)
+    cases = ", ".join(f"count(*) FILTER (WHERE regexp_matches(head, '{language_pattern(lang)}'))" for lang in langs)
     row = store.cursor().execute(
-        f"SELECT count(*), {cases} FROM {version.table_name} WHERE {ROW_COLUMN} % {step} = 0 "
-        f"AND regexp_matches({_head_sql(columns)}, '{FIVE_WORDS}')").fetchall()[0]
+        f"SELECT count(*), {cases} FROM (SELECT {_head_sql(columns)} AS head FROM {version.table_name} "
+        f"{sample_where(version)}) WHERE regexp_matches(head, '{FIVE_WORDS}')").fetchall()[0]
     sampled = row[0]
     if not sampled:
         return None, {}
@@ -191,8 +205,8 @@ def _flag_sql(store: Store, version: Version, columns: set[str], language: str |
         f"SELECT count(completion) FROM {version.table_name}").fetchall()[0][0] > 0
     blank = "(length({0}) = 0 OR regexp_full_match({0}, '\\s*'))"
     if has_completion:
-        p95 = store.cursor().execute(
-            f"SELECT quantile_disc(length(completion), 0.95) FROM {version.table_name}").fetchall()[0][0] or 0
+        p95 = store.cursor().execute(f"SELECT quantile_disc(length(completion), 0.95) FROM {version.table_name} "
+                                     f"{sample_where(version)}").fetchall()[0][0] or 0
         long_chars = max(3 * p95, 200)
         settings["long_response_chars"] = long_chars
         empty = f"(prompt IS NULL OR {blank.format('prompt')} OR completion IS NULL OR {blank.format('completion')})"
@@ -248,16 +262,25 @@ def compute_flags(store: Store, version: Version, *, progress: Progress | None =
     done = 0
     try:
         reader = cur.sql(sql).to_arrow_reader(CHUNK_ROWS)
-        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
-            for batch in reader:
-                junk = (_junk_mask(batch.column("prompt"), batch.column("lt_prompt").to_numpy(zero_copy_only=False))
-                        | _junk_mask(batch.column("completion"),
-                                     batch.column("lt_completion").to_numpy(zero_copy_only=False)))
+        # DuckDB fills the next batch while two threads count characters in the last one
+        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer, ThreadPoolExecutor(2) as pool:
+            pending: deque = deque()
+
+            def write_oldest() -> int:
+                batch, (prompt, completion) = pending.popleft()
                 cols = {name: batch.column(name) for name in SCHEMA.names if name != "junk"}
-                cols["junk"] = pa.array(junk)
+                cols["junk"] = pa.array(prompt.result() | completion.result())
                 writer.write_table(pa.table(cols, schema=SCHEMA))
-                done += batch.num_rows
-                progress(min(done / max(version.row_count, 1), 1.0), f"checked {done:,} of {version.row_count:,}")
+                return batch.num_rows
+
+            for batch in reader:
+                pending.append((batch, [pool.submit(_junk_mask, batch.column(f), batch.column(f"lt_{f}").to_numpy(
+                    zero_copy_only=False)) for f in ("prompt", "completion")]))
+                if len(pending) > 2:
+                    done += write_oldest()
+                    progress(min(done / max(version.row_count, 1), 1.0), f"checked {done:,} of {version.row_count:,}")
+            while pending:
+                done += write_oldest()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -299,6 +299,11 @@ def run_status(run_dir: Path, events: list[dict] | None = None) -> dict:
         s.status = "running"
         recent = [p["loss"] for p in s.losses if p["kind"] == "train"][-20:]
         s.train_loss = sum(recent) / len(recent) if recent else None
+    elif info.get("pid") and not events:
+        s.status = "failed"
+        log = run_dir / LOG
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        s.message = f"the trainer exited before it started ({tail[0] if tail else 'no output'}); see {log}"
     elif info.get("pid"):
         s.status = "interrupted"
         s.message = "the trainer stopped without finishing (killed or crashed); start it again to resume" + (

@@ -422,25 +422,32 @@ def token_summary(store: Store, version: Version, counter: TokenCounter | None =
 
 def truncation(store: Store, path: Path, max_length: int) -> dict:
     """Records longer than max_length, supervised tokens cut off, records left with none to learn."""
-    if int(max_length) < 1:
-        raise WorkbenchError(f"max length {max_length} must be a positive number of tokens, for example 1024")
-    L = int(max_length)
-    row = store.cursor().execute(
-        f"SELECT count(*) FILTER (WHERE total_tokens > {L}), coalesce(sum({_lost_sql(L)}), 0), "
-        f"coalesce(sum(completion_tokens), 0), "
-        f"count(*) FILTER (WHERE completion_tokens > 0 AND list_min(list_transform(spans, lambda s: s.start)) >= {L})"
-        f", count(*) FROM {parquet_sql(path)}").fetchall()[0]
-    truncated, lost, supervised, dropped, records = row
-    return {"max_length": L, "truncated_records": truncated,
-            "truncated_fraction": round(truncated / records, 6) if records else 0.0,
-            "supervised_tokens": int(supervised), "supervised_tokens_lost": int(lost),
-            "supervised_lost_fraction": round(lost / supervised, 6) if supervised else 0.0,
-            "records_without_supervised_tokens": dropped}
+    return truncation_table(store, path, [max_length])[0]
 
 
 def truncation_table(store: Store, path: Path, lengths=TRUNCATION_LENGTHS) -> list[dict]:
-    """`truncation` at several common max sequence lengths."""
-    return [truncation(store, path, n) for n in lengths]
+    """`truncation` at several max sequence lengths, in one pass over the counts."""
+    for n in lengths:
+        if int(n) < 1:
+            raise WorkbenchError(f"max length {n} must be a positive number of tokens, for example 1024")
+    parts = []
+    for L in map(int, lengths):
+        parts += [f"count(*) FILTER (WHERE total_tokens > {L})", f"coalesce(sum({_lost_sql(L)}), 0)",
+                  f"count(*) FILTER (WHERE completion_tokens > 0 AND "
+                  f"list_min(list_transform(spans, lambda s: s.start)) >= {L})"]
+    row = store.cursor().execute(
+        f"SELECT count(*), coalesce(sum(completion_tokens), 0), {', '.join(parts)} FROM {parquet_sql(path)}"
+    ).fetchall()[0]
+    records, supervised = row[0], int(row[1])
+    out = []
+    for i, L in enumerate(map(int, lengths)):
+        truncated, lost, dropped = row[2 + 3 * i: 5 + 3 * i]
+        out.append({"max_length": L, "truncated_records": truncated,
+                    "truncated_fraction": round(truncated / records, 6) if records else 0.0,
+                    "supervised_tokens": supervised, "supervised_tokens_lost": int(lost),
+                    "supervised_lost_fraction": round(lost / supervised, 6) if supervised else 0.0,
+                    "records_without_supervised_tokens": dropped})
+    return out
 
 
 def is_counted(store: Store, version: Version, counter: TokenCounter) -> bool:
