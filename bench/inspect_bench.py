@@ -134,6 +134,9 @@ def main() -> None:
     print(f"real tokenizer ({counter.name}, vocab {len(counter.tokenizer):,}, chat template, fast batch encode): "
           f"{n:,} records, {total:,} tokens in {secs:.1f} s = {n / secs:,.0f} records/s, {total / secs:,.0f} "
           f"tokens/s ({cpu()}); 1M records would take ~{1e6 / (n / secs) / 60:.1f} min")
+    import resource
+
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     store.close()
 
 

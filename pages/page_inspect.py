@@ -38,6 +38,11 @@ def run_with_bar(text: str, fn, *args, **kwargs):
 
 # A version never changes, so its summaries are kept for the life of the server (keyed by its content).
 
+@st.cache_resource(max_entries=4, show_spinner="Loading the tokenizer…")
+def load_counter(_store, root: str, choice: str, stamp: str):
+    return tokens.load_tokenizer(_store, choice)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def token_view(_store, _version, _counter, key: tuple, tag: str, max_length: int) -> tuple[dict, list]:
     summary = tokens.token_summary(_store, _version, _counter, max_length=max_length)
@@ -122,7 +127,7 @@ with tab_lengths:
                                     help="The max sequence length you plan to train with: records longer than "
                                          "this are cut, and the completion tokens past it are lost.")
     try:
-        counter = tokens.load_tokenizer(store, choice)
+        counter = load_counter(store, str(store.project.root), choice, tokens.source_stamp(store, choice))
     except WorkbenchError as exc:
         wb_ui.show_error(exc)
         counter = None

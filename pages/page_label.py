@@ -182,6 +182,8 @@ def annotate(question) -> None:
             plain = st.toggle("Plain text", key=f"{state}::plain", help="Show the exact characters instead of "
                                                                        "formatted markdown.")
             show_record(record, question, plain)
+            for reason in annotations.flag_reasons(store, question, record[versions.ROW_COLUMN]):
+                st.warning(f"Flagged for another look: {wb_ui.safe_markdown(reason)}", icon=":material/flag:")
         with right:
             st.markdown(f"**{wb_ui.safe_markdown(question.name)}**")
             if reopened:

@@ -222,8 +222,8 @@ class UI:
         self.page.get_by_role("tab", name=name).click()
         self.page.wait_for_timeout(300)
 
-    def click(self, name: str, *, exact: bool = True, settle: bool = True) -> None:
-        self.page.get_by_role("button", name=name, exact=exact).first.click()
+    def click(self, name: str | re.Pattern, *, exact: bool = True, settle: bool = True) -> None:
+        self.page.get_by_role("button", name=name, exact=exact if isinstance(name, str) else None).first.click()
         if settle:
             self.settle()
 

@@ -141,8 +141,11 @@ def make_version(store, n=400):
     prompts = [t["prompt"] for t in tickets] + [p for p, _ in EXTRA]
     completions = [t["completion"] for t in tickets] + [c for _, c in EXTRA]
     notes = [None] * n + ["backup contact j.doe@example.org", None, "v2.0.1.7"]
+    chat = json.dumps([{"role": "user", "content": "hi, I'm at 10.1.2.3\n+44 20 7946 0958"},
+                       {"role": "assistant", "content": "Noted."}, {"role": "user", "content": prompts[-1]},
+                       {"role": "assistant", "content": completions[-1]}])
     table = pa.table({"prompt": prompts, "completion": completions, "system": pa.nulls(len(prompts), pa.string()),
-                      "messages": pa.nulls(len(prompts), pa.string()), "note": notes})
+                      "messages": [None] * (len(prompts) - 1) + [chat], "note": notes})
     return write_version(store, "tickets", [table], kind="import", fmt="prompt-completion", recipe={})
 
 
@@ -150,9 +153,11 @@ def test_bulk_scan_equals_the_per_text_scan(store):
     version = make_version(store)
     path = pii.scan(store, version)
     got = sorted(store.cursor().execute(f"SELECT _row, field, type, value FROM read_parquet('{path}')").fetchall())
-    rows = store.cursor().execute(f"SELECT _row, prompt, completion, note FROM {version.table_name}").fetchall()
+    rows = store.cursor().execute(f"SELECT _row, prompt, completion, note, messages FROM {version.table_name}").fetchall()
     expected = sorted((r[0], field, h.type, h.value) for r in rows for field, text in zip(
-        ("prompt", "completion", "note"), r[1:]) for h in pii.find_pii(text))
+        ("prompt", "completion", "note", "messages"), r[1:]) for h in pii.find_pii(pii.scanned_text(field, text)))
+    assert {(t, v) for _, f, t, v in expected if f == "messages"} == {("IP", "10.1.2.3"),
+                                                                      ("PHONE", "+44 20 7946 0958")}
     assert got == expected
     types = {t for _, _, t, _ in got}
     assert types == set(pii.TYPES)
@@ -190,7 +195,7 @@ def test_cli_pii_report_and_redact(tmp_path, capsys):
         make_version(store, 100)
     assert main(["pii", "tickets", "--project", project, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"]["IBAN"] == 1 and report["counts"]["IP"] == 1 and report["records"] == 103
+    assert report["counts"]["IBAN"] == 1 and report["counts"]["IP"] == 2 and report["records"] == 103
     assert main(["pii", "tickets", "--redact", "--project", project]) == 1
     assert "--out" in capsys.readouterr().err
     assert main(["pii", "tickets", "--redact", "--out", "tickets", "--types", "email,iban", "--project", project,
@@ -205,3 +210,21 @@ def test_cli_pii_report_and_redact(tmp_path, capsys):
     assert "not a known region" in capsys.readouterr().err
     with Store.open(project) as store:
         assert get_version(store, "tickets@2").recipe["source"] == "tickets@1"
+
+
+def test_chat_turns_are_scanned_as_text_not_as_json(store):
+    msgs = [{"role": "user", "content": "my card:\n4111 1111 1111 1111"}, {"role": "assistant", "content": "Got it."},
+            {"role": "user", "content": "and mail x@example.com"}, {"role": "assistant", "content": "Thanks."}]
+    raw = json.dumps(msgs)
+    assert [h.type for h in pii.find_pii(raw)] == ["EMAIL"]  # in the JSON text, \n4111 hides the card
+    table = pa.table({"prompt": ["and mail x@example.com"], "completion": ["Thanks."],
+                      "system": pa.nulls(1, pa.string()), "messages": [raw]})
+    version = write_version(store, "chats", [table], kind="import", fmt="chat", recipe={})
+    report = pii.pii_report(store, version)
+    assert report["types"]["CARD"]["by_field"] == {"messages": 1}
+    assert report["types"]["EMAIL"]["by_field"] == {"messages": 1, "prompt": 1}
+    new, _ = pii.redact_version(store, version, "chats-clean")
+    ((messages, prompt),) = store.cursor().execute(f"SELECT messages, prompt FROM {new.table_name}").fetchall()
+    assert [m["content"] for m in json.loads(messages)] == ["my card:\n[CARD]", "Got it.", "and mail [EMAIL]",
+                                                            "Thanks."]
+    assert prompt == "and mail [EMAIL]"

@@ -4,7 +4,6 @@ itself (apply_chat_template + offsets) and plain Python brute force."""
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 

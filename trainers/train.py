@@ -92,14 +92,17 @@ def pick_device(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
     return device, torch.float32
 
 
-def attention_implementation(device: torch.device) -> str:
-    """flash-attention (varlen over packed rows) on a GPU when installed, else SDPA; both honour the
-    restarting position ids of packed rows."""
+def attention_implementation(device: torch.device, packed: bool = False) -> str:
+    """flash-attention (varlen over packed rows) on a GPU when installed; else, for packed rows on a GPU,
+    flex attention (a block-sparse mask: each example's blocks only); else SDPA. All honour the
+    restarting position ids of packed rows (SDPA through a dense block-diagonal mask)."""
     if device.type == "cuda":
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
+        if packed:
+            return "flex_attention"
     return "sdpa"
 
 
@@ -119,7 +122,8 @@ def load_base(path: str, cfg: TrainConfig, device: torch.device, dtype: torch.dt
     """The base model from a folder or the local Hugging Face cache (never the network)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = dict(dtype=dtype, attn_implementation=attention_implementation(device), local_files_only=True)
+    packed = cfg.packing and cfg.method in ("lora", "dora", "qlora")
+    kwargs = dict(dtype=dtype, attn_implementation=attention_implementation(device, packed), local_files_only=True)
     if cfg.method == "qlora":
         if device.type != "cuda":
             raise ConfigError("method qlora needs a CUDA GPU; use lora or dora on this machine")
@@ -174,7 +178,13 @@ def loss_sum(model, batch: dict) -> torch.Tensor:
 
     This is the hook for a fused or chunked loss on a GPU: it gets the model and the batch and
     returns the sum; the caller divides by the supervised tokens of the whole optimizer step.
+    On a GPU it is `fastloss.loss_sum` (logits at supervised positions only, chunk by chunk).
     """
+    if batch["input_ids"].is_cuda:
+        from trainers import fastloss
+
+        if fastloss.supports(model):
+            return fastloss.loss_sum(model, batch)
     # No KV cache: with a cache transformers stops reading restarting position ids as packed examples.
     inputs = {"input_ids": batch["input_ids"], "use_cache": False}
     if "attention_mask" in batch:
@@ -249,6 +259,9 @@ class TrainingRecipe:
         model = load_base(self.base_path, cfg, self.device, self.dtype)
         self.model = wrap_peft(model, cfg)
         self.peft_model = self.model
+        from trainers import fastloss
+
+        fastloss.prepare(self.model, cfg, self.device)  # GPU only: compiled decoder layers
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 

@@ -46,6 +46,19 @@ DEFAULT_SCALE = ("1", "2", "3", "4", "5")
 MAX_CHOICES = 200
 MAX_VALUE_CHARS = 200_000
 
+# Records someone pointed at for another look (from an evaluation or a review). They come first in
+# every question's queue over that version; `workbench.evaluate.flag_records` writes them.
+FLAGS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wb_flags (
+    version_id INTEGER NOT NULL,
+    _row BIGINT NOT NULL,
+    reason VARCHAR NOT NULL,
+    who VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    eval_id INTEGER
+);
+"""
+
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS wb_question_seq START 1;
 CREATE SEQUENCE IF NOT EXISTS wb_annotation_seq START 1;
@@ -95,9 +108,13 @@ CREATE TABLE IF NOT EXISTS wb_gold (
 def ensure(store: Store) -> None:
     queue.ensure(store)
     store.ensure_schema("annotations", SCHEMA)
+    store.ensure_schema("flags", FLAGS_SCHEMA)
 
 
 # ---------------------------------------------------------------- questions
+
+FLAGGED_OFFSET = 1 << 48  # added to the queue position of records nobody flagged
+
 
 @dataclass(frozen=True)
 class Question:
@@ -135,7 +152,11 @@ class Question:
     def task(self) -> queue.Task:
         return queue.Task(
             name=f"question:{self.question_id}",
-            items_sql=f"SELECT {self.key_sql} AS item, {ROW_COLUMN} AS pos FROM wb_v{self.version_id}",
+            # flagged records first, then the rest in record order
+            items_sql=(f"SELECT {self.key_sql_of('r')} AS item, r.{ROW_COLUMN} + CASE WHEN f._row IS NULL "
+                       f"THEN {FLAGGED_OFFSET} ELSE 0 END AS pos FROM wb_v{self.version_id} r LEFT JOIN "
+                       f"(SELECT DISTINCT _row FROM wb_flags WHERE version_id = {int(self.version_id)}) f "
+                       f"ON f._row = r.{ROW_COLUMN}"),
             answers_sql=f"SELECT item, annotator FROM wb_annotations WHERE question_id = {int(self.question_id)}",
             overlap=self.overlap)
 
@@ -411,6 +432,14 @@ def record(store: Store, question: Question, item: str) -> dict:
     if not table.num_rows:
         raise WorkbenchError(f"{item!r} is not a record key of {question.version(store).ref}")
     return table.to_pylist()[0]
+
+
+def flag_reasons(store: Store, question: Question, row: int) -> list[str]:
+    """Why people asked for another look at this record (from evaluations and reviews), oldest first."""
+    ensure(store)
+    return [r[0] for r in store.cursor().execute(
+        "SELECT reason FROM wb_flags WHERE version_id = ? AND _row = ? ORDER BY created_at",
+        [question.version_id, int(row)]).fetchall()]
 
 
 # ---------------------------------------------------------------- answering

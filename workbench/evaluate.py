@@ -46,6 +46,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from workbench.annotations import FLAGS_SCHEMA
 from workbench.errors import WorkbenchError
 from workbench.formats import canonical_to_messages
 from workbench.store import Store, quote_ident
@@ -107,14 +108,6 @@ CREATE TABLE IF NOT EXISTS wb_eval_labels (
     predicted VARCHAR,
     PRIMARY KEY (eval_id, item)
 );
-CREATE TABLE IF NOT EXISTS wb_flags (
-    version_id INTEGER NOT NULL,
-    _row BIGINT NOT NULL,
-    reason VARCHAR NOT NULL,
-    who VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    eval_id INTEGER
-);
 """
 
 STATUSES = ("created", "running", "stopped", "failed", "generated", "finished")
@@ -126,6 +119,7 @@ GENERATOR_MODULE = "trainers.eval_generate"
 
 def ensure(store: Store) -> None:
     store.ensure_schema("evaluate", SCHEMA)
+    store.ensure_schema("flags", FLAGS_SCHEMA)  # the relabelling queue belongs to labelling
 
 
 def _now() -> datetime:

@@ -21,16 +21,25 @@ How the scan runs on a million records: DuckDB extracts every *candidate* with o
 candidate strings go through Python, where the checks above decide their type; DuckDB joins the
 verdicts back and writes the hits (`_row`, field, type, value) to the version's cache. The same
 pattern and checks run per text in `find_pii`, which the tests use as the brute-force reference.
+A chat's `messages` column is scanned as its turns' contents joined by newlines (not as JSON text,
+whose escapes such as `\\n4111...` would hide a number).
+
+Redaction (`redact_version`, `workbench pii NAME --redact --out NEW`) writes a new version in which
+every value found in a record is replaced, in all of the record's text fields, by its type's
+placeholder ([EMAIL], [PHONE], [CARD], [IBAN], [IP], [ACCOUNT]); `redacted_batches` streams the same
+records for an export that must not carry personal data.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from workbench.errors import WorkbenchError
@@ -255,6 +264,22 @@ def _region(store: Store, region: str | None) -> str:
     return region
 
 
+def _scanned_text(field: str) -> str:
+    """What is scanned of a column: `messages` (a JSON list of turns) as its contents joined by newlines, so
+    an escape such as \\n4111... does not hide a number from the pattern; any other column as it is."""
+    if field == "messages":
+        return ("list_aggregate(list_transform(from_json(messages, '[{\"role\": \"VARCHAR\", \"content\": "
+                "\"VARCHAR\"}]'), lambda m: m.content), 'string_agg', chr(10))")
+    return quote_ident(field)
+
+
+def scanned_text(field: str, value: str | None) -> str | None:
+    """The Python twin of `_scanned_text`, for one value."""
+    if field == "messages" and value:
+        return "\n".join(m.get("content") or "" for m in json.loads(value))
+    return value
+
+
 def text_columns(store: Store, version: Version) -> list[str]:
     return [c for c, t in version_columns(store, version) if t.upper() == "VARCHAR"]
 
@@ -280,8 +305,8 @@ def scan(store: Store, version: Version, *, region: str | None = None, progress:
         cur.execute("CREATE OR REPLACE TEMP TABLE wb_pii_candidates (_row BIGINT, field VARCHAR, cand VARCHAR)")
         pattern = CANDIDATE.replace("'", "''")
         unions = " UNION ALL ".join(
-            f"SELECT {ROW_COLUMN}, '{f}' AS field, unnest(regexp_extract_all({quote_ident(f)}, '{pattern}')) AS cand "
-            f"FROM {version.table_name} WHERE {ROW_COLUMN} >= $lo AND {ROW_COLUMN} < $hi "
+            f"SELECT {ROW_COLUMN}, '{f}' AS field, unnest(regexp_extract_all({_scanned_text(f)}, '{pattern}')) "
+            f"AS cand FROM {version.table_name} WHERE {ROW_COLUMN} >= $lo AND {ROW_COLUMN} < $hi "
             f"AND {quote_ident(f)} IS NOT NULL" for f in fields)
         n = max(version.row_count, 1)
         for lo in range(0, n, CHUNK_ROWS):
@@ -346,57 +371,74 @@ def pii_rows_sql(path, kinds=None) -> str:
     return f"SELECT DISTINCT {ROW_COLUMN} FROM {parquet_sql(path)}{where}"
 
 
-def redact_version(store: Store, version: Version, out: str, *, types=TYPES, region: str | None = None,
-                   progress: Progress | None = None, created_by: str | None = None) -> tuple[Version, dict]:
-    """A new version of dataset `out` with the PII of the chosen types replaced by placeholders."""
+def _check_types(types) -> tuple[str, ...]:
     types = tuple(t.upper() for t in types)
     unknown = [t for t in types if t not in TYPES]
     if unknown or not types:
         raise WorkbenchError(f"unknown PII type {', '.join(unknown) or '(none)'}; choose from {', '.join(TYPES)}")
+    return types
+
+
+def redacted_batches(store: Store, version: Version, *, types=TYPES, region: str | None = None,
+                     progress: Progress | None = None, replaced: dict | None = None) -> Iterator[pa.Table]:
+    """The version's records in order (record columns only), with the PII of the chosen types replaced by
+    placeholders; for a new version (`redact_version`) or for an export that must not carry PII.
+    replaced, when given, collects the number of values replaced per type."""
+    types = _check_types(types)
     progress = progress or (lambda fraction, message: None)
     path = scan(store, version, region=region, progress=lambda f, m: progress(0.3 * f, m))
-    region = _region(store, region)
-    replaced = {t: 0 for t in types}
+    replaced = replaced if replaced is not None else {}
+    for t in types:
+        replaced.setdefault(t, 0)
     kinds = ", ".join(f"'{t}'" for t in types)
-
-    def batches() -> Iterator[pa.Table]:
-        cur = store.con.cursor()
-        hits_cur = store.con.cursor()
-        try:
-            reader = cur.sql(f"SELECT * FROM {version.table_name}").to_arrow_reader(50_000)
-            done = 0
-            for batch in reader:
-                table = pa.Table.from_batches([batch])
-                rows = table.column(ROW_COLUMN).to_numpy()
-                lo, hi = int(rows.min()), int(rows.max())
-                hits: dict[tuple[int, str], list] = {}
-                for row, field, kind, value in hits_cur.execute(
-                        f"SELECT {ROW_COLUMN}, field, type, value FROM {parquet_sql(path)} WHERE {ROW_COLUMN} "
-                        f"BETWEEN {lo} AND {hi} AND type IN ({kinds})").fetchall():
-                    hits.setdefault((row, field), []).append((kind, value))
-                    replaced[kind] += 1
-                table = table.drop_columns([ROW_COLUMN])
-                by_field: dict[str, dict[int, list]] = {}
-                position = {int(r): i for i, r in enumerate(rows)} if hits else {}
-                for (row, field), found in hits.items():
-                    by_field.setdefault(field, {})[position[row]] = found
-                for field, at in by_field.items():
+    fields = text_columns(store, version)
+    cur = store.con.cursor()
+    hits_cur = store.con.cursor()
+    try:
+        reader = cur.sql(f"SELECT * FROM {version.table_name}").to_arrow_reader(50_000)
+        done = 0
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            rows = table.column(ROW_COLUMN).to_numpy()
+            lo, hi = int(rows.min()), int(rows.max())
+            hits: dict[int, set] = {}
+            for row, kind, value in hits_cur.execute(
+                    f"SELECT {ROW_COLUMN}, type, value FROM {parquet_sql(path)} WHERE {ROW_COLUMN} "
+                    f"BETWEEN {lo} AND {hi} AND type IN ({kinds})").fetchall():
+                hits.setdefault(row, set()).add((kind, value))
+                replaced[kind] += 1
+            table = table.drop_columns([ROW_COLUMN])
+            if hits:
+                # Every value found in a record is replaced in all its text fields (a chat's turns are
+                # also in `prompt`/`completion`), so no copy of it survives anywhere in the record.
+                position = [(int(np.searchsorted(rows, r)), found) for r, found in hits.items()]
+                for field in fields:
                     values = table.column(field).to_pylist()
-                    for i, found in at.items():
+                    for i, found in position:
                         values[i] = redact_text(values[i], found)
                     idx = table.column_names.index(field)
                     table = table.set_column(idx, field, pa.array(values, table.schema.field(field).type))
-                done += table.num_rows
-                progress(0.3 + 0.7 * done / max(version.row_count, 1), f"redacted {done:,} records")
-                yield table
-        finally:
-            cur.close()
-            hits_cur.close()
+            done += table.num_rows
+            progress(0.3 + 0.7 * done / max(version.row_count, 1), f"redacted {done:,} records")
+            yield table
+    finally:
+        cur.close()
+        hits_cur.close()
 
+
+def redact_version(store: Store, version: Version, out: str, *, types=TYPES, region: str | None = None,
+                   progress: Progress | None = None, created_by: str | None = None) -> tuple[Version, dict]:
+    """A new version of dataset `out` with the PII of the chosen types replaced by placeholders; its recipe
+    records the source, the types, the placeholders and how many values were replaced."""
+    types = _check_types(types)
+    progress = progress or (lambda fraction, message: None)
+    region = _region(store, region)
+    replaced = {t: 0 for t in types}
     recipe = lambda: {"op": "redact_pii", "source": version.ref, "source_version_id": version.version_id,  # noqa: E731
                       "types": list(types), "placeholders": {t: PLACEHOLDERS[t] for t in types},
                       "replaced": dict(replaced), "phone_region": region}
-    new = write_version(store, out, batches(), kind="redacted", fmt=version.format, recipe=recipe,
+    batches = redacted_batches(store, version, types=types, region=region, progress=progress, replaced=replaced)
+    new = write_version(store, out, batches, kind="redacted", fmt=version.format, recipe=recipe,
                         info=dict(version.info), parent_id=version.version_id, created_by=created_by)
     progress(1.0, f"wrote {new.ref}")
     return new, dict(replaced)

@@ -127,6 +127,14 @@ def load_tokenizer(store: Store, base_model: str | None) -> TokenCounter:
     return TokenCounter(base_model, tok, source, ChatRenderer(tok))
 
 
+def source_stamp(store: Store, base_model: str | None) -> str:
+    """Changes when the tokenizer behind a choice is rebuilt (the tiny base, a model folder): a cache key part."""
+    folder = store.project.models_dir / "tiny" if base_model == "tiny" else Path(base_model or "").expanduser()
+    if not base_model or not folder.is_dir():
+        return ""
+    return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("tokenizer*")))
+
+
 def tokenizer_choices(store: Store) -> list[str]:
     """What the Inspect page offers: approximate, tiny (when built), model folders under models/, and
     model ids in the local Hugging Face cache."""
