@@ -198,17 +198,21 @@ class UI:
 
     def select(self, label: str, option: str, *, within=None) -> None:
         """Choose an option of a st.selectbox (Streamlit 1.67 draws it as a react-aria combobox)."""
-        box = (within or self.page).get_by_role("combobox", name=label, exact=True).first
-        box.click()
+        self._open_combobox(label, within)
         self._option(option)
         self.settle()
 
-    def multiselect(self, label: str, option: str) -> None:
-        box = self.page.get_by_role("combobox", name=label, exact=True).first
-        box.click()
+    def multiselect(self, label: str, option: str, *, within=None) -> None:
+        self._open_combobox(label, within)
         self._option(option)
         self.page.keyboard.press("Escape")
         self.settle()
+
+    def _open_combobox(self, label: str, within) -> None:
+        box = (within or self.page).get_by_role("combobox", name=label, exact=True).first
+        box.click()
+        if box.get_attribute("aria-expanded") != "true":  # a click does not always open it; the arrow key does
+            box.press("ArrowDown")
 
     def _option(self, option: str) -> None:
         self.page.get_by_role("option").filter(

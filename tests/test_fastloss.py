@@ -81,7 +81,7 @@ def _tiny_lora(seed: int = 0):
 def test_fast_loss_sum_equals_full_logits_loss(packed):
     model = _tiny_lora()
     examples = _examples(12, 97, seed=1)
-    batches = D.epoch_batches(examples, batch_tokens=256, max_len=128, packed=packed, seed=0, epoch=0, pad_id=0)
+    batches = D.epoch_batches(examples, batch_tokens=128, max_len=64, packed=packed, seed=0, epoch=0, pad_id=0)
     assert len(batches) > 1
     for batch in batches:
         lora = [p for p in model.parameters() if p.requires_grad]

@@ -7,7 +7,7 @@ conversation up to the last assistant turn, and that turn is the reference. Prom
 by length (longest first, so an out-of-memory error shows at once), left-padded and batched
 through `model.generate` with greedy decoding. Each finished batch is appended to the output
 JSONL at once, so a killed job keeps its work and a rerun skips the records already written.
-A simple, correct CPU path; the fast GPU path comes later.
+On a GPU, generation uses a static KV cache compiled with CUDA graphs (trainers.fastgen).
 """
 
 from __future__ import annotations
@@ -74,23 +74,43 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     encoded = [ids[-max_prompt_tokens:] for ids in encoded]  # keep the end: it holds the question
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     out: list[str | None] = [None] * len(prompts)
-    eos = _eos_ids(model, tokenizer)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        idx = order[start: start + batch_size]
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        generated = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                   pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-        new = generated[:, batch["input_ids"].shape[1]:]
+    for idx, new in greedy_ids(model, encoded, pad_id=tokenizer.pad_token_id, eos=_eos_ids(model, tokenizer),
+                               max_new_tokens=max_new_tokens, batch_size=batch_size):
         decoded = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
         for i, text in zip(idx, decoded):
             out[i] = text
         if on_batch is not None:
             on_batch(idx, decoded)
     return [t or "" for t in out]
+
+
+@torch.no_grad()
+def greedy_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int] | None, max_new_tokens: int,
+               batch_size: int):
+    """Greedy continuations of token-id prompts: yields (indices, new token ids per row) batch by batch.
+
+    Prompts go longest first, left-padded, through `model.generate`. On a GPU (trainers.fastgen) the
+    prompt width is rounded up to a bucket and generate uses a static KV cache, which transformers
+    compiles with CUDA graphs; the tokens are greedy `generate`'s (checked in bench/generate_bench.py).
+    """
+    from trainers import fastgen
+
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        width = fastgen.prompt_width(max(len(encoded[i]) for i in idx), device)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            if encoded[i]:
+                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]):] = 1
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
+                                   eos_token_id=eos, **fastgen.generate_kwargs(device))
+        yield idx, generated[:, width:].tolist()
 
 
 def generate_file(records_path: str | Path, out_path: str | Path, *, base_model: str, adapter: str | None = None,

@@ -223,7 +223,9 @@ class ChatRenderer:
         return None
 
     def _compile_with(self, roles: tuple[str, ...], pad: str):
-        marks = [f"{pad}\u27e6wb{self._nonce}:{i}\u27e7{pad[::-1]}" for i in range(len(roles))]
+        # Quotes, backslash, markup and control characters inside the marker: a template that escapes
+        # contents (tojson, e) cannot render it verbatim, so such a template never takes the fast path.
+        marks = [f"{pad}\u27e6wb{self._nonce}:{i} \"'\\<&>\n\t\x08\u27e7{pad[::-1]}" for i in range(len(roles))]
         msgs = [{"role": r, "content": m} for r, m in zip(roles, marks)]
         try:
             full, char_spans = self.slow(msgs)

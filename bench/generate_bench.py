@@ -1,0 +1,147 @@
+"""Generation throughput: HF generate one prompt at a time, HF generate batched, and ours (trainers.generate).
+
+Workload (issue 8): a Qwen2.5-0.5B-shaped model with random weights (bf16, SDPA), 256 prompts of 40-80
+random tokens, 128 new tokens each, greedy. EOS is off so every row makes all 128 tokens.
+
+    python bench/generate_bench.py                 # on a GPU
+    python bench/generate_bench.py --tiny --prompts 16 --new 8 --one-at-a-time 2 --check 4   # CPU dry run
+
+"ours" is `trainers.generate.greedy_ids` (length-sorted batches, left padding, and on a GPU a static
+KV cache that transformers compiles with CUDA graphs); it is timed on a second pass, after the
+compilation of the first (reported apart). Equality: ours against `model.generate(do_sample=False)`
+batched the same way (all prompts, bf16), token for token, and on a float32 copy of the model for
+the first `--check` prompts (where bf16 rounding cannot flip a near tie).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.train_bench import QWEN05, TINY, build_model, sync  # noqa: E402
+from trainers.generate import greedy_ids  # noqa: E402
+
+
+def prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(10, vocab) for _ in range(rng.randint(40, 80))] for _ in range(n)]
+
+
+def hf_batched(model, encoded, new, pad_id, batch_size):
+    """Plain HF greedy generate: longest-first batches, left-padded to the longest, dynamic cache."""
+    out = {}
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo: lo + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(idx):
+            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]):] = 1
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
+                             do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=None)
+        out.update(zip(idx, gen[:, width:].tolist()))
+    return [out[i] for i in range(len(encoded))]
+
+
+def ours(model, encoded, new, pad_id, batch_size):
+    out = {}
+    for idx, toks in greedy_ids(model, encoded, pad_id=pad_id, eos=None, max_new_tokens=new, batch_size=batch_size):
+        out.update(zip(idx, toks))
+    return [out[i] for i in range(len(encoded))]
+
+
+def timed(fn, device):
+    sync(device)
+    t = time.perf_counter()
+    result = fn()
+    sync(device)
+    return result, time.perf_counter() - t
+
+
+def compare(a: list[list[int]], b: list[list[int]]) -> dict:
+    same = sum(x == y for x, y in zip(a, b))
+    first = [next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+             for x, y in zip(a, b) if x != y]
+    tokens = sum(len(x) for x in a)
+    agree = sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(a, b))
+    return {"identical_rows": same, "rows": len(a), "token_agreement": round(agree / max(tokens, 1), 4),
+            "first_divergence_positions": sorted(first)[:20]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--prompts", type=int, default=256)
+    p.add_argument("--new", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--one-at-a-time", type=int, default=4, help="prompts for the one-at-a-time reference")
+    p.add_argument("--check", type=int, default=32, help="prompts for the float32 equality check (0: none)")
+    p.add_argument("--log")
+    args = p.parse_args(argv)
+    shape = TINY if args.tiny else QWEN05
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda") if cuda else torch.device("cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model = build_model(shape, "sdpa", device, dtype).eval()
+    model.generation_config.eos_token_id = None
+    encoded = prompts(args.prompts, shape["vocab_size"], seed=0)
+    pad_id = 0
+    n_new = args.prompts * args.new
+    results = []
+
+    def emit(r):
+        results.append(r)
+        print(json.dumps(r), flush=True)
+        if args.log:
+            with open(args.log, "a", encoding="utf-8") as f:
+                f.write(json.dumps(r) + "\n")
+
+    emit({"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+          "prompts": args.prompts, "new_tokens": args.new, "dtype": str(dtype)})
+    k = args.one_at_a_time
+    _, t = timed(lambda: hf_batched(model, encoded[:1], args.new, pad_id, 1), device)  # warm-up
+    _, t = timed(lambda: hf_batched(model, encoded[:k], args.new, pad_id, 1), device)
+    emit({"run": f"HF generate, one prompt at a time ({k} prompts)", "new_tok_s": round(k * args.new / t)})
+    ref, t = timed(lambda: hf_batched(model, encoded, args.new, pad_id, args.batch_size), device)
+    emit({"run": f"HF generate, batched {args.batch_size}, dynamic cache", "new_tok_s": round(n_new / t),
+          "seconds": round(t, 2)})
+    _, t_first = timed(lambda: ours(model, encoded, args.new, pad_id, args.batch_size), device)
+    got, t = timed(lambda: ours(model, encoded, args.new, pad_id, args.batch_size), device)
+    emit({"run": f"ours: trainers.generate.greedy_ids, batch {args.batch_size}" + (", static cache + CUDA graphs"
+                                                                                     if cuda else ""),
+          "new_tok_s": round(n_new / t), "seconds": round(t, 3), "first_call_s_with_compile": round(t_first, 1),
+          "new_tokens_made": sum(len(x) for x in got)})
+    emit({"check": "bf16, ours vs HF batched greedy generate, all prompts", **compare(got, ref)})
+    if args.check:
+        model32 = model.float()
+        sub = encoded[: args.check]
+        ref32 = hf_batched(model32, sub, args.new, pad_id, args.batch_size)
+        got32 = ours(model32, sub, args.new, pad_id, args.batch_size)
+        emit({"check": f"float32, ours vs HF batched greedy generate, first {args.check} prompts",
+              **compare(got32, ref32)})
+        one32 = [hf_batched(model32, [q], args.new, pad_id, 1)[0] for q in sub[:8]]
+        emit({"check": "float32, ours vs HF generate one prompt at a time, first 8 prompts",
+              **compare(got32[:8], one32)})
+    base = next(r["new_tok_s"] for r in results if r.get("run", "").startswith("HF generate, batched"))
+    print(f"\n{'run':70s} {'new tok/s':>10s} {'vs HF batched':>13s}")
+    for r in results:
+        if "run" in r:
+            print(f"{r['run'][:70]:70s} {r['new_tok_s']:10d} {r['new_tok_s'] / base:12.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
