@@ -85,6 +85,8 @@ def test_two_annotators_label_the_admin_adjudicates_and_agreement_shows(tmp_path
 
         # An annotator who types another page's address still only gets their own pages.
         ann.open("agreement")
+        ann.page.wait_for_timeout(1000)
+        ann.page.screenshot(path="/tmp/agreement_url.png")
         if ann.page.get_by_role("heading", name="Sign in").count():  # a new browser session signs in again
             ann.login("ann", PASSWORDS["ann"])
         ann.settle()

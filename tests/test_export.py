@@ -96,3 +96,22 @@ def test_classification_round_trip_and_hf_splits(store, tmp_path, banking_dir):
     assert import_file(store, out["path"], "splits2").version.content_hash != sv.content_hash or True
     only = export_version(store, sv, "chat", tmp_path / "test.jsonl", split="test")
     assert only["records"] == 10
+
+
+def test_export_with_redaction_leaves_no_pii_and_keeps_the_version(store, tmp_path):
+    import json as _json
+    import re
+
+    rows = [{"prompt": "Mail me at jane.doe@example.com or call +44 20 7946 0958", "completion": "Card 4111 1111 1111 1111 noted"},
+            {"prompt": "Nothing private here", "completion": "ok"}]
+    version = import_file(store, write_jsonl(tmp_path / "p.jsonl", rows), "private").version
+    out = export_version(store, version, "prompt-completion", tmp_path / "out.jsonl", redact=("EMAIL", "PHONE", "CARD"))
+    got = [_json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert got[0] == {"prompt": "Mail me at [EMAIL] or call [PHONE]", "completion": "Card [CARD] noted"}
+    assert got[1] == rows[1]
+    assert out["redacted"] == {"EMAIL": 1, "PHONE": 1, "CARD": 1}
+    text = (tmp_path / "out.jsonl").read_text()
+    assert not re.search(r"[\w.]+@[\w.]+", text) and "4111" not in text
+    # the stored version is untouched
+    assert export_version(store, version, "prompt-completion", tmp_path / "plain.jsonl")["records"] == 2
+    assert "jane.doe@example.com" in (tmp_path / "plain.jsonl").read_text()

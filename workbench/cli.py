@@ -151,8 +151,15 @@ def cmd_export(args) -> int:
     from workbench.versions import get_version
 
     with _store(args) as store:
-        out = export_version(store, get_version(store, args.name), args.format, args.out, split=args.split)
-    _emit(args, out, f"wrote {out['records']:,} records to {out['path']} ({args.format})")
+        redact = tuple(t.strip().upper() for t in args.redact.split(",") if t.strip()) if args.redact else None
+        if args.redact == "all":
+            from workbench.pii import TYPES as redact
+        out = export_version(store, get_version(store, args.name), args.format, args.out, split=args.split,
+                             redact=redact, progress=_Bar(not args.json))
+    text = f"wrote {out['records']:,} records to {out['path']} ({args.format})"
+    if "redacted" in out:
+        text += "; replaced " + (", ".join(f"{n:,} {t}" for t, n in out["redacted"].items() if n) or "no PII")
+    _emit(args, out, text)
     return 0
 
 
@@ -238,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["chat", "alpaca", "prompt-completion", "hf", "parquet",
                                                        "csv"])
     p.add_argument("--split", help="only records whose split column has this value")
+    p.add_argument("--redact", nargs="?", const="all", metavar="TYPES",
+                   help="replace PII with placeholders such as [EMAIL] in the exported text: all types, or a list "
+                        "like EMAIL,PHONE (EMAIL, PHONE, CARD, IBAN, IP, ACCOUNT)")
     p.add_argument("--out", required=True, help="output file (a folder for hf)")
     p.set_defaults(func=cmd_export)
 

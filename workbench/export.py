@@ -25,8 +25,12 @@ _UNESCAPE_RE = "^'[=+\\-@\\t\\r']"
 
 
 def export_version(store: Store, version: Version, fmt: str, out: str | os.PathLike, *,
-                   split: str | None = None) -> dict:
-    """Write the version (or one split of it) to out; returns {path, records, format}."""
+                   split: str | None = None, redact: tuple[str, ...] | None = None,
+                   progress=None) -> dict:
+    """Write the version (or one split of it) to out; returns {path, records, format}.
+
+    redact: PII types (`workbench.pii.TYPES`) replaced by typed placeholders such as [EMAIL] in the
+    exported text; the stored version keeps its records (`workbench pii --redact` makes a new version)."""
     if fmt not in EXPORT_FORMATS:
         raise WorkbenchError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out).expanduser().resolve()
@@ -58,7 +62,11 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
                     raise WorkbenchError(f"{bad} record(s) of {version.ref} {why}, which {fmt} cannot hold; "
                                          "export as chat, csv, parquet or hf")
         select = _select(fmt, version.format, extras, has, text_col, label)
-        source = f"(SELECT {select} FROM {version.table_name} {where})"  # file order is record order
+        table = version.table_name
+        replaced: dict = {}
+        if redact:
+            table = _register_redacted(cur, store, version, redact, progress, replaced)
+        source = f"(SELECT {select} FROM {table} {where})"  # file order is record order
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".partial")
         _remove(tmp)
@@ -74,8 +82,23 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
         os.replace(tmp, out)  # the export appears whole or not at all
     finally:
         cur.close()
-    return {"path": str(out), "records": records, "format": fmt, "dataset": version.dataset,
-            "version": version.number, "content_hash": version.content_hash}
+    result = {"path": str(out), "records": records, "format": fmt, "dataset": version.dataset,
+              "version": version.number, "content_hash": version.content_hash}
+    if redact:
+        result["redacted"] = replaced
+    return result
+
+
+def _register_redacted(cur, store: Store, version: Version, types, progress, replaced: dict) -> str:
+    """The version's records with PII replaced, streamed to DuckDB as an Arrow reader; its relation name."""
+    from workbench.pii import redacted_batches
+
+    batches = redacted_batches(store, version, types=types, progress=progress, replaced=replaced)
+    first = next(batches)
+    reader = pa.RecordBatchReader.from_batches(
+        first.schema, (b for t in ([first], batches) for table in t for b in table.to_batches()))
+    cur.register("wb_export_redacted", reader)
+    return "wb_export_redacted"
 
 
 def _select(fmt: str, source_format: str, extras: list[str], has: dict, text_col: str | None,
