@@ -55,6 +55,28 @@ def hf_batched(model, encoded, new, pad_id, batch_size):
     return [out[i] for i in range(len(encoded))]
 
 
+def hf_batched_static_eager(model, encoded, new, pad_id, batch_size):
+    """HF greedy generate with a static cache but no compilation, on our padded batches."""
+    from trainers import fastgen
+
+    device = next(model.parameters()).device
+    out = {}
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo: lo + batch_size]
+        width = fastgen.prompt_width(max(len(encoded[i]) for i in idx), device)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(idx):
+            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]):] = 1
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
+                             do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=None,
+                             cache_implementation="static", disable_compile=True)
+        out.update(zip(idx, gen[:, width:].tolist()))
+    return [out[i] for i in range(len(encoded))]
+
+
 def ours(model, encoded, new, pad_id, batch_size):
     out = {}
     for idx, toks in greedy_ids(model, encoded, pad_id=pad_id, eos=None, max_new_tokens=new, batch_size=batch_size):
@@ -88,7 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--one-at-a-time", type=int, default=4, help="prompts for the one-at-a-time reference")
     p.add_argument("--check", type=int, default=32, help="prompts for the float32 equality check (0: none)")
-    p.add_argument("--log")
+    p.add_argument("--jsonl")
     args = p.parse_args(argv)
     shape = TINY if args.tiny else QWEN05
     cuda = torch.cuda.is_available()
@@ -104,15 +126,15 @@ def main(argv=None) -> int:
     def emit(r):
         results.append(r)
         print(json.dumps(r), flush=True)
-        if args.log:
-            with open(args.log, "a", encoding="utf-8") as f:
+        if args.jsonl:
+            with open(args.jsonl, "a", encoding="utf-8") as f:
                 f.write(json.dumps(r) + "\n")
 
     emit({"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
           "prompts": args.prompts, "new_tokens": args.new, "dtype": str(dtype)})
     k = args.one_at_a_time
     _, t = timed(lambda: hf_batched(model, encoded[:1], args.new, pad_id, 1), device)  # warm-up
-    _, t = timed(lambda: hf_batched(model, encoded[:k], args.new, pad_id, 1), device)
+    single, t = timed(lambda: hf_batched(model, encoded[:k], args.new, pad_id, 1), device)
     emit({"run": f"HF generate, one prompt at a time ({k} prompts)", "new_tok_s": round(k * args.new / t)})
     ref, t = timed(lambda: hf_batched(model, encoded, args.new, pad_id, args.batch_size), device)
     emit({"run": f"HF generate, batched {args.batch_size}, dynamic cache", "new_tok_s": round(n_new / t),
@@ -124,6 +146,13 @@ def main(argv=None) -> int:
           "new_tok_s": round(n_new / t), "seconds": round(t, 3), "first_call_s_with_compile": round(t_first, 1),
           "new_tokens_made": sum(len(x) for x in got)})
     emit({"check": "bf16, ours vs HF batched greedy generate, all prompts", **compare(got, ref)})
+    emit({"check": f"bf16, ours vs HF generate one prompt at a time, first {k} prompts", **compare(got[:k], single)})
+    emit({"check": f"bf16 noise floor: HF batched vs HF one prompt at a time, first {k} prompts",
+          **compare(ref[:k], single)})
+    static_eager = hf_batched_static_eager(model, encoded, args.new, pad_id, args.batch_size) if cuda else ref
+    emit({"check": "bf16 noise floor: HF static cache without compile vs HF dynamic cache, all prompts",
+          **compare(static_eager, ref)})
+    emit({"check": "bf16: ours vs HF static cache without compile, all prompts", **compare(got, static_eager)})
     if args.check:
         model32 = model.float()
         sub = encoded[: args.check]

@@ -208,6 +208,23 @@ def report(result: dict, main: bool, log: Path | None):
             f.write(json.dumps(result) + "\n")
 
 
+def prepare_run(folder: str, records: int = 400) -> None:
+    """A run folder for an end-to-end check of the entry point (`[torchrun ...] -m trainers.train FOLDER`):
+    demo support tickets as chat records, the offline tiny base, a short run with evaluations and checkpoints."""
+    from trainers.config import save_config
+    from workbench.demo import generate_tickets
+
+    run = Path(folder)
+    (run / "data").mkdir(parents=True, exist_ok=True)
+    with open(run / "data" / "records.jsonl", "w", encoding="utf-8") as f:
+        for t in generate_tickets(records, seed=3):
+            f.write(json.dumps({"messages": [{"role": "user", "content": t["prompt"]},
+                                             {"role": "assistant", "content": t["completion"]}]}) + "\n")
+    save_config(TrainConfig(base_model="tiny", tiny_dir=str(run / "tiny"), tiny_pretrain_steps=20, max_steps=30,
+                            batch_tokens=4096, max_seq_len=1024, eval_every=10, checkpoint_every=10, warmup_steps=2),
+                run / "config.json")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="a tiny model (CPU dry run)")
@@ -219,8 +236,12 @@ def main(argv=None) -> int:
     p.add_argument("--stock-batches", default="8,32", help="stock: batch sizes to run ('' for none)")
     p.add_argument("--ours-only", action="store_true", help="skip the stock runs (as under torchrun)")
     p.add_argument("--ablations", action="store_true", help="also ours without compile and with SDPA")
-    p.add_argument("--log", help="append the JSON lines to this file")
+    p.add_argument("--jsonl", help="append the JSON lines to this file")
+    p.add_argument("--prepare-run", metavar="DIR", help="only write a run folder for an end-to-end trainer check")
     args = p.parse_args(argv)
+    if args.prepare_run:
+        prepare_run(args.prepare_run)
+        return 0
     args.shape = TINY if args.tiny else QWEN05
 
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
@@ -231,7 +252,7 @@ def main(argv=None) -> int:
     if cuda:
         torch.cuda.set_device(device)
     dtype = torch.bfloat16 if cuda else torch.float32
-    log = Path(args.log) if args.log else None
+    log = Path(args.jsonl) if args.jsonl else None
     main_rank = rank == 0
 
     examples = ticket_examples(args.examples, args.shape["vocab_size"], seed=1)

@@ -83,12 +83,16 @@ def generate(config_path: str) -> int:
             kwargs.update(temperature=float(settings["temperature"]), top_p=float(settings.get("top_p", 1.0)))
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)  # greedy: silence sampling defaults
+        from trainers import fastgen
+
+        kwargs.update(fastgen.generate_kwargs(device))  # a static, compiled KV cache on a GPU
         batch_size = int(settings.get("batch_size", 16))
         with open(outputs_path, "a", encoding="utf-8") as out:
             for lo in range(0, len(todo), batch_size):
                 batch = todo[lo: lo + batch_size]
-                enc = tokenizer.pad({"input_ids": [encoded[r["item"]] for r in batch]}, padding=True,
-                                    return_tensors="pt")
+                width = fastgen.prompt_width(max(len(encoded[r["item"]]) for r in batch), device)
+                enc = tokenizer.pad({"input_ids": [encoded[r["item"]] for r in batch]}, padding="max_length",
+                                    max_length=width, return_tensors="pt")
                 enc = {k: v.to(device) for k, v in enc.items()}
                 with torch.inference_mode():
                     gen = model.generate(**enc, **kwargs)
