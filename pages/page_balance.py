@@ -193,7 +193,7 @@ with tab_balance:
                           "strategy, seed and counts."):
             bar, report = progress_bar()
             try:
-                new, result = balance.apply_balance(store, plan, out_name.strip(), allow_short=allow_short,
+                new, result = balance.apply_balance(store, plan, out_name.strip(), allow_short=allow_short, user=wb_ui.current_user(),
                                                     progress=report)
             except WorkbenchError as exc:
                 st.session_state["bal_outcome"] = ("error", str(exc))
@@ -231,6 +231,7 @@ with tab_split:
         bar, report = progress_bar()
         try:
             result = splits.split_version(store, version, ratios, stratify=stratify, group=group, seed=int(split_seed),
+                                          user=wb_ui.current_user(),
                                           progress=report)
         except WorkbenchError as exc:
             st.session_state["split_outcome"] = ("error", str(exc))

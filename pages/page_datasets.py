@@ -43,11 +43,11 @@ def run_import(source, upload, path, name, fmt, on_error, mapping) -> None:
     try:
         if source == UPLOAD:
             bar.progress(0.0, text=f"saving {upload.name}")
-        require_role(user, "import")  # pages hide the form from other roles; the check is here too
+        require_role(user, "import")  # before the upload is saved; import_file checks again
         source_path = save_upload(store.project, upload.name, upload.getvalue()) if source == UPLOAD else path.strip()
         result = importer.import_file(store, source_path, name.strip(), fmt=fmt, on_error=on_error,
                                       progress=lambda fraction, message: bar.progress(min(fraction, 1.0), message),
-                                      **{k: v.strip() or None for k, v in mapping.items()})
+                                      user=user, **{k: v.strip() or None for k, v in mapping.items()})
     except importer.ImportRejected as exc:
         r = exc.result
         outcome.update(kind="rejected", errors=r.errors[:SHOWN_ERRORS], message=(

@@ -25,6 +25,11 @@ user = wb_ui.current_user()
 st.title("Label")
 modes = [ANNOTATE] + ([QUESTIONS] if user.can("edit_questions") else []) + \
     ([ADJUDICATE] if user.can("adjudicate") else [])
+# The Agreement page links here with ?dataset=..&question=..&mode=adjudicate: open that queue once.
+link = st.query_params.to_dict()
+if link.get("mode") == "adjudicate" and ADJUDICATE in modes:
+    st.session_state["label_mode"] = ADJUDICATE
+    st.query_params.pop("mode")
 mode = st.segmented_control("View", modes, default=ANNOTATE, key="label_mode", required=True,
                             help="Annotate: answer records one by one. Questions: what is asked, of which version, "
                                  "by how many annotators. Adjudicate: settle records where annotators disagree.")
@@ -36,6 +41,10 @@ def pick_question(key: str):
     if not questions:
         return None
     ids = [q.question_id for q in questions]
+    linked = next((q.question_id for q in questions
+                   if (q.dataset, q.name) == (link.get("dataset"), link.get("question"))), None)
+    if linked is not None and key not in st.session_state:
+        st.session_state[key] = linked
     chosen = st.selectbox("Question", ids, key=key, format_func=labels.get,
                           help="The question to work on; each belongs to one version of a dataset.")
     return next(q for q in questions if q.question_id == chosen)

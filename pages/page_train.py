@@ -127,7 +127,7 @@ else:
                     with st.spinner("Rendering, counting tokens and timing a few steps…"):
                         st.session_state["train_preflight_result"] = {**runs.preflight(store, ref, cfg), "ref": ref}
                 else:
-                    st.session_state["train_run_select"] = runs.launch(store, ref, cfg)
+                    st.session_state["train_run_select"] = runs.launch(store, ref, cfg, user=wb_ui.current_user())
                     st.session_state.pop("train_preflight_result", None)
                     st.rerun()
             except WorkbenchError as exc:

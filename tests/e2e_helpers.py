@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,8 +26,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--disable-quic"]
-WAIT_MS = 45_000
-TRACE = bool(os.environ.get("E2E_TRACE"))  # one script run on a busy two-core CI machine
+WAIT_MS = 45_000  # the longest one script run may take on a busy two-core CI machine
+TRACE = bool(os.environ.get("E2E_TRACE"))  # E2E_TRACE=1 prints how long each wait for a script run took
 
 
 def free_port() -> int:
@@ -132,6 +133,9 @@ def chromium():
             browser.close()
 
 
+_CLEARED: set[str] = set()
+
+
 class UI:
     """One browser tab on the app, with Streamlit-aware helpers and numbered screenshots."""
 
@@ -141,6 +145,9 @@ class UI:
         self.page.set_default_timeout(WAIT_MS)
         self.url, self.width, self.height = url, width, height
         self.folder = ARTIFACTS / journey
+        if journey not in _CLEARED:  # no screenshot of an earlier run may pass for this one's
+            shutil.rmtree(self.folder, ignore_errors=True)
+            _CLEARED.add(journey)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
@@ -202,7 +209,7 @@ class UI:
         self._option(option)
         self.settle()
 
-    def multiselect(self, label: str, option: str, *, within=None) -> None:
+    def multiselect(self, label: str, option: str | re.Pattern, *, within=None) -> None:
         self._open_combobox(label, within)
         self._option(option)
         self.page.keyboard.press("Escape")
@@ -214,16 +221,23 @@ class UI:
         if box.get_attribute("aria-expanded") != "true":  # a click does not always open it; the arrow key does
             box.press("ArrowDown")
 
-    def _option(self, option: str) -> None:
-        self.page.get_by_role("option").filter(
-            has_text=re.compile(rf"^\s*{re.escape(option)}\s*$")).first.click()
+    def _option(self, option: str | re.Pattern) -> None:
+        pattern = option if isinstance(option, re.Pattern) else re.compile(rf"^\s*{re.escape(option)}\s*$")
+        self.page.get_by_role("option").filter(has_text=pattern).first.click()
 
     def radio(self, label: str, option: str) -> None:
         self.widget("stRadio", label).get_by_text(option, exact=True).click()
         self.settle()
 
     def tab(self, name: str) -> None:
-        self.page.get_by_role("tab", name=name).click()
+        """Open a tab of st.tabs (while a rerun redraws the page, the old tabs may still be there too)."""
+        self.settle()
+        tabs = self.page.get_by_role("tab", name=name)
+        tabs.first.wait_for()
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while tabs.count() > 1 and time.monotonic() < deadline:  # the old set goes when the run ends
+            self.page.wait_for_timeout(100)
+        tabs.first.click()
         self.page.wait_for_timeout(300)
 
     def click(self, name: str | re.Pattern, *, exact: bool = True, settle: bool = True) -> None:
@@ -252,10 +266,18 @@ class UI:
 
     def login(self, name: str, password: str) -> None:
         self.page.get_by_role("heading", name="Sign in").first.wait_for()
+        self.close_dialog()
         self.fill("Name", name, commit=False)
         self.fill("Password", password, commit=False)
         self.click("Sign in")
         self.wait_text(f"Signed in as {name}")
+
+    def close_dialog(self) -> None:
+        """Close a modal such as Streamlit's 'Page not found' (it makes the page behind it inert)."""
+        dialog = self.page.get_by_role("dialog")
+        if dialog.count():
+            self.page.keyboard.press("Escape")
+            dialog.first.wait_for(state="hidden")
 
     def logout(self) -> None:
         self.page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Sign out").click()

@@ -262,3 +262,22 @@ def test_script_in_a_record_never_runs_in_the_browser(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_the_agreement_link_opens_the_adjudication_queue_of_its_question(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.demo_project import make_demo_project
+
+    make_demo_project(tmp_path / "demo", records=200)
+    monkeypatch.setenv("WORKBENCH_PROJECT", str(tmp_path / "demo"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "app.py"), default_timeout=60)
+    at.query_params["dataset"] = "support-tickets"
+    at.query_params["question"] = "urgency"
+    at.query_params["mode"] = "adjudicate"
+    at.run()
+    at.switch_page("page_label.py").run()
+    assert not at.exception
+    assert at.session_state["label_mode"] == "Adjudicate"
+    assert any("urgency" in str(s.value) or "urgency" in str(s.format_func(s.value)) for s in at.selectbox
+               if s.label == "Question")

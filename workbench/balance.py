@@ -623,8 +623,14 @@ def selection(store: Store, plan: BalancePlan, *, groups: dict[str, pa.Table] | 
 
 def apply_balance(store: Store, plan: BalancePlan, out: str, *, allow_short: bool = False,
                   progress: Progress | None = None, created_by: str | None = None,
-                  groups: dict[str, pa.Table] | None = None) -> tuple[Version, dict]:
-    """Write the balanced records as a new version of dataset `out`; returns (version, report)."""
+                  groups: dict[str, pa.Table] | None = None, user=None) -> tuple[Version, dict]:
+    """Write the balanced records as a new version of dataset `out`; returns (version, report).
+
+    user: the signed-in `workbench.auth.User` (None: the local owner); only admins write versions."""
+    from workbench.auth import require_role
+
+    created_by = created_by or (user.name if user is not None else None)
+    require_role(user, "write_version")
     if plan.shortfalls and not allow_short:
         lines = "; ".join(c.problem for c in plan.shortfalls[:5])
         more = f" (and {len(plan.shortfalls) - 5} more)" if len(plan.shortfalls) > 5 else ""

@@ -26,11 +26,14 @@ _UNESCAPE_RE = "^'[=+\\-@\\t\\r']"
 
 def export_version(store: Store, version: Version, fmt: str, out: str | os.PathLike, *,
                    split: str | None = None, redact: tuple[str, ...] | None = None,
-                   progress=None) -> dict:
+                   progress=None, user=None) -> dict:
     """Write the version (or one split of it) to out; returns {path, records, format}.
 
     redact: PII types (`workbench.pii.TYPES`) replaced by typed placeholders such as [EMAIL] in the
     exported text; the stored version keeps its records (`workbench pii --redact` makes a new version)."""
+    from workbench.auth import require_role
+
+    require_role(user, "read_all")  # an export is every record: not for annotators or reviewers
     if fmt not in EXPORT_FORMATS:
         raise WorkbenchError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out).expanduser().resolve()

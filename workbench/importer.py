@@ -412,12 +412,17 @@ def import_file(
     progress: Progress | None = None,
     created_by: str | None = None,
     max_field_mb: float | None = None,
+    user=None,
 ) -> ImportResult:
     """Import a file as a new version of `dataset` (created when new).
 
     on_error='fail': any bad row means nothing is imported and ImportRejected lists them.
     on_error='skip': good rows are imported; bad ones go to the quarantine table.
     """
+    from workbench.auth import require_role
+
+    require_role(user, "import")  # user: the signed-in account; None is the local owner (CLI, scripts)
+    created_by = created_by or (user.name if user is not None else None)
     t0 = time.perf_counter()
     path = Path(path).expanduser()
     check_name(dataset)

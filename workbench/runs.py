@@ -172,8 +172,14 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1) -> None:
 
 
 def launch(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by: str | None = None,
-           nproc_per_node: int = 1) -> str:
-    """prepare_run + start_run: the one call behind the Train page's button and `workbench train`."""
+           nproc_per_node: int = 1, user=None) -> str:
+    """prepare_run + start_run: the one call behind the Train page's button and `workbench train`.
+
+    user: the signed-in `workbench.auth.User` (None: the local owner); only admins train."""
+    from workbench.auth import require_role
+
+    created_by = created_by or (user.name if user is not None else None)
+    require_role(user, "train")
     run_id = prepare_run(store, dataset_ref, cfg, created_by=created_by)
     start_run(store, run_id, nproc_per_node=nproc_per_node)
     return run_id

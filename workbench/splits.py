@@ -270,8 +270,14 @@ class SplitResult:
 
 def split_version(store: Store, version: Version, ratios, *, stratify: str | None = None, group: str = "exact",
                   seed: int = 0, threshold: float = 0.8, out: str | None = None, progress: Progress | None = None,
-                  created_by: str | None = None, near_groups: pa.Table | None = None) -> SplitResult:
-    """Write `version` with a `split` column as a new version (of `out`, default the same dataset)."""
+                  created_by: str | None = None, near_groups: pa.Table | None = None, user=None) -> SplitResult:
+    """Write `version` with a `split` column as a new version (of `out`, default the same dataset).
+
+    user: the signed-in `workbench.auth.User` (None: the local owner); only admins write versions."""
+    from workbench.auth import require_role
+
+    created_by = created_by or (user.name if user is not None else None)
+    require_role(user, "write_version")
     ratios = parse_ratios(ratios)
     seed = int(seed)
     if seed < 0:

@@ -76,6 +76,10 @@ class _Catalog:
             frozenset(n for (n,) in rows("SELECT type_name FROM duckdb_types()")))
 
 
+# Tables no query may read, even an admin's: password hashes can be cracked offline.
+PRIVATE_TABLES = frozenset({"wb_users", "wb_sessions"})
+
+
 def _resolves(ref: dict, catalog: _Catalog) -> bool:
     """True if DuckDB would bind ref to a catalog entry rather than a replacement
     scan: an unknown name, even a schema-qualified one, is read as a *file*."""
@@ -134,6 +138,11 @@ def _inspect(node: dict, scope: frozenset, catalog: _Catalog) -> None:
     elif node.get("class") == "TYPE" and str(node.get("type_name")).lower() not in catalog.types:
         raise WorkbenchError(
             f"unknown type `{node.get('type_name')}` (the SQL console cannot load extensions)")
+    elif kind in ("BASE_TABLE", "SHOW_REF") and str(node.get("table_name", "")).lower() in PRIVATE_TABLES and not (
+            kind == "BASE_TABLE" and not node.get("schema_name") and not node.get("catalog_name")
+            and str(node.get("table_name")).lower() in scope):
+        raise WorkbenchError(f"`{node['table_name']}` holds accounts (password hashes, sign-in sessions); the SQL "
+                             "console does not show it (`workbench users list` lists the accounts)")
     elif kind == "SHOW_REF" and node.get("table_name") and node.get("show_type") != "SHOW_SPECIAL":
         # `SHOW name`; SHOW_SPECIAL names (SHOW TABLES etc.) are fixed by the parser
         if not _resolves(node, catalog):
