@@ -101,10 +101,6 @@ def revisit(question, state: str, widget_key: str | None) -> None:
         annotations.skip(store, question, user)  # hand the claimed record back meanwhile
 
 
-def unskip(state: str) -> None:
-    st.session_state[f"{state}::skipped"] = []
-
-
 def skip(question, item: str, state: str) -> None:
     st.session_state.setdefault(f"{state}::skipped", []).append(item)
     st.session_state.pop(f"{state}::revisit", None)
@@ -156,28 +152,13 @@ def answer_widgets(question, item: str, record: dict, current: str | None, state
 @st.fragment
 def annotate(question) -> None:
     state = f"label::{question.question_id}"
-    flash = st.session_state.pop(f"{state}::flash", None)
-    skipped = st.session_state.setdefault(f"{state}::skipped", [])
-    reopened = st.session_state.get(f"{state}::revisit")
-    try:
-        item = reopened or annotations.next_item(store, question, user, exclude=skipped)
-        done = annotations.progress(store, question, user)
-    except WorkbenchError as exc:
-        wb_ui.show_error(exc)
+    head = wb_ui.queue_head(state, lambda skipped: annotations.next_item(store, question, user, exclude=skipped),
+                            lambda: annotations.progress(store, question, user), overlap=question.overlap,
+                            noun="record", answers="answers", what="question")
+    if head is None:
         return
-    mine = done["done"] + done["remaining"]
-    st.progress(done["done"] / mine if mine else 1.0,
-                text=f"You: {done['done']:,} done, {done['remaining']:,} remaining · records with all "
-                     f"{question.overlap} answers: {done['complete']:,} of {done['total']:,}")
-    if flash:
-        (st.success if flash[0] == "success" else wb_ui.show_error)(flash[1])
-    if item is None:
-        st.success("Nothing left for you in this question: every record has its answers or yours.",
-                   icon=":material/task_alt:")
-        if skipped:
-            st.button(f"Show the {len(skipped)} skipped records again", key=f"{state}::unskip", on_click=unskip,
-                      args=(state,), help="Put the records you skipped back in your queue.")
-    else:
+    item, reopened = head
+    if item is not None:
         try:
             record = annotations.record(store, question, item)
         except WorkbenchError as exc:

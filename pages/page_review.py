@@ -64,10 +64,6 @@ def skip(rv, item: str, state: str) -> None:
     review.skip(store, rv, user)
 
 
-def unskip(state: str) -> None:
-    st.session_state[f"{state}::skipped"] = []
-
-
 def revisit(rv, state: str, widget_key: str | None) -> None:
     item = st.session_state.get(widget_key) if widget_key else None
     if item is None:
@@ -109,28 +105,13 @@ def judge_widgets(rv, blind, state: str) -> None:
 @st.fragment
 def judge(rv) -> None:
     state = f"review::{rv.review_id}"
-    flash = st.session_state.pop(f"{state}::flash", None)
-    skipped = st.session_state.setdefault(f"{state}::skipped", [])
-    reopened = st.session_state.get(f"{state}::revisit")
-    try:
-        item = reopened or review.next_item(store, rv, user, exclude=skipped)
-        done = review.progress(store, rv, user)
-    except WorkbenchError as exc:
-        wb_ui.show_error(exc)
+    head = wb_ui.queue_head(state, lambda skipped: review.next_item(store, rv, user, exclude=skipped),
+                            lambda: review.progress(store, rv, user), overlap=rv.overlap,
+                            noun="item", answers="judgements", what="review")
+    if head is None:
         return
-    mine = done["done"] + done["remaining"]
-    st.progress(done["done"] / mine if mine else 1.0,
-                text=f"You: {done['done']:,} done, {done['remaining']:,} remaining · items with all "
-                     f"{rv.overlap} judgements: {done['complete']:,} of {done['total']:,}")
-    if flash:
-        (st.success if flash[0] == "success" else wb_ui.show_error)(flash[1])
-    if item is None:
-        st.success("Nothing left for you in this review: every item has its judgements or yours.",
-                   icon=":material/task_alt:")
-        if skipped:
-            st.button(f"Show the {len(skipped)} skipped items again", key=f"{state}::unskip", on_click=unskip,
-                      args=(state,), help="Put the items you skipped back in your queue.")
-    else:
+    item, reopened = head
+    if item is not None:
         try:
             blind = review.blind_item(store, rv, item, user)
         except WorkbenchError as exc:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import streamlit as st
 
 from workbench import browse
+from workbench.errors import WorkbenchError
 from workbench.formats import CANONICAL
 from workbench.project import open_project, project_dir
 from workbench.store import Store
@@ -152,3 +153,40 @@ def safe_markdown(text: str | None) -> str:
         parts[i] = (parts[i].replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
                     .replace("$", "\\$").replace("![", "!\\[").replace(":", "&#58;"))
     return "".join(parts)
+
+
+# ---------------------------------------------------------------- one-at-a-time queues (Label, Review)
+
+def _unskip(state: str) -> None:
+    st.session_state[f"{state}::skipped"] = []
+
+
+def queue_head(state: str, next_item, progress, *, overlap: int, noun: str, answers: str, what: str):
+    """The top of a queue screen that Label and Review share: the next item (or the one reopened),
+    the person's progress bar, the last save's message, and the "nothing left" note.
+
+    next_item(exclude) and progress() call the library; returns (item or None, reopened) or None on error.
+    Session keys under `state`: ::flash (the last save's message), ::skipped, ::revisit."""
+    flash = st.session_state.pop(f"{state}::flash", None)
+    skipped = st.session_state.setdefault(f"{state}::skipped", [])
+    reopened = st.session_state.get(f"{state}::revisit")
+    try:
+        item = reopened or next_item(skipped)
+        done = progress()
+    except WorkbenchError as exc:
+        show_error(exc)
+        return None
+    mine = done["done"] + done["remaining"]
+    needed = f"all {overlap} {answers}" if overlap != 1 else f"one {answers.rstrip('s')}"
+    st.progress(done["done"] / mine if mine else 1.0,
+                text=f"You: {done['done']:,} done, {done['remaining']:,} remaining · {noun}s with {needed}: "
+                     f"{done['complete']:,} of {done['total']:,}")
+    if flash:
+        (st.success if flash[0] == "success" else show_error)(flash[1])
+    if item is None:
+        st.success(f"Nothing left for you in this {what}: every {noun} has its {answers} or yours.",
+                   icon=":material/task_alt:")
+        if skipped:
+            st.button(f"Show the {len(skipped)} skipped {noun}s again", key=f"{state}::unskip", on_click=_unskip,
+                      args=(state,), help=f"Put the {noun}s you skipped back in your queue.")
+    return item, reopened
