@@ -459,6 +459,13 @@ def _why_no_variation(ratings: Ratings, counts: np.ndarray) -> str:
 
 # ---------------------------------------------------------------- percent agreement and Fleiss' kappa
 
+def _pair_agreement(c: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Each item's share of agreeing answer pairs, from its label counts c and answer count m;
+    NaN for items with fewer than two answers (no pairs)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (c * (c - 1)).sum(axis=1) / np.where(m >= 2, m * (m - 1), np.nan)
+
+
 def percent_agreement(ratings: Ratings, *, resamples: int = 0, seed: int | None = 0,
                       confidence: float = 0.95) -> Coefficient:
     """The share of agreeing annotator pairs within an item, averaged over items with two or more answers
@@ -476,7 +483,7 @@ def percent_agreement(ratings: Ratings, *, resamples: int = 0, seed: int | None 
     def stats_of(rows):
         c = _row_counts(rows, v)
         m = c.sum(axis=1)
-        return np.column_stack([(c * (c - 1)).sum(axis=1) / (m * (m - 1)), np.ones(len(c))])
+        return np.column_stack([_pair_agreement(c, m), np.ones(len(c))])
 
     return _with_interval(coef, ratings.codes[pairable], stats_of, lambda t: t[:, 0] / t[:, 1], resamples=resamples,
                           seed=seed, confidence=confidence)
@@ -502,8 +509,7 @@ def fleiss_kappa(ratings: Ratings, *, resamples: int = 0, seed: int | None = 0,
         c = _row_counts(rows, v)
         m = c.sum(axis=1)
         two = m >= 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p_i = np.where(two, (c * (c - 1)).sum(axis=1) / np.where(two, m * (m - 1), 1), 0.0)
+        p_i = np.where(two, _pair_agreement(c, m), 0.0)
         return np.column_stack([p_i, two, c / m[:, None], np.ones(len(c))])
 
     def estimate(t):
@@ -705,7 +711,7 @@ def item_disagreement(ratings: Ratings, *, level: str = "nominal") -> dict[str, 
     expected = (n_c @ delta @ n_c) / (n * (n - 1)) if n > 1 else 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
         pairs = np.where(two, m * (m - 1), np.nan)
-        agree = (c * (c - 1)).sum(axis=1) / pairs
+        agree = _pair_agreement(c, m)
         mean_delta = _pair_sum(ratings.codes, delta) / pairs
         relative = mean_delta / expected if expected > 0 else np.full(len(c), np.nan)
     top = np.argmax(counts, axis=1)
