@@ -121,8 +121,10 @@ def test_corpus_is_mean_of_pair_fmeasures_and_items_align():
     for t in ROUGE_TYPES:
         expected = np.mean([SCORER.score(r, p)[t].fmeasure for p, r in zip(preds, refs)])
         assert means[t] == pytest.approx(expected, abs=1e-12)
-        # rouge-score's own aggregator reports the same mean as its "mid" point
-        assert agg.aggregate()[t].mid.fmeasure == pytest.approx(expected, abs=1e-12)
+        # rouge-score's BootstrapAggregator "mid" is a resampled median of means, random
+        # for so few items, so it is only checked to lie inside its own interval around ours
+        low, high = agg.aggregate()[t].low.fmeasure, agg.aggregate()[t].high.fmeasure
+        assert low - 1e-12 <= expected <= high + 1e-12
 
 
 def test_unknown_type_and_length_mismatch_raise():
