@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import browse, importer, quality, sqlconsole, versions
+from workbench import browse, importer, quality, search, sqlconsole, versions
 from workbench.auth import require_role
 from workbench.errors import WorkbenchError
 from workbench.formats import FORMATS
@@ -176,6 +176,14 @@ flag = c_flag.selectbox("Flag", ["", *quality.browse_flags(store, version)], key
                         help="Shows only records carrying this Inspect flag (checked once per version; see the "
                              "Inspect page for the rules).")
 filtered = bool(text.strip() or chosen or flag)
+index_state = search.ensure_background(store, version)  # large versions only; a thread of this server
+if index_state["state"] == "building":
+    c_text.caption(f"Building a search index: {index_state['done']:,} of {index_state['total']:,} records read. "
+                   "Until it is ready, text search reads every record (about a second per search).")
+elif index_state["state"] == "failed":
+    c_text.caption(f"The search index could not be built ({index_state['error']}); text search reads every record.")
+elif index_state["state"] == "ready" and text.strip():
+    c_text.caption("Found with the search index.")
 if flag:
     with st.spinner("Checking records…"):
         total = browse.count(store, version, text=text.strip(), category=chosen, flag=flag)

@@ -52,11 +52,33 @@ def _filters(store: Store, version: Version, text: str | None, category: str | l
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _categories(category) -> list[str] | None:
+    if category in (None, "", []):
+        return None
+    return [str(category)] if isinstance(category, str) else [str(v) for v in category]
+
+
+def _indexed(store: Store, version: Version, text: str | None, column: str | None, flag: str | None):
+    """The version's text-search index (`workbench.search`) when it is built and can answer this filter."""
+    if flag or not (text and text.strip()) or "\x00" in text:
+        return None
+    from workbench import search
+
+    index = search.ready(store, version)
+    if index is None or (column and column != index.meta["category_column"]):
+        return None
+    return index
+
+
 def page(store: Store, version: Version, *, text: str | None = None, category=None, column: str | None = None,
          offset: int = 0, limit: int = 50, flag: str | None = None) -> pa.Table:
     """Records offset..offset+limit in version order that match the filters, with their row number.
 
-    flag: only records carrying this Inspect flag (`workbench.quality.FLAGS`, or 'pii')."""
+    flag: only records carrying this Inspect flag (`workbench.quality.FLAGS`, or 'pii').
+    A text filter uses the version's search index when it has one (same records, milliseconds)."""
+    index = _indexed(store, version, text, column, flag)
+    if index is not None:
+        return index.page(text, _categories(category), int(offset), int(limit))
     if flag and not (text and text.strip()) and category in (None, "", []):
         # Only a flag: the page's row numbers come from the small cached flag file, then just those records.
         from workbench.quality import flag_rows_sql
@@ -79,6 +101,9 @@ def count(store: Store, version: Version, *, text: str | None = None, category=N
         from workbench.quality import flag_rows_sql
 
         return store.cursor().execute(f"SELECT count(*) FROM ({flag_rows_sql(store, version, flag)})").fetchall()[0][0]
+    index = _indexed(store, version, text, column, flag)
+    if index is not None and index.cheap_to_count(text, _categories(category)):
+        return index.count(text, _categories(category))
     where, params = _filters(store, version, text, category, column, flag)
     if not where:
         return version.row_count
