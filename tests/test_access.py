@@ -102,9 +102,16 @@ def test_the_admin_gets_import_sql_and_adjudication(app_env):
 
 
 def test_an_expired_session_asks_to_sign_in_again(app_env):
-    at = signed_in(app_env, "ann", hours=1.5 / 3600)  # a session of 1.5 s
+    # A session of 4 s: long enough that the first run (cold, on a loaded CI machine) still sees it live,
+    # then we wait until it has surely ended.
+    with Store.open(app_env) as store:
+        token = auth.start_session(store, auth.get_user(store, "ann"), hours=4 / 3600)
+    created = time.monotonic()  # the session ends at most 4 s from here
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["wb_session_token"] = token
+    at.run()
     assert titles(at) == ["Label"]
-    time.sleep(2.0)
+    time.sleep(max(0.0, created + 4.5 - time.monotonic()))
     at.run()
     assert titles(at) == ["Sign in"] and "wb_session_token" not in at.session_state
     at.text_input(key="login_name").set_value("ann")

@@ -143,6 +143,9 @@ def test_an_annotation_stream_killed_mid_flight_keeps_every_acknowledged_answer(
             if len(acked) >= want:
                 break
         kill_group(proc)  # the other threads are mid-submit right now
+        # Lines printed before the kill but not yet read here (in our read buffer or the pipe) were
+        # acknowledged too; without them a slow reader would see them as unacknowledged extras.
+        acked += [tuple(json.loads(line)) for line in proc.stdout if line.startswith("[") and line.endswith("\n")]
         with Store.open(project) as store:  # replays the write-ahead log
             stored = Counter(tuple(r) for r in store.cursor().execute(
                 "SELECT item, annotator, value FROM wb_annotations").fetchall())
@@ -151,7 +154,7 @@ def test_an_annotation_stream_killed_mid_flight_keeps_every_acknowledged_answer(
         missing = [a for a in acked if stored[a] != 1]
         assert missing == [], missing[:5]
         extra = sum(stored.values()) - len(acked)
-        assert 0 <= extra <= 4 * 3  # in flight at one of the kills: at most one per annotator per kill
+        assert 0 <= extra <= 4  # in flight at this kill: at most one per annotator
         per_item = Counter(item for item, _ in {(i, a) for i, a, _ in stored})
         assert max(per_item.values()) <= 2
         acked = [a for a in stored]  # what survived is what the next round builds on
@@ -174,6 +177,7 @@ def test_answers_acknowledged_in_the_browser_survive_a_sigkill_of_the_app(tmp_pa
                 item = re.search(r"T\d{6}", heading.inner_text()).group(0)
                 ui.click(re.compile(r"^refund( Shortcut \w+)?$"))
                 ui.wait_text(f"Saved refund for record {item}.")
+                ui.settle()  # the next record's heading comes later in the same run
                 saved.append(item)
             server.kill()  # no shutdown, no checkpoint: the answers live only in the write-ahead log
             ui.close()

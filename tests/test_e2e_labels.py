@@ -51,6 +51,7 @@ def label_one(ui: UI, name: str) -> str:
     value = ANSWERS[name][item]
     ui.click(re.compile(rf"^{value}( Shortcut \w+)?$"))  # the button also shows its keyboard shortcut
     ui.wait_text(f"Saved {value} for record {item}.")
+    ui.settle()  # the message is drawn before the next record's heading: let the run finish
     return item
 
 

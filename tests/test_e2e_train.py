@@ -121,6 +121,7 @@ def test_train_a_tiny_run_watch_it_then_evaluate_it(tmp_path):
                 form.locator('[data-testid="stRadio"]').nth(k).get_by_text(re.compile(rf"^{2 + k}( ·.*)?$")).click()
             ui.click(re.compile(r"^Submit"))  # its name also carries the shortcut
             ui.wait_text(f"Saved your judgement of item {item}.")
+            ui.settle()  # the next item's heading comes later in the same run
         ui.wait_text("Nothing left for you in this review")
         ui.logout()
 

@@ -252,6 +252,8 @@ def test_script_in_a_record_never_runs_in_the_browser(tmp_path):
                 page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
                 page.goto(f"http://127.0.0.1:{port}/page_label")
                 page.get_by_text("window.pwned = 1").first.wait_for(timeout=60_000)
+                # the guidelines are drawn later in the same script run: wait for them too before reading
+                page.get_by_text("window.pwned3 = 1").first.wait_for(timeout=60_000)
                 text = page.inner_text("body")
                 assert "<script>window.pwned = 1</script>" in text and "costs $5 and $6" in text
                 assert "<script>window.pwned3 = 1</script>" in text

@@ -153,7 +153,8 @@ def test_torchrun_ddp_on_cpu_trains_like_one_process(finished_run, tmp_path):
     write_records(run_dir / "data" / "records.jsonl", chat_records(30))
     save_config(cfg.replace(max_steps=3, eval_every=3, checkpoint_every=3), run_dir / "config.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m",
+    # --standalone: a free port for the rendezvous, not the fixed 29500 another job may hold
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
                            "trainers.train", str(run_dir)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]

@@ -152,9 +152,11 @@ def largest_remainder(quotas: dict[str, float], total: int, *, shares: dict[str,
     The quotas must add up to `total` (up to rounding). Ties: the larger share, then the name."""
     quotas = {c: round(q, 9) for c, q in quotas.items()}  # 2.9999999999999996 is 3
     floors = {c: int(math.floor(q)) for c, q in quotas.items()}
+    # rounded again: q - floor(q) brings float error back, and equal remainders must tie
+    rems = {c: round(quotas[c] - floors[c], 9) for c in quotas}
     left = int(total) - sum(floors.values())
     shares = shares or quotas
-    order = sorted(quotas, key=lambda c: (-(quotas[c] - floors[c]), -shares.get(c, 0), str(c)))
+    order = sorted(quotas, key=lambda c: (-rems[c], -shares.get(c, 0), str(c)))
     for c in order[:max(left, 0)]:
         floors[c] += 1
     for c in [c for c in reversed(order) if floors[c] > 0][:max(-left, 0)]:  # quotas a hair over the total

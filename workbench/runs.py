@@ -152,7 +152,7 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1) -> None:
         raise WorkbenchError(f"run {run_id} has finished ({status['status']}); start a new run instead")
     (run_dir / "cancel").unlink(missing_ok=True)
     if nproc_per_node > 1:  # DDP on one machine: the same entry point under torchrun
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node}",
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
                "-m", "trainers.train", str(run_dir)]
     else:
         cmd = [sys.executable, "-m", "trainers.train", str(run_dir)]

@@ -188,8 +188,15 @@ def run_readonly(cursor, sql: str, *, max_rows: int = 10_000, timeout_s: float =
         cursor.execute("BEGIN TRANSACTION")
     except duckdb.Error as exc:
         raise _sql_error(exc) from None
-    fired = threading.Event()
-    timer = threading.Timer(timeout_s, lambda: (fired.set(), cursor.interrupt()))
+    fired, done = threading.Event(), threading.Event()
+
+    def stop() -> None:  # an interrupt sent before DuckDB starts executing is lost: repeat it until the end
+        fired.set()
+        while not done.is_set():
+            cursor.interrupt()
+            done.wait(0.1)
+
+    timer = threading.Timer(timeout_s, stop)
     timer.start()
     reader = None
     try:
@@ -207,6 +214,7 @@ def run_readonly(cursor, sql: str, *, max_rows: int = 10_000, timeout_s: float =
             raise WorkbenchError(f"query stopped after {timeout_s:g} s; add a filter or LIMIT") from None
         raise _sql_error(exc) from None
     finally:
+        done.set()
         timer.cancel()
         timer.join()  # so a late interrupt cannot hit the ROLLBACK below
         if reader is not None:
