@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -46,7 +47,7 @@ from scipy.sparse.csgraph import connected_components
 from workbench.browse import category_column
 from workbench.errors import WorkbenchError
 from workbench.store import Store, quote_ident, quote_literal
-from workbench.versions import ROW_COLUMN, Version, iter_version, version_columns, write_version
+from workbench.versions import ROW_COLUMN, Version, iter_version, scan_strings, version_columns, write_version
 
 ALGO = 1  # bump when results of the same parameters would change; old cache files are then ignored
 SHINGLE_WORDS = 3
@@ -276,7 +277,45 @@ def find_duplicates(store: Store, version: Version, *, near: bool = True, thresh
 # ---------------------------------------------------------------- exact
 
 def exact_groups(store: Store, version: Version) -> pa.Table:
-    """_row, group of every record whose normalised text fields equal another record's."""
+    """_row, group of every record whose normalised text fields equal another record's.
+
+    The normalised texts are hashed in one compiled pass over the bytes (`textkernels`), about 4x
+    faster than DuckDB's lower/replace chain (`exact_groups_sql`, which gives the same groups)."""
+    from workbench import textkernels
+
+    cols = _text_columns(store, version)
+    if not cols:
+        raise WorkbenchError(f"{version.ref} has no text columns (prompt, completion, system, messages) to compare")
+    fields = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" for c in cols)
+    cur = store.con.cursor()
+    rows, keys, scratch = [], [], textkernels.Scratch()
+    try:
+        batches = scan_strings(store, version, cols)  # plain string columns: straight from Parquet
+        if batches is None:  # messages (a list) and odd types: DuckDB's text of them, as norm_sql sees it
+            batches = cur.sql(f"SELECT {ROW_COLUMN}, {fields} FROM {version.table_name}").to_arrow_reader(65_536)
+        for batch in batches:
+            h = np.full(batch.num_rows, textkernels.SEED, dtype=np.uint64)
+            for c in cols:  # a missing field counts as ' ', as in _exact_key_sql
+                h = textkernels.combine(h, textkernels.normalized_hashes(pc.fill_null(batch.column(c), " "), scratch))
+            rows.append(batch.column(ROW_COLUMN).to_numpy())
+            keys.append(h)
+    finally:
+        cur.close()
+    if not rows:
+        return _sorted_groups(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    rows, keys = np.concatenate(rows), np.concatenate(keys)
+    order = np.lexsort((rows, keys))  # by key, then row: a group's first row is its smallest
+    keys, rows = keys[order], rows[order]
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    start = np.flatnonzero(first)
+    size = np.diff(np.append(start, len(keys)))
+    member = np.repeat(size > 1, size)
+    return _sorted_groups(rows[member], np.repeat(rows[start], size)[member])
+
+
+def exact_groups_sql(store: Store, version: Version) -> pa.Table:
+    """The same groups as `exact_groups`, computed by DuckDB's string functions (`norm_sql`)."""
     sql = (f"WITH k AS ({_exact_key_sql(store, version)}), "
            f"g AS (SELECT min({ROW_COLUMN}) AS grp, list({ROW_COLUMN}) AS rows FROM k GROUP BY h HAVING count(*) > 1) "
            f"SELECT unnest(rows) AS {ROW_COLUMN}, grp AS \"group\" FROM g")

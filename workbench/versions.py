@@ -330,6 +330,35 @@ def version_columns(store: Store, version: Version) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows if r[0] != ROW_COLUMN]
 
 
+SCAN_READAHEAD = 16  # batches `scan_strings` decodes ahead (pyarrow's default)
+
+
+def parquet_files(store: Store, version: Version) -> list[Path]:
+    """The Parquet files that hold a version's records (its DuckDB view reads the same files)."""
+    return sorted((store.project.data_dir / f"v{version.version_id}").glob("*.parquet"))
+
+
+def scan_strings(store: Store, version: Version, columns: list[str], *, batch_rows: int = 65_536):
+    """Record batches of `_row` and the given string columns, straight from the version's Parquet
+    files with pyarrow (about 3x faster than a DuckDB scan into Arrow on 1M records), in no
+    particular order; None when a file lacks a column or holds it as another type (read with DuckDB)."""
+    import pyarrow.dataset as ds
+
+    files = parquet_files(store, version)
+    if not files:
+        return None
+    for f in files:
+        schema = pq.read_schema(f)
+        for name in [ROW_COLUMN, *columns]:
+            if name not in schema.names:
+                return None
+            kind = schema.field(name).type
+            if name != ROW_COLUMN and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                return None
+    return ds.dataset([str(f) for f in files], format="parquet").to_batches(
+        columns=[ROW_COLUMN, *columns], batch_size=batch_rows, batch_readahead=SCAN_READAHEAD)
+
+
 def iter_version(store: Store, version: Version, *, batch_rows: int = 50_000, where: str = ""):
     """The version's rows in order, as Arrow tables (never the whole version in memory)."""
     cur = store.con.cursor()
