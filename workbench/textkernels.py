@@ -108,8 +108,13 @@ def _normalized_hashes(data, dwords, offsets, lower, trims, ascii_table, scratch
                         if (ws & (ws << np.uint64(8))) == 0 and not (prev_space and (ws & np.uint64(0x80))):
                             full = (ctrl >> np.uint64(7)) * np.uint64(0xFF)
                             w = (w & ~full) | (full & np.uint64(0x2020202020202020)) | (_in_range(w, 65, 90) >> np.uint64(2))
-                            for k in range(8):
-                                scratch[q + k] = (w >> np.uint64(8 * k)) & np.uint64(0xFF)
+                            shift = np.uint64(8 * (q & 7))
+                            if shift == 0:
+                                words[q >> 3] = w
+                            else:  # the eight bytes straddle two words of scratch
+                                keep = (np.uint64(1) << shift) - np.uint64(1)
+                                words[q >> 3] = (words[q >> 3] & keep) | (w << shift)
+                                words[(q >> 3) + 1] = w >> (np.uint64(64) - shift)
                             q += 8
                             prev_space = (ws >> np.uint64(63)) != 0
                             kept = q - 1 if prev_space else q  # no two spaces in a row: byte 6 is kept
