@@ -18,7 +18,7 @@ from workbench.importer import import_file
 # letters in both cases, every ASCII whitespace, NUL, the two characters DuckDB lowers to ASCII,
 # characters whose lower case has another UTF-8 length, a 4-byte one and a non-ASCII space
 ALPHABET = list("aBzZ.9 \t\n\r\x0b\x0c\x00") + ["İ", "i", "I", "K", "k", "ß", "ẞ", "Σ", "σ", "ς", "é", "É",
-                                                 "Ω", "Ω", "😀", "\u00a0", "ǅ", "ǆ", "Ǆ"]
+                                                 "Ω", "Ω", "😀", "\u00a0", "\u3000", "\u2003", "ǅ", "ǆ", "Ǆ"]
 CON = duckdb.connect()
 
 

@@ -288,7 +288,7 @@ def exact_groups(store: Store, version: Version) -> pa.Table:
         raise WorkbenchError(f"{version.ref} has no text columns (prompt, completion, system, messages) to compare")
     fields = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" for c in cols)
     cur = store.con.cursor()
-    rows, keys, scratch = [], [], textkernels.Scratch()
+    rows, keys = [], []
     try:
         batches = scan_strings(store, version, cols)  # plain string columns: straight from Parquet
         if batches is None:  # messages (a list) and odd types: DuckDB's text of them, as norm_sql sees it
@@ -296,7 +296,7 @@ def exact_groups(store: Store, version: Version) -> pa.Table:
         for batch in batches:
             h = np.full(batch.num_rows, textkernels.SEED, dtype=np.uint64)
             for c in cols:  # a missing field counts as ' ', as in _exact_key_sql
-                h = textkernels.combine(h, textkernels.normalized_hashes(pc.fill_null(batch.column(c), " "), scratch))
+                h = textkernels.combine(h, textkernels.normalized_hashes(pc.fill_null(batch.column(c), " ")))
             rows.append(batch.column(ROW_COLUMN).to_numpy())
             keys.append(h)
     finally:

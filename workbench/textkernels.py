@@ -83,89 +83,138 @@ def _in_range(w, lo, hi):
     return ge & ~gt & _HIGH
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _emit(h, acc, nacc, v, k):
+    """Append k bytes (v, low byte first) to the stream; every full 8 bytes are mixed into h."""
+    if nacc == 0:
+        if k == 8:
+            return _mix(h, v), np.uint64(0), 0
+        return h, v, k
+    shift = np.uint64(8 * nacc)
+    full = acc | (v << shift)
+    if nacc + k >= 8:
+        return _mix(h, full), v >> (np.uint64(64) - shift), nacc + k - 8
+    return h, full, nacc + k
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _decode(data, p):
+    """(code point, next position) of the UTF-8 character starting at p (DuckDB text is valid UTF-8)."""
+    b = np.int64(data[p])
+    if b < 0x80:
+        return b, p + 1
+    if b >= 0xF0:
+        return (((b & 0x07) << 18) | ((np.int64(data[p + 1]) & 0x3F) << 12)
+                | ((np.int64(data[p + 2]) & 0x3F) << 6) | (np.int64(data[p + 3]) & 0x3F)), p + 4
+    if b >= 0xE0:
+        return ((b & 0x0F) << 12) | ((np.int64(data[p + 1]) & 0x3F) << 6) | (np.int64(data[p + 2]) & 0x3F), p + 3
+    return ((b & 0x1F) << 6) | (np.int64(data[p + 1]) & 0x3F), p + 2
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _code(cp):
+    """(bytes, count) of a lowered code point in the stream: ASCII as itself, others as three bytes."""
+    if cp < 0x80:
+        return np.uint64(cp), 1
+    return np.uint64((0x80 | (cp >> 14)) | (((cp >> 7) & 0x7F) << 8) | ((cp & 0x7F) << 16)), 3
+
+
+@numba.njit(nogil=True, cache=True)
+def _flush_run(data, a, b, lower, h, acc, nacc):
+    """Emit a pending run of spaces (ASCII whitespace and DuckDB's trimmed spaces) found inside a text:
+    each run of ASCII whitespace as one space, the others as themselves. Returns (h, acc, nacc, bytes)."""
+    n = 0
+    prev_ws = False
+    p = a
+    while p < b:
+        cp, p = _decode(data, p)
+        if cp < 0x80:
+            if not prev_ws:
+                h, acc, nacc = _emit(h, acc, nacc, np.uint64(32), 1)
+                n += 1
+            prev_ws = True
+        else:
+            v, k = _code(np.int64(lower[cp]))
+            h, acc, nacc = _emit(h, acc, nacc, v, k)
+            n += k
+            prev_ws = False
+    return h, acc, nacc, n
+
+
 @numba.njit(nogil=True, parallel=True, cache=True, error_model="numpy")
-def _normalized_hashes(data, dwords, offsets, lower, trims, ascii_table, scratch, out):
-    """Each string's normalised text is first written to its own 8-aligned stretch of scratch as a
-    byte stream (an ASCII character as its byte, NUL as 'A' (never written otherwise), any other
-    character as 0x80|cp>>14, cp>>7&127, cp&127: decodable, so equal streams mean equal texts), with
-    few unpredictable branches; the stream is then hashed a 64-bit word at a time."""
-    words = scratch.view(np.uint64)
+def _stream_hashes(data, dwords, offsets, lower, trims, ascii_table, out):
+    """The normalised text of each string as a byte stream (an ASCII character as its byte, NUL as 'A'
+    (never written otherwise), any other character as 0x80|cp>>14, cp>>7&127, cp&127: decodable, so
+    equal streams mean equal texts), hashed 8 bytes at a time as it is produced. Spaces wait until a
+    character follows them (trailing ones are dropped); eight plain ASCII bytes go in one step."""
     for i in numba.prange(len(offsets) - 1):
+        h = np.uint64(0x243F6A8885A308D3)
+        acc = np.uint64(0)
+        nacc = 0
+        total = 0
+        started = False  # a character other than a space has been written
+        pend = 0  # 0: no space waiting; 1: one ASCII space; 2: a run with other spaces, from pend_at
+        pend_at = 0
         p, end = offsets[i], offsets[i + 1]
-        start = 8 * ((3 * offsets[i] // 2) // 8 + 2 * i)
-        q = start
-        kept = start  # where the text ends once trailing spaces (DuckDB's trim set) are dropped
-        prev_space = True  # drops leading whitespace
         while p < end:
-            stop = end
-            r = p
-            while r < end:  # a stretch of ASCII
-                if (r & 7) == 0 and r + 8 <= end:  # eight bytes at once while they need no collapsing
-                    w = dwords[r >> 3]
-                    if (w & _HIGH) == 0 and ((w - _ONES) & ~w & _HIGH) == 0:  # ASCII, no NUL
-                        ctrl = _in_range(w, 9, 13)
-                        ws = ctrl | _in_range(w, 32, 32)
-                        if (ws & (ws << np.uint64(8))) == 0 and not (prev_space and (ws & np.uint64(0x80))):
-                            full = (ctrl >> np.uint64(7)) * np.uint64(0xFF)
-                            w = (w & ~full) | (full & np.uint64(0x2020202020202020)) | (_in_range(w, 65, 90) >> np.uint64(2))
-                            shift = np.uint64(8 * (q & 7))
-                            if shift == 0:
-                                words[q >> 3] = w
-                            else:  # the eight bytes straddle two words of scratch
-                                keep = (np.uint64(1) << shift) - np.uint64(1)
-                                words[q >> 3] = (words[q >> 3] & keep) | (w << shift)
-                                words[(q >> 3) + 1] = w >> (np.uint64(64) - shift)
-                            q += 8
-                            prev_space = (ws >> np.uint64(63)) != 0
-                            kept = q - 1 if prev_space else q  # no two spaces in a row: byte 6 is kept
-                            r += 8
-                            continue
-                b = data[r]
-                if b >= 0x80:
-                    stop = r
-                    break
-                c = ascii_table[b]
-                space = c < 0
-                scratch[q] = 32 if space else c
-                q += 0 if (space and prev_space) else 1  # a run of whitespace leaves one space
-                kept = kept if space else q
-                prev_space = space
-                r += 1
-            p = stop
-            if p >= end:
-                break
+            if (p & 7) == 0 and p + 8 <= end:  # eight bytes at once while they need no collapsing
+                w = dwords[p >> 3]
+                if (w & _HIGH) == 0 and ((w - _ONES) & ~w & _HIGH) == 0:  # ASCII, no NUL
+                    ctrl = _in_range(w, 9, 13)
+                    ws = ctrl | _in_range(w, 32, 32)
+                    if (ws & (ws << np.uint64(8))) == 0 and not ((pend or not started) and (ws & np.uint64(0x80))):
+                        if pend == 1:
+                            h, acc, nacc = _emit(h, acc, nacc, np.uint64(32), 1)
+                            total += 1
+                        elif pend == 2:
+                            h, acc, nacc, n = _flush_run(data, pend_at, p, lower, h, acc, nacc)
+                            total += n
+                        full = (ctrl >> np.uint64(7)) * np.uint64(0xFF)
+                        w = (w & ~full) | (full & np.uint64(0x2020202020202020)) | (_in_range(w, 65, 90) >> np.uint64(2))
+                        if ws >> np.uint64(63):  # ends in a space: it waits
+                            h, acc, nacc = _emit(h, acc, nacc, w & np.uint64(0x00FFFFFFFFFFFFFF), 7)
+                            total += 7
+                            pend = 1
+                            pend_at = p + 7
+                        else:
+                            h, acc, nacc = _emit(h, acc, nacc, w, 8)
+                            total += 8
+                            pend = 0
+                        started = True
+                        p += 8
+                        continue
+            at = p
             b = np.int64(data[p])
-            if b >= 0xF0:
-                cp = ((b & 0x07) << 18) | ((np.int64(data[p + 1]) & 0x3F) << 12) | \
-                     ((np.int64(data[p + 2]) & 0x3F) << 6) | (np.int64(data[p + 3]) & 0x3F)
-                p += 4
-            elif b >= 0xE0:
-                cp = ((b & 0x0F) << 12) | ((np.int64(data[p + 1]) & 0x3F) << 6) | (np.int64(data[p + 2]) & 0x3F)
-                p += 3
+            if b < 0x80:
+                c = np.int64(ascii_table[b])
+                p += 1
+                if c < 0:  # ASCII whitespace: waits (dropped at the start)
+                    if started and pend == 0:
+                        pend = 1
+                        pend_at = at
+                    continue
+                v, k = np.uint64(c), 1
             else:
-                cp = ((b & 0x1F) << 6) | (np.int64(data[p + 1]) & 0x3F)
-                p += 2
-            cp = np.int64(lower[cp])
-            if trims[cp] and kept == start:  # leading NO-BREAK SPACE and kin: trimmed
-                continue
-            if cp < 0x80:  # DuckDB lowers two characters to ASCII letters (KELVIN SIGN, dotted capital I)
-                scratch[q] = cp
-                q += 1
-            else:
-                scratch[q] = 0x80 | (cp >> 14)
-                scratch[q + 1] = (cp >> 7) & 0x7F
-                scratch[q + 2] = cp & 0x7F
-                q += 3
-            kept = kept if trims[cp] else q
-            prev_space = False
-        q = kept  # drops trailing whitespace and trimmed spaces
-        n = q - start
-        for k in range(8):  # zero the rest of the last word
-            scratch[q + k] = 0
-        h = np.uint64(0x243F6A8885A308D3) ^ np.uint64(n)
-        for w in range(start // 8, (q + 7) // 8):
-            h = _mix(h, words[w])
-        out[i] = _mix(h, np.uint64(n))
+                cp, p = _decode(data, p)
+                cp = np.int64(lower[cp])
+                if trims[cp]:  # NO-BREAK SPACE and kin: kept only between characters
+                    if started:
+                        if pend == 0:
+                            pend_at = at
+                        pend = 2
+                    continue
+                v, k = _code(cp)
+            if pend == 1:
+                h, acc, nacc = _emit(h, acc, nacc, np.uint64(32), 1)
+                total += 1
+            elif pend == 2:
+                h, acc, nacc, n = _flush_run(data, pend_at, at, lower, h, acc, nacc)
+                total += n
+            pend = 0
+            h, acc, nacc = _emit(h, acc, nacc, v, k)
+            total += k
+            started = True
+        out[i] = _mix(_mix(h, acc), np.uint64(total))  # the length ends the text: fields stay apart
 
 
 def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -181,28 +230,13 @@ def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return values, offsets
 
 
-class Scratch:
-    """A work buffer kept between calls: fresh memory costs a page fault per 4 KB, and on a VM that
-    is slower than the whole pass over the text."""
-
-    def __init__(self):
-        self.buffer = np.empty(0, dtype=np.uint8)
-
-    def get(self, size: int) -> np.ndarray:
-        if self.buffer.size < size:
-            self.buffer = np.empty(max(size, int(self.buffer.size * 1.25)) // 8 * 8 + 8, dtype=np.uint8)
-        return self.buffer[:size]  # size is a multiple of 8: the kernel reads it as 64-bit words
-
-
-def normalized_hashes(arr: pa.Array, scratch: Scratch | None = None) -> np.ndarray:
+def normalized_hashes(arr: pa.Array) -> np.ndarray:
     """uint64 hash of the normalised text of every string of arr (see the module docstring)."""
     values, offsets = _buffers(arr)
-    n = len(offsets) - 1
-    out = np.empty(n, dtype=np.uint64)
-    work = (scratch or Scratch()).get(8 * ((3 * int(offsets[-1]) // 2) // 8 + 2 * n + 2))
+    out = np.empty(len(offsets) - 1, dtype=np.uint64)
     dwords = values[:len(values) // 8 * 8].view(np.uint64)  # the same bytes, eight at a time
     with _ONE_AT_A_TIME:
-        _normalized_hashes(values, dwords, offsets, lower_table(), trim_table(), ASCII, work, out)
+        _stream_hashes(values, dwords, offsets, lower_table(), trim_table(), ASCII, out)
     return out
 
 
