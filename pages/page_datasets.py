@@ -71,7 +71,9 @@ def show_import_outcome(outcome: dict) -> None:
     if outcome["kind"] == "success":
         st.success(outcome["message"], icon=":material/check_circle:")
         if outcome["skipped"]:
-            st.warning(f"Skipped {outcome['skipped']:,} bad rows; they are kept in the quarantine of "
+            n = outcome["skipped"]
+            st.warning(f"Skipped {n:,} bad row{'s' if n != 1 else ''}; {'they are' if n != 1 else 'it is'} kept in "
+                       f"the quarantine of "
                        f"**{outcome['dataset']}** (below).", icon=":material/warning:")
     else:
         wb_ui.show_error(outcome["message"])

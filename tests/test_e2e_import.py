@@ -53,7 +53,7 @@ def test_import_with_a_bad_row_then_skip_browse_and_filter(tmp_path):
         ui.radio("On bad rows", "skip")
         ui.click("Import")
         ui.wait_text(f"Imported {len(good)} records into tickets@1")
-        ui.wait_text("Skipped 1 bad rows")
+        ui.wait_text("Skipped 1 bad row;")
         ui.wait_text(f"Showing rows 1–50 of {len(good)}")
         ui.shot("import-skipped")
 

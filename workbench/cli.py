@@ -79,7 +79,8 @@ def cmd_import(args) -> int:
     text = (f"imported {result.imported:,} records into {args.dataset}@{result.version.number} "
             f"({result.format}, {result.seconds:.1f} s)")
     if result.skipped:
-        text += f"; skipped {result.skipped} bad rows (see `workbench quarantine {args.dataset}`)"
+        text += (f"; skipped {result.skipped} bad row{'s' if result.skipped != 1 else ''} "
+                 f"(see `workbench quarantine {args.dataset}`)")
         for err in result.errors[:20]:
             text += f"\n  line {err['line']}: {err['error']}"
     _emit(args, payload, text)
