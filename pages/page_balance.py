@@ -87,7 +87,7 @@ values = [v for v, _ in current if v is not None]
 missing = sum(n for v, n in current if v is None)
 
 # ---------------------------------------------------------------- target
-tab_balance, tab_split, tab_drift = st.tabs(["Balance", "Split", "Drift"])
+tab_balance, tab_split, tab_drift = st.tabs(["Balance", "Split", "Drift"], key="bal_tabs")  # keyed: kept on reruns
 with tab_balance:
     st.subheader("Target mix")
     kind = st.radio("Target", [UNIFORM, PROPORTIONAL, REFERENCE, SHARES], horizontal=True, key="bal_kind",

@@ -419,7 +419,8 @@ if stopped:
                     st.rerun()
 
 finished_runs = [r for r in all_runs if r.status == "finished"]
-tab_new, tab_results, tab_compare = st.tabs(["New evaluation", "Results", "Compare runs"])
+# a key keeps the chosen tab when a finished run reruns the page (without one Streamlit reopens the first)
+tab_new, tab_results, tab_compare = st.tabs(["New evaluation", "Results", "Compare runs"], key="ev_tabs")
 with tab_new:
     new_evaluation()
 with tab_results:

@@ -106,7 +106,8 @@ auto = version.row_count <= AUTO_RECORDS
 key = wb_ui.version_key(store, version)
 st.caption(f"{version.ref}: {version.row_count:,} records, {version.format}.")
 
-tab_lengths, tab_duplicates, tab_pii, tab_quality = st.tabs(["Lengths", "Duplicates", "PII", "Quality"])
+tab_lengths, tab_duplicates, tab_pii, tab_quality = st.tabs(["Lengths", "Duplicates", "PII", "Quality"],
+                                                           key="insp_tabs")  # keyed: kept on reruns
 
 # ---------------------------------------------------------------- lengths
 with tab_lengths:

@@ -79,12 +79,9 @@ def test_train_a_tiny_run_watch_it_then_evaluate_it(tmp_path):
         ui.wait_text(re.compile(r"Evaluation #1 .*answers|scoring"))  # the progress bar while it generates
         ui.shot("evaluation-running")
         weak = ui.page.get_by_text("Where the model is weak").first
-        for _ in range(120):  # the page redraws (back on its first tab) when the run ends
-            ui.tab("Results")
-            if weak.is_visible():
-                break
-            ui.page.wait_for_timeout(2000)
-        weak.wait_for()
+        ui.tab("Results")  # chosen while the run generates: it must stay open when the run ends and the page redraws
+        weak.wait_for(timeout=240_000)
+        assert ui.page.locator('[role="tab"][aria-selected="true"]').first.inner_text() == "Results"
         bleu = metric(ui, "BLEU")
         assert re.fullmatch(r"\d+\.\d\d", bleu), bleu
         ui.shot("evaluation-results")
