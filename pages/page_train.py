@@ -141,10 +141,19 @@ table = runs.list_runs(store)
 if not table:
     st.info("No runs yet. Start one above; it appears here with its live loss curves.")
     st.stop()
-st.dataframe(pd.DataFrame(table), hide_index=True, column_order=[
-    "run_id", "status", "dataset", "version", "base_model", "method", "step", "train_loss", "eval_loss"],
-    column_config={"run_id": "run", "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
-                   "eval_loss": st.column_config.NumberColumn("validation loss", format="%.4f")})
+
+
+@st.fragment(run_every=2.0 if any(r["status"] in ACTIVE for r in table) else None)
+def runs_table() -> None:
+    """Every run with its step and losses; refreshes every 2 s while one trains."""
+    rows = runs.list_runs(store)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_order=[
+        "run_id", "status", "dataset", "version", "base_model", "method", "step", "train_loss", "eval_loss"],
+        column_config={"run_id": "run", "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
+                       "eval_loss": st.column_config.NumberColumn("validation loss", format="%.4f")})
+
+
+runs_table()
 ids = [r["run_id"] for r in table]
 if st.session_state.get("train_run_select") not in ids:
     st.session_state["train_run_select"] = ids[0]
@@ -167,15 +176,16 @@ def run_view(run_id: str, was_running: bool) -> None:
     c[3].metric("Validation loss", _loss(d["eval_loss"]), help="The best validation loss so far (the adapter kept).")
     c[4].metric("Tokens/s", "–" if d["tokens_per_s"] is None else f"{d['tokens_per_s']:,.0f}",
                 help=f"learning rate {d['lr']:.2e}" if d["lr"] is not None else None)
-    c[5].metric("Elapsed / left", f"{_duration(d['elapsed_s'])} / {_duration(d['remaining_s'])}")
+    c[5].metric("Time left", _duration(d["remaining_s"]), help=f"Elapsed: {_duration(d['elapsed_s'])}.")
     if d["status"] == "running":
-        st.progress(min(d["step"] / total, 1.0) if total else 0.0, text=d["phase"] or "starting")
+        st.progress(min(d["step"] / total, 1.0) if total else 0.0,
+                    text=f"{d['phase'] or 'starting'} · {_duration(d['elapsed_s'])} elapsed")
     if d["message"]:
         (st.warning if d["status"] in ("cancelled", "interrupted") else st.error)(d["message"])
     if d["losses"]:
         curve = pd.DataFrame(d["losses"])
         chart = alt.Chart(curve).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
-            x=alt.X("step:Q", title="optimizer step"), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+            x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(tickMinStep=1, format="d")), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
             color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["train", "validation"])),
             tooltip=["kind:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
         st.altair_chart(chart, width="stretch")

@@ -60,6 +60,14 @@ def test_train_a_tiny_run_watch_it_then_evaluate_it(tmp_path):
             step = metric(ui, "Step")
             seen_steps.add(step)
             if status == "running" and not shot_taken and int(step.split()[0]) >= STEPS // 2:  # a curve to see
+                # the runs table refreshes too while the run trains: its step column leaves 0
+                grid = ui.page.locator('[data-testid="stDataFrame"]').first
+                for _ in range(20):
+                    row = ui.cells(grid)
+                    if len(row) > 6 and row[6] not in ("0", ""):
+                        break
+                    ui.page.wait_for_timeout(500)
+                assert len(row) > 6 and row[1] in ("running", "completed") and row[6] not in ("0", ""), row
                 ui.shot("training-live")
                 shot_taken = True
             if status not in ("running", "prepared"):
