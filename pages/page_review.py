@@ -254,9 +254,10 @@ def interval_chart(frame: pd.DataFrame, *, x: str, y: str, low: str, high: str, 
                    color: str | None = None, domain=None) -> alt.Chart:
     """Points with their confidence intervals, one row per label."""
     scale = alt.Scale(domain=domain) if domain else alt.Undefined
-    enc = {"y": alt.Y(f"{y}:N", title=None, sort=None)}
-    if color:
-        enc["color"] = alt.Color(f"{color}:N", title=None)
+    enc = {"y": alt.Y(f"{y}:N", title=None, sort=None, axis=alt.Axis(labelLimit=320))}
+    if color:  # long run names go in a legend below the chart, whole
+        enc["color"] = alt.Color(f"{color}:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=0,
+                                                                              direction="vertical"))
     base = alt.Chart(frame).encode(**enc)
     rules = base.mark_rule(strokeWidth=2).encode(x=alt.X(f"{low}:Q", title=title, scale=scale), x2=f"{high}:Q")
     dots = base.mark_point(filled=True, size=90).encode(
@@ -265,7 +266,8 @@ def interval_chart(frame: pd.DataFrame, *, x: str, y: str, low: str, high: str, 
     layers = [rules, dots]
     if rule_at is not None:
         layers.append(alt.Chart(pd.DataFrame({"x": [rule_at]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q"))
-    return alt.layer(*layers).properties(height=max(90, 34 * frame[y].nunique()))
+    # Streamlit fits the whole chart, axis title and legend included, into this height
+    return alt.layer(*layers).properties(height=34 * frame[y].nunique() + 70 + (30 if color else 0))
 
 
 def agreement_block(name: str, a: dict) -> None:
@@ -331,7 +333,8 @@ def rating_results(res: dict) -> None:
     if len(frame):
         frame["ci_low"] = frame["ci_low"].fillna(frame["mean"])
         frame["ci_high"] = frame["ci_high"].fillna(frame["mean"])
-        frame["row"] = frame["question"] + " · " + frame["run"]
+        several = frame["eval_id"].nunique() > 1  # then each row names its run briefly; the legend names it whole
+        frame["row"] = frame["question"] + (" · #" + frame["eval_id"].astype(str) if several else "")
         st.altair_chart(interval_chart(frame[["row", "run", "mean", "ci_low", "ci_high", "n"]], x="mean", y="row",
                                        low="ci_low", high="ci_high", color="run", domain=[1, 5],
                                        title="mean rating 1-5 (95% t interval)"), width="stretch")
