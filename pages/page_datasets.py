@@ -77,8 +77,9 @@ def show_import_outcome(outcome: dict) -> None:
                        f"**{outcome['dataset']}** (below).", icon=":material/warning:")
     else:
         wb_ui.show_error(outcome["message"])
-    if outcome.get("errors"):
-        st.dataframe(outcome["errors"], column_order=["line", "field", "error"], hide_index=True,
+    if outcome.get("errors"):  # a table shows text as is: the markdown backticks around field names go
+        rows = [{**e, "error": str(e.get("error", "")).replace("`", "")} for e in outcome["errors"]]
+        st.dataframe(rows, column_order=["line", "field", "error"], hide_index=True,
                      column_config={"error": st.column_config.TextColumn(width="large")})
 
 
