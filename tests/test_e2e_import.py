@@ -48,7 +48,7 @@ def test_import_with_a_bad_row_then_skip_browse_and_filter(tmp_path):
         errors = ui.page.locator('[data-testid="stDataFrame"]').first
         errors.wait_for()
         ui.shot("import-rejected")
-        assert ui.cells(errors) == [str(bad_line), "prompt", "`prompt` is empty"]  # line, field, reason
+        assert ui.cells(errors) == [str(bad_line), "prompt", "prompt is empty"]  # line, field, reason (no markdown)
 
         ui.radio("On bad rows", "skip")
         ui.click("Import")
