@@ -141,6 +141,17 @@ def _flush_run(data, a, b, lower, h, acc, nacc):
     return h, acc, nacc, n
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _flush_pending(data, pend, pend_at, upto, lower, h, acc, nacc):
+    """Emit the spaces waiting before the character at upto: none, one, or a run (see `_flush_run`)."""
+    if pend == 1:
+        h, acc, nacc = _emit(h, acc, nacc, np.uint64(32), 1)
+        return h, acc, nacc, 1
+    if pend == 2:
+        return _flush_run(data, pend_at, upto, lower, h, acc, nacc)
+    return h, acc, nacc, 0
+
+
 @numba.njit(nogil=True, parallel=True, cache=True, error_model="numpy")
 def _stream_hashes(data, dwords, offsets, lower, trims, ascii_table, out):
     """The normalised text of each string as a byte stream (an ASCII character as its byte, NUL as 'A'
@@ -163,12 +174,8 @@ def _stream_hashes(data, dwords, offsets, lower, trims, ascii_table, out):
                     ctrl = _in_range(w, 9, 13)
                     ws = ctrl | _in_range(w, 32, 32)
                     if (ws & (ws << np.uint64(8))) == 0 and not ((pend or not started) and (ws & np.uint64(0x80))):
-                        if pend == 1:
-                            h, acc, nacc = _emit(h, acc, nacc, np.uint64(32), 1)
-                            total += 1
-                        elif pend == 2:
-                            h, acc, nacc, n = _flush_run(data, pend_at, p, lower, h, acc, nacc)
-                            total += n
+                        h, acc, nacc, n = _flush_pending(data, pend, pend_at, p, lower, h, acc, nacc)
+                        total += n
                         full = (ctrl >> np.uint64(7)) * np.uint64(0xFF)
                         w = (w & ~full) | (full & np.uint64(0x2020202020202020)) | (_in_range(w, 65, 90) >> np.uint64(2))
                         if ws >> np.uint64(63):  # ends in a space: it waits
@@ -204,12 +211,8 @@ def _stream_hashes(data, dwords, offsets, lower, trims, ascii_table, out):
                         pend = 2
                     continue
                 v, k = _code(cp)
-            if pend == 1:
-                h, acc, nacc = _emit(h, acc, nacc, np.uint64(32), 1)
-                total += 1
-            elif pend == 2:
-                h, acc, nacc, n = _flush_run(data, pend_at, at, lower, h, acc, nacc)
-                total += n
+            h, acc, nacc, n = _flush_pending(data, pend, pend_at, at, lower, h, acc, nacc)
+            total += n
             pend = 0
             h, acc, nacc = _emit(h, acc, nacc, v, k)
             total += k
