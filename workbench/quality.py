@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from workbench.errors import WorkbenchError
 from workbench.inspect_cache import cache_path, parquet_sql, partial_path
 from workbench.store import Store
+from workbench.textkernels import string_buffers
 from workbench.versions import ROW_COLUMN, Version, version_columns
 
 FLAGS = {
@@ -133,12 +134,9 @@ def _markup_heavy(text: str) -> bool:
 
 def _text_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets relative to the first record, as int64; the records' UTF-8 bytes) of a string array."""
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
+    values, offsets = string_buffers(arr)
     start, stop = int(offsets[0]), int(offsets[-1])
-    raw = arr.buffers()[2]
-    body = np.frombuffer(raw, np.uint8)[start:stop] if raw is not None and stop > start else np.zeros(0, np.uint8)
-    return offsets - start, body
+    return offsets - start, values[start:stop] if stop > start else np.zeros(0, np.uint8)
 
 
 def _per_record_sum(values: np.ndarray, rel: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from workbench.store import Store, quote_ident
+from workbench.textkernels import string_buffers
 from workbench.versions import ROW_COLUMN, Version
 
 BLOCK_RECORDS = 32
@@ -116,12 +117,7 @@ class _Writer:
 
     def add(self, records: pa.Table, rows: np.ndarray, cats: list, folded: pa.Array, starts: np.ndarray) -> None:
         """Blocks records[starts[i]:starts[i+1]] (all of one category each)."""
-        if isinstance(folded, pa.ChunkedArray):
-            folded = folded.combine_chunks()
-        wide = pa.types.is_large_string(folded.type) or pa.types.is_large_binary(folded.type)
-        offs = np.frombuffer(folded.buffers()[1], dtype=np.int64 if wide else np.int32)
-        offs = offs[folded.offset:folded.offset + len(folded) + 1].astype(np.int64)
-        raw = np.frombuffer(folded.buffers()[2], dtype=np.uint8) if folded.buffers()[2] else np.zeros(0, np.uint8)
+        raw, offs = string_buffers(folded)
         data = np.concatenate((raw[offs[0]:offs[-1]], np.zeros(1, np.uint8)))
         local = offs - offs[0]
         nb, m = len(starts) - 1, 1 << self.bits

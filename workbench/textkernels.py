@@ -220,11 +220,11 @@ def _stream_hashes(data, dwords, offsets, lower, trims, ascii_table, out):
         out[i] = _mix(_mix(h, acc), np.uint64(total))  # the length ends the text: fields stay apart
 
 
-def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def string_buffers(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(the UTF-8 bytes of a string array's data buffer, as uint8; the offsets of its strings into them,
+    as int64, one more than there are strings), without copying the text. A null is an empty string."""
     if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.null_count:
-        raise ValueError("normalized_hashes needs a string array without nulls (coalesce them first)")
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     wide = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if wide else np.int32)
     offsets = offsets[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
@@ -235,7 +235,9 @@ def _buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def normalized_hashes(arr: pa.Array) -> np.ndarray:
     """uint64 hash of the normalised text of every string of arr (see the module docstring)."""
-    values, offsets = _buffers(arr)
+    if arr.null_count:
+        raise ValueError("normalized_hashes needs a string array without nulls (coalesce them first)")
+    values, offsets = string_buffers(arr)
     out = np.empty(len(offsets) - 1, dtype=np.uint64)
     dwords = values[:len(values) // 8 * 8].view(np.uint64)  # the same bytes, eight at a time
     with _ONE_AT_A_TIME:
