@@ -76,19 +76,47 @@ def category_counts(_store: Store, _version, key: tuple) -> list:
 # ---------------------------------------------------------------- accounts (workbench.auth)
 
 SESSION_KEY = "wb_session_token"
+COOKIE_KEY = "wb_cookie_write"  # a cookie to write (or clear) on the next run: (value, seconds)
+
+
+def _cookie_name() -> str:
+    """One cookie per project: browsers share cookies between ports of one host."""
+    import hashlib
+
+    return "wb_session_" + hashlib.sha256(current_project_dir().encode()).hexdigest()[:12]
+
+
+def _write_pending_cookie() -> None:
+    """Write the session cookie asked for by a sign-in or sign-out (a script in the page: Streamlit
+    has no way to set a cookie from Python). The token is a random server-side session that expires
+    and ends on sign-out; the page never renders HTML from the data, which is what could read it."""
+    pending = st.session_state.pop(COOKIE_KEY, None)
+    if pending is None:
+        return
+    value, seconds = pending
+    st.html(f"<script>document.cookie = '{_cookie_name()}={value}; path=/; SameSite=Strict; "
+            f"max-age={int(seconds)}';</script>", unsafe_allow_javascript=True, width=1)
 
 
 def signed_in_user():
     """The acting user: the local owner when the project has no accounts; else the user of this
-    browser session's live token, or None (signed out, or the session expired)."""
+    browser session's live token, or None (signed out, or the session expired). A reload keeps the
+    sign-in: the token is also in a cookie, read back when a new browser session starts."""
     from workbench import auth
 
     store = get_store()
     if not auth.has_users(store):
         return auth.LOCAL_USER
-    user = auth.session_user(store, st.session_state.get(SESSION_KEY))
+    _write_pending_cookie()
+    token = st.session_state.get(SESSION_KEY)
+    if token is None:
+        cookie = st.context.cookies.get(_cookie_name())
+        token = cookie if isinstance(cookie, str) and cookie else None
+    user = auth.session_user(store, token)
     if user is None:
         st.session_state.pop(SESSION_KEY, None)
+    else:
+        st.session_state[SESSION_KEY] = token
     return user
 
 
@@ -116,7 +144,9 @@ def login_form() -> None:
         if user is None:
             show_error("Unknown name or wrong password.")
             return
-        st.session_state[SESSION_KEY] = auth.start_session(get_store(), user)
+        token = auth.start_session(get_store(), user)
+        st.session_state[SESSION_KEY] = token
+        st.session_state[COOKIE_KEY] = (token, auth.session_hours(get_store()) * 3600)
         st.rerun()
 
 
@@ -124,6 +154,7 @@ def logout() -> None:
     from workbench import auth
 
     auth.end_session(get_store(), st.session_state.pop(SESSION_KEY, None))
+    st.session_state[COOKIE_KEY] = ("", 0)  # the cookie goes too (the session behind it has already ended)
 
 
 def user_badge(user) -> None:

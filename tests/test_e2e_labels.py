@@ -84,15 +84,22 @@ def test_two_annotators_label_the_admin_adjudicates_and_agreement_shows(tmp_path
             ui.wait_text("Nothing left for you in this question")
         ann.shot("annotator-done")
 
-        # An annotator who types another page's address still only gets their own pages.
-        # (The session lives in the websocket's session state: a new page load signs in again.)
+        # An annotator who types another page's address still only gets their own pages; the new
+        # page load keeps her signed in (the session token is also in a cookie).
         href = ann.page.get_by_role("link", name="Agreement").count()
         assert href == 0
         ann.open("page_agreement")
-        ann.login("ann", PASSWORDS["ann"])
+        ann.wait_text("Signed in as ann")
         ann.page.get_by_role("heading", name="Label").first.wait_for()
         assert ann.page.get_by_text("Krippendorff").count() == 0
         assert ann.page.get_by_role("heading", name="Agreement").count() == 0
+        # Signing out ends it for good: a reload asks for the password again.
+        ann.close_dialog()  # Streamlit's "page not found" for the page she may not open
+        ann.click("Sign out")
+        ann.page.get_by_role("heading", name="Sign in").first.wait_for()
+        ann.open()
+        ann.page.get_by_role("heading", name="Sign in").first.wait_for()
+        assert ann.page.get_by_text("Signed in as").count() == 0
         ann.close()
         bob.close()
 

@@ -209,11 +209,16 @@ def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def session_hours(store: Store) -> float:
+    """How long a sign-in lasts: `[auth] session_hours` of workbench.toml, else 12."""
+    return float(store.project.setting("auth", "session_hours", SESSION_HOURS))
+
+
 def start_session(store: Store, user: User, *, hours: float | None = None, now: datetime | None = None) -> str:
     """A new session token for the user; only its sha256 is stored. It expires after `hours`
     (default: `[auth] session_hours` of workbench.toml, else 12)."""
     ensure(store)
-    hours = hours if hours is not None else float(store.project.setting("auth", "session_hours", SESSION_HOURS))
+    hours = hours if hours is not None else session_hours(store)
     now = now or now_utc()
     token = secrets.token_urlsafe(32)
 
