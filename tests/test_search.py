@@ -157,3 +157,28 @@ def test_small_versions_get_no_index(store, version):
     assert search.status(store, version)["state"] == "small"
     assert search.ensure_background(store, version)["state"] == "small"
     assert search.ready(store, version) is None
+
+
+def test_cli_builds_the_index_and_reports_it(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    project = tmp_path / "p"
+    rows = [{"prompt": f"where is order ORD-{i:04d}", "completion": "on its way", "category": "shipping"}
+            for i in range(300)]
+    data = write_jsonl(tmp_path / "o.jsonl", rows)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "workbench.cli", *a, "--project", str(project)],  # noqa: E731
+                                    capture_output=True, text=True)
+    assert run("import", str(data), "--dataset", "orders").returncode == 0
+    done = run("index", "orders", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["records"] == 300 and out["category_column"] == "category" and out["blocks"] >= 300 // 32
+    from workbench.store import Store
+    from workbench.versions import get_version
+
+    with Store.open(project) as store:
+        version = get_version(store, "orders")
+        assert search.ready(store, version) is not None
+        assert browse.page(store, version, text="ord-0042").column("row").to_pylist() == [43]

@@ -111,7 +111,34 @@ def add_token_options(p) -> None:
                    help="also report how many records and supervised tokens a max sequence length of N cuts")
 
 
+def cmd_index(args) -> int:
+    """Build a version's text-search index now (the app builds it in the background otherwise)."""
+    import time
+
+    from workbench import search
+    from workbench.versions import get_version
+
+    bar = _Bar(not args.json)
+    with _store(args) as store:
+        version = get_version(store, args.name)
+        started = time.perf_counter()
+        folder = search.build(store, version, progress=lambda done, total: bar(done / max(total, 1), "indexing"))
+        meta = search.ready(store, version).meta
+    out = {"dataset": version.dataset, "version": version.number, "records": meta["records"],
+           "blocks": meta["blocks"], "category_column": meta["category_column"],
+           "seconds": round(time.perf_counter() - started, 2),
+           "bytes": sum(f.stat().st_size for f in folder.iterdir()), "folder": str(folder)}
+    _emit(args, out, f"{version.ref}: search index of {out['records']:,} records in {out['blocks']:,} blocks, "
+                     f"{out['bytes'] / 1e6:.0f} MB, {out['seconds']:.1f} s ({folder})")
+    return 0
+
+
 def register(sub, common, reporting) -> None:
+    p = sub.add_parser("index", parents=[common, reporting],
+                       help="build a version's text-search index now (the app otherwise builds it in the background)")
+    p.add_argument("name", metavar="NAME[@VERSION]")
+    p.set_defaults(func=cmd_index)
+
     p = sub.add_parser("pii", parents=[common, reporting], help="find personal data; optionally redact it")
     p.add_argument("name", metavar="NAME[@VERSION]")
     p.add_argument("--phone-region", metavar="CC", default=None,
