@@ -387,13 +387,8 @@ def krippendorff_alpha(ratings: Ratings, *, level: str = "nominal", resamples: i
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    counts = ratings.counts()
-    pairable = _pairable(counts)
-    coef = Coefficient("krippendorff_alpha", None, n_items=int(pairable.sum()),
-                       n_annotators=_annotators_on(ratings, pairable))
-    reason = _why_no_pairs(ratings, pairable)
-    if reason:
-        coef.reason = reason
+    coef, pairable, counts = _pairwise_start(ratings, "krippendorff_alpha")
+    if coef.reason:
         return coef
     v = ratings.n_labels
     if level == "ordinal":
@@ -449,6 +444,16 @@ def _why_no_pairs(ratings: Ratings, pairable: np.ndarray) -> str | None:
     return None
 
 
+
+def _pairwise_start(ratings: Ratings, name: str) -> tuple[Coefficient, np.ndarray, np.ndarray]:
+    """(the coefficient with its item and annotator counts, and `reason` set when it is undefined
+    for want of pairs; the items with two or more answers; the label counts per item)."""
+    counts = ratings.counts()
+    pairable = _pairable(counts)
+    coef = Coefficient(name, None, n_items=int(pairable.sum()), n_annotators=_annotators_on(ratings, pairable))
+    coef.reason = _why_no_pairs(ratings, pairable)
+    return coef, pairable, counts
+
 def _why_no_variation(ratings: Ratings, counts: np.ndarray) -> str:
     used = np.nonzero(counts.sum(axis=0))[0]
     if len(used) == 1:
@@ -470,11 +475,7 @@ def percent_agreement(ratings: Ratings, *, resamples: int = 0, seed: int | None 
                       confidence: float = 0.95) -> Coefficient:
     """The share of agreeing annotator pairs within an item, averaged over items with two or more answers
     (Fleiss' P-bar). Exact matches only, whatever the level; it does not correct for chance."""
-    counts = ratings.counts()
-    pairable = _pairable(counts)
-    coef = Coefficient("percent_agreement", None, n_items=int(pairable.sum()),
-                       n_annotators=_annotators_on(ratings, pairable))
-    coef.reason = _why_no_pairs(ratings, pairable)
+    coef, pairable, _ = _pairwise_start(ratings, "percent_agreement")
     if coef.reason:
         return coef
 
@@ -496,11 +497,8 @@ def fleiss_kappa(ratings: Ratings, *, resamples: int = 0, seed: int | None = 0,
     term uses p_j, the mean over answered items of the share of item i's answers that are label j.
     With the same number of answers on every item this is exactly Fleiss' kappa.
     """
-    counts = ratings.counts()
-    pairable = _pairable(counts)
+    coef, pairable, counts = _pairwise_start(ratings, "fleiss_kappa")
     answered = counts.sum(axis=1) >= 1
-    coef = Coefficient("fleiss_kappa", None, n_items=int(pairable.sum()), n_annotators=_annotators_on(ratings, pairable))
-    coef.reason = _why_no_pairs(ratings, pairable)
     if coef.reason:
         return coef
     v = ratings.n_labels
