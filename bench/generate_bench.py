@@ -36,6 +36,16 @@ def prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
     return [[rng.randrange(10, vocab) for _ in range(rng.randint(40, 80))] for _ in range(n)]
 
 
+def left_padded(encoded, idx, width, pad_id):
+    """(input ids, attention mask) of the prompts encoded[i] for i in idx, left-padded to width."""
+    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, i in enumerate(idx):
+        ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
+        mask[r, width - len(encoded[i]):] = 1
+    return ids, mask
+
+
 def hf_batched(model, encoded, new, pad_id, batch_size):
     """Plain HF greedy generate: longest-first batches, left-padded to the longest, dynamic cache."""
     out = {}
@@ -44,11 +54,7 @@ def hf_batched(model, encoded, new, pad_id, batch_size):
     for lo in range(0, len(order), batch_size):
         idx = order[lo: lo + batch_size]
         width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, i in enumerate(idx):
-            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]):] = 1
+        ids, mask = left_padded(encoded, idx, width, pad_id)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
                              do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=None)
         out.update(zip(idx, gen[:, width:].tolist()))
@@ -65,11 +71,7 @@ def hf_batched_static_eager(model, encoded, new, pad_id, batch_size):
     for lo in range(0, len(order), batch_size):
         idx = order[lo: lo + batch_size]
         width = fastgen.prompt_width(max(len(encoded[i]) for i in idx), device)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, i in enumerate(idx):
-            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]):] = 1
+        ids, mask = left_padded(encoded, idx, width, pad_id)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
                              do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=None,
                              cache_implementation="static", disable_compile=True)

@@ -102,8 +102,9 @@ def count(store: Store, version: Version, *, text: str | None = None, category=N
 
         return store.cursor().execute(f"SELECT count(*) FROM ({flag_rows_sql(store, version, flag)})").fetchall()[0][0]
     index = _indexed(store, version, text, column, flag)
-    if index is not None and index.cheap_to_count(text, _categories(category)):
-        return index.count(text, _categories(category))
+    found = index.count(text, _categories(category), only_if_cheap=True) if index is not None else None
+    if found is not None:
+        return found
     where, params = _filters(store, version, text, category, column, flag)
     if not where:
         return version.row_count

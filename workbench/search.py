@@ -169,13 +169,13 @@ class _Writer:
         for name, arr in arrays.items():
             np.save(self.folder / f"{name}.npy", arr)
         meta = {"format": FORMAT, "version_id": version.version_id, "content_hash": version.content_hash,
-                "category_column": column, "categories": list(self.codes), "bloom_bits": self.bits, "record_batch": RECORD_BATCH,
-                "records": int(len(arrays["rows"])), "blocks": len(self.text_len), "build_seconds": round(seconds, 2)}
+                "category_column": column, "categories": list(self.codes), "bloom_bits": self.bits,
+                "record_batch": RECORD_BATCH, "records": int(len(arrays["rows"])), "blocks": len(self.text_len),
+                "build_seconds": round(seconds, 2)}
         (self.folder / "meta.json").write_text(json.dumps(meta))
 
     def abort(self) -> None:
-        for f in (self.text,):
-            f.close()
+        self.text.close()
         try:
             self.records.close()
         except Exception:
@@ -293,12 +293,15 @@ class SearchIndex:
 
     def candidates(self, text: str, categories: list[str] | None) -> np.ndarray:
         """Blocks that may hold a match, in order of their first record."""
+        return self._candidates(fold(text.strip()), categories)
+
+    def _candidates(self, folded: bytes, categories: list[str] | None) -> np.ndarray:
         keep = np.ones(self.blocks, dtype=bool)
         if categories is not None:
             names = self.meta["categories"]
             codes = [names.index(c) for c in set(categories) if c in names]
             keep &= np.isin(self.block_cat, codes)
-        for h in query_hashes(fold(text), self.meta["bloom_bits"]):
+        for h in query_hashes(folded, self.meta["bloom_bits"]):
             keep &= (self.bloom[:, h >> 3] & (0x80 >> (h & 7))) != 0
         blocks = np.flatnonzero(keep)
         first = self.rows[self.block_start[blocks]]
@@ -307,9 +310,9 @@ class SearchIndex:
     def _matches(self, j: int, needle: bytes | None, pattern: str) -> list[tuple[int, int]]:
         """(row, position in the index) of each record of block j that matches."""
         s = int(self.block_start[j])
+        data = self.block_text(j)
+        offs = self.rec_off[s:int(self.block_start[j + 1])]
         if needle is not None:  # ASCII query: a byte search on the folded text is exact
-            data = self.block_text(j)
-            offs = self.rec_off[s:int(self.block_start[j + 1])]
             out, pos = [], data.find(needle)
             while pos >= 0:
                 k = bisect.bisect_right(offs, pos) - 1
@@ -318,19 +321,23 @@ class SearchIndex:
                 pos = data.find(needle, end)
             return out
         # any other query: RE2 itself on the folded text (folding keeps every character in its case class)
-        data = self.block_text(j)
-        offs = np.append(self.rec_off[s:int(self.block_start[j + 1])], len(data)).astype(np.int32)
-        texts = pa.StringArray.from_buffers(len(offs) - 1, pa.py_buffer(offs.tobytes()), pa.py_buffer(data))
+        ends = np.append(offs, len(data)).astype(np.int32)
+        texts = pa.StringArray.from_buffers(len(offs), pa.py_buffer(ends.tobytes()), pa.py_buffer(data))
         hit = pc.match_substring_regex(texts, pattern).to_numpy(zero_copy_only=False)
         return [(int(self.rows[s + k]), s + k) for k in np.flatnonzero(hit)]
 
-    def _search(self, text: str, categories, stop: int | None) -> list[tuple[int, int]]:
+    def _search(self, text: str, categories, stop: int | None, *, max_blocks: int | None = None
+                ) -> list[tuple[int, int]] | None:
+        """Sorted (row, position) of the matches; only the first `stop` are sure to be there. None when
+        more than max_blocks blocks would have to be opened."""
         from workbench.browse import text_pattern
 
         folded = fold(text.strip())
         needle = folded if max(folded, default=0) < 0x80 else None
         pattern = text_pattern(text)
-        blocks = self.candidates(text.strip(), categories)
+        blocks = self._candidates(folded, categories)
+        if max_blocks is not None and len(blocks) > max_blocks:
+            return None
         firsts = self.rows[self.block_start[blocks]] if len(blocks) else np.zeros(0, np.int64)
         found: list[tuple[int, int]] = []
         for i, j in enumerate(blocks):
@@ -356,12 +363,12 @@ class SearchIndex:
         out = pa.concat_tables(parts)
         return out.take(pc.sort_indices(out.column("row")))
 
-    def cheap_to_count(self, text: str, categories) -> bool:
-        """Whether counting every match here beats a DuckDB scan: few blocks to open."""
-        return len(self.candidates(text.strip(), categories)) <= max(64, self.blocks // 16)
-
-    def count(self, text: str, categories) -> int:
-        return len(self._search(text, categories, None))
+    def count(self, text: str, categories, *, only_if_cheap: bool = False) -> int | None:
+        """Records matching text (and categories). only_if_cheap: None instead when so many blocks
+        would have to be opened that a DuckDB scan is faster."""
+        found = self._search(text, categories, None,
+                             max_blocks=max(64, self.blocks // 16) if only_if_cheap else None)
+        return None if found is None else len(found)
 
 
 # ---------------------------------------------------------------------------------------- cache

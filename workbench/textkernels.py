@@ -4,7 +4,8 @@ functions make slow on a million records: one pass instead of a chain of lower/r
 `normalized_hashes` gives, for every string, a 64-bit hash of its normalised text, the text that
 `dedup.norm_sql` computes in DuckDB: DuckDB's own `lower()` (read from DuckDB itself, character by
 character), each run of ASCII whitespace (tab, LF, VT, FF, CR, space) as one space, then DuckDB's
-`trim()` (which also drops NO-BREAK SPACE and the other typographic spaces at either end). Equal normalised texts give equal hashes; tests check the groups against DuckDB's.
+`trim()` (which also drops NO-BREAK SPACE and the other typographic spaces at either end). Equal
+normalised texts give equal hashes; tests check the groups against DuckDB's.
 """
 
 from __future__ import annotations
