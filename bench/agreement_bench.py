@@ -7,7 +7,7 @@ Data: every item has a true label; each annotator gives it with probability 0.7,
 20% of the answers are then removed. Times (median of --repeat runs):
 - alpha (nominal, and ordinal) with metrics.agreement vs krippendorff.alpha (same value to 1e-9);
 - the 95% bootstrap interval with --resamples resamples of items (the package has none);
-- with --full-report, workbench.agreement.build_report (all coefficients, intervals, Dawid-Skene).
+- with --full-report, workbench.labels.agreement.build_report (all coefficients, intervals, Dawid-Skene).
 Targets: alpha within 2x the package's time; the 1,000-resample interval in 10 s or less.
 """
 
@@ -79,7 +79,7 @@ def main() -> None:
     if args.full_report:
         import pandas as pd
 
-        from workbench.agreement import build_report
+        from workbench.labels.agreement import build_report
 
         r, a = np.nonzero(codes >= 0)
         answers = pd.DataFrame({"item": r.astype(str), "annotator": a.astype(str), "value": codes[r, a].astype(str)})

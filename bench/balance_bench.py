@@ -12,7 +12,7 @@ CLI and the Balance page call:
    (every upsampled record's copies form a cluster: about 190,000 clusters), written as a new
    version, then the leakage report on the stored split version.
 
-`--near` groups near-duplicates too (workbench.dedup, MinHash over 1M texts; much slower, reported
+`--near` groups near-duplicates too (workbench.inspect.dedup, MinHash over 1M texts; much slower, reported
 separately). Wall time is what counts; CPU time (all threads of the process) is printed too, because
 on a shared machine it says more about the work than the wall clock. Records are never loaded into
 pandas: selection is numpy over two narrow columns, records stream from DuckDB as Arrow batches into
@@ -41,9 +41,9 @@ SHARES = ("shipping=0.30,refund=0.15,billing=0.12,account_access=0.10,product_de
 
 
 def base_project(records: int) -> Path:
-    from workbench.importer import import_file
-    from workbench.store import Store
-    from workbench.versions import list_versions
+    from workbench.data.importer import import_file
+    from workbench.core.store import Store
+    from workbench.core.versions import list_versions
 
     project = DATA / f"balance_project_{records}"
     with Store.open(project) as store:
@@ -56,10 +56,10 @@ def base_project(records: int) -> Path:
 
 
 def one_round(project: Path, records: int, near: bool) -> dict:
-    from workbench.balance import apply_balance, plan_balance
-    from workbench.splits import split_version
-    from workbench.store import Store
-    from workbench.versions import get_version
+    from workbench.curation.balance import apply_balance, plan_balance
+    from workbench.curation.splits import split_version
+    from workbench.core.store import Store
+    from workbench.core.versions import get_version
 
     out = {}
     with Store.open(project) as store:
@@ -83,7 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--near", action="store_true", help="group near-duplicates too (workbench.dedup)")
+    ap.add_argument("--near", action="store_true", help="group near-duplicates too (workbench.inspect.dedup)")
     args = ap.parse_args()
     base = base_project(args.records)
     print(f"{args.records:,} records; {os.cpu_count()} cores; target shares {SHARES}")

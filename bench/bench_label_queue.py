@@ -15,10 +15,10 @@ import time
 
 import pyarrow as pa
 
-from workbench import annotations as A
-from workbench.auth import User
-from workbench.store import Store
-from workbench.versions import write_version
+from workbench.labels import annotations as A
+from workbench.core.auth import User
+from workbench.core.store import Store
+from workbench.core.versions import write_version
 
 
 def timed(fn, repeat: int = 1):

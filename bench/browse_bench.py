@@ -5,7 +5,7 @@
 Makes (once) a project under bench/data/ with the generated tickets imported, then times:
 a page of 50 records with a text filter and a category filter (p50/p95 over a mix of
 common, rare and absent words and of large and small categories) first as a DuckDB scan, then
-with the version's search index (`workbench.search`: build time and size reported, pages checked
+with the version's search index (`workbench.data.search`: build time and size reported, pages checked
 equal to the scan's), category counts, the filtered match count, and the Datasets page rendered
 by Streamlit's AppTest.
 """
@@ -46,10 +46,10 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    from workbench import browse
-    from workbench.importer import import_file
-    from workbench.store import Store
-    from workbench.versions import get_version
+    from workbench.data import browse
+    from workbench.data.importer import import_file
+    from workbench.core.store import Store
+    from workbench.core.versions import get_version
 
     project = DATA / f"project_{args.records}"
     store = Store.open(project)
@@ -61,7 +61,7 @@ def main() -> None:
 
     import shutil
 
-    from workbench import search
+    from workbench.data import search
 
     shutil.rmtree(search.index_dir(store, version), ignore_errors=True)
     scan_ms, scanned = [], {}

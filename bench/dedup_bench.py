@@ -33,9 +33,9 @@ from bench.import_bench import DATA, ensure_file  # noqa: E402
 
 CHILD = """
 import resource, sys, time, json
-from workbench.store import Store
-from workbench.versions import get_version
-from workbench import dedup
+from workbench.core.store import Store
+from workbench.core.versions import get_version
+from workbench.inspect import dedup
 store = Store.open(sys.argv[1])
 v = get_version(store, sys.argv[2])
 t = time.perf_counter()
@@ -58,10 +58,10 @@ def ref_shingles(text: str) -> set:
 
 
 def ensure_project(records: int, near_records: int):
-    from workbench.errors import WorkbenchError
-    from workbench.importer import import_file
-    from workbench.store import Store
-    from workbench.versions import get_version, iter_version, write_version
+    from workbench.core.errors import WorkbenchError
+    from workbench.data.importer import import_file
+    from workbench.core.store import Store
+    from workbench.core.versions import get_version, iter_version, write_version
 
     store = Store.open(DATA / f"dedup_{records}")
     try:
@@ -117,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     import json
 
-    from workbench import dedup
+    from workbench.inspect import dedup
 
     store, big, small = ensure_project(args.records, args.near_records)
     print(f"{big.row_count:,} records; {os.cpu_count()} cores")
@@ -128,7 +128,7 @@ def main() -> None:
         store.cursor().execute(f"SELECT count(*) FROM (SELECT hash(system, prompt, completion, messages) h "
                                f"FROM {big.table_name} GROUP BY h HAVING count(*) > 1)").fetchall()
         raw.append(time.perf_counter() - t)
-    from workbench import textkernels
+    from workbench.core import textkernels
 
     t = time.perf_counter()
     textkernels.normalized_hashes(pa.array(["warm up"]))
@@ -158,7 +158,7 @@ def main() -> None:
           f"{near['near_duplicates']:,} near + {near['exact_duplicates']:,} exact copies, "
           f"{near['candidate_pairs']:,} candidate pairs -> {near['near_pairs']:,} verified")
 
-    from workbench.store import Store
+    from workbench.core.store import Store
 
     with Store.open(project) as store:
         result = dedup.find_duplicates(store, small, threshold=args.threshold)

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 
-from workbench import evaluate  # noqa: E402
-from workbench.store import Store  # noqa: E402
-from workbench.versions import write_version  # noqa: E402
+from workbench.models import evaluate  # noqa: E402
+from workbench.core.store import Store  # noqa: E402
+from workbench.core.versions import write_version  # noqa: E402
 
 SHARED = Path(os.environ.get("WORKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -34,8 +34,8 @@ print(len(ds), time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
 """,
     "workbench import (validate + version + hash)": """
 import resource, sys, time
-from workbench.store import Store
-from workbench.importer import import_file
+from workbench.core.store import Store
+from workbench.data.importer import import_file
 t = time.perf_counter()
 store = Store.open(sys.argv[2])
 r = import_file(store, sys.argv[1], "tickets")
@@ -48,7 +48,7 @@ print(r.imported, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SE
 def ensure_file(records: int) -> Path:
     path = DATA / f"tickets_{records}.jsonl"
     if not path.exists():
-        from workbench.demo import write_jsonl
+        from workbench.data.demo import write_jsonl
 
         DATA.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()

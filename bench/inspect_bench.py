@@ -4,7 +4,7 @@ tokenizer's rate, and browse filters on flags.
     python bench/inspect_bench.py [--records 1000000] [--project DIR] [--tokenizer-records 50000]
 
 Uses (and makes once, as bench/browse_bench.py does) the project bench/data/project_<records> with the
-generated tickets imported (workbench.demo.write_jsonl puts emails, phones and cards in ~10% of them).
+generated tickets imported (workbench.data.demo.write_jsonl puts emails, phones and cards in ~10% of them).
 Every cached Inspect result of the version is deleted first, so the first figures are cold; the
 second `stats` run shows the cached path. Targets: PII scan <= 60 s, stats with approximate tokens
 <= 5 s (2 cores).
@@ -43,7 +43,7 @@ def cpu() -> str:
 def tokenizer_for(store, version, records: int):
     """The project's tiny base tokenizer when built, else a byte-level BPE trained on 2,000 of its records
     (ChatML template), saved and loaded like a model folder."""
-    from workbench import tokens
+    from workbench.inspect import tokens
 
     if (store.project.models_dir / "tiny" / "tokenizer.json").exists():
         return tokens.load_tokenizer(store, "tiny")
@@ -74,11 +74,14 @@ def main() -> None:
     ap.add_argument("--tokenizer-records", type=int, default=50_000,
                     help="records tokenised with a real tokenizer to measure its rate")
     args = ap.parse_args()
-    from workbench import browse, pii, quality, tokens
-    from workbench.cli_inspect import inspect_stats
-    from workbench.importer import import_file
-    from workbench.store import Store
-    from workbench.versions import get_version
+    from workbench.data import browse
+    from workbench.inspect import pii
+    from workbench.inspect import quality
+    from workbench.inspect import tokens
+    from workbench.cli.inspect import inspect_stats
+    from workbench.data.importer import import_file
+    from workbench.core.store import Store
+    from workbench.core.versions import get_version
 
     project = Path(args.project) if args.project else DATA / f"project_{args.records}"
     store = Store.open(project)

@@ -30,11 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from workbench import annotations as A  # noqa: E402
-from workbench.auth import User  # noqa: E402
-from workbench.demo import write_jsonl  # noqa: E402
-from workbench.importer import import_file  # noqa: E402
-from workbench.store import Store  # noqa: E402
+from workbench.labels import annotations as A  # noqa: E402
+from workbench.core.auth import User  # noqa: E402
+from workbench.data.demo import write_jsonl  # noqa: E402
+from workbench.data.importer import import_file  # noqa: E402
+from workbench.core.store import Store  # noqa: E402
 
 CHOICES = ["account_access", "billing", "cancellation", "data_privacy", "gift_card", "order_change",
            "product_defect", "refund", "shipping", "warranty"]

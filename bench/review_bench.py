@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from workbench import evaluate
-from workbench import review as R
-from workbench.auth import User
-from workbench.store import Store
-from workbench.versions import write_version
+from workbench.models import evaluate
+from workbench.models import review as R
+from workbench.core.auth import User
+from workbench.core.store import Store
+from workbench.core.versions import write_version
 
 
 def main() -> None:

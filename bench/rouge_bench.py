@@ -3,7 +3,7 @@
     python bench/rouge_bench.py [--pairs 4514] [--rounds 1]
 
 Workload: there is no file of real support responses here, so the pairs are built from the project's
-own synthetic tickets (`workbench.demo.generate_tickets`, seed 7): each reference joins the answers of
+own synthetic tickets (`workbench.data.demo.generate_tickets`, seed 7): each reference joins the answers of
 two or three tickets (about 150 words, paragraphs separated by newlines, so ROUGE-Lsum has several sentences);
 each prediction is a deterministic perturbation of its reference (words dropped, replaced and
 inserted, a paragraph swapped for one from another ticket, sometimes paragraphs reordered).
@@ -28,7 +28,7 @@ TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 
 def make_pairs(n: int, seed: int = 7) -> tuple[list[str], list[str]]:
     """n (prediction, reference) pairs of ~150-word support answers; deterministic for a seed."""
-    from workbench.demo import generate_tickets
+    from workbench.data.demo import generate_tickets
 
     answers = [t["completion"] for t in generate_tickets(2 * n + 50, seed=seed)]
     rng = random.Random(seed)
@@ -98,7 +98,7 @@ def main() -> int:
     predictions, references = make_pairs(args.pairs, args.seed)
     words = [len(r.split()) for r in references]
     lines = [r.count("\n") + 1 for r in references]
-    print(f"workload: {args.pairs:,} pairs built from workbench.demo.generate_tickets answers (seed {args.seed}); "
+    print(f"workload: {args.pairs:,} pairs built from workbench.data.demo.generate_tickets answers (seed {args.seed}); "
           f"references {statistics.mean(words):.0f} words (min {min(words)}, max {max(words)}), "
           f"{statistics.mean(lines):.1f} newline-separated sentences; predictions are perturbed references")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs visible, rouge types {TYPES}, "

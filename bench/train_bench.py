@@ -212,7 +212,7 @@ def prepare_run(folder: str, records: int = 400) -> None:
     """A run folder for an end-to-end check of the entry point (`[torchrun ...] -m trainers.train FOLDER`):
     demo support tickets as chat records, the offline tiny base, a short run with evaluations and checkpoints."""
     from trainers.config import save_config
-    from workbench.demo import generate_tickets
+    from workbench.data.demo import generate_tickets
 
     run = Path(folder)
     (run / "data").mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 import wb_ui
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 
 st.set_page_config(page_title="Workbench", layout="wide")
 

@@ -13,9 +13,9 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import dedup
-from workbench.auth import require_role
-from workbench.errors import WorkbenchError
+from workbench.inspect import dedup
+from workbench.core.auth import require_role
+from workbench.core.errors import WorkbenchError
 
 AUTO_RECORDS = 20_000  # smaller versions are checked on sight; larger ones wait for the button
 PAGE = 20

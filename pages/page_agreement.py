@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import agreement, annotations
-from workbench.errors import WorkbenchError
-from workbench.uploads import save_upload
+from workbench.labels import agreement
+from workbench.labels import annotations
+from workbench.core.errors import WorkbenchError
+from workbench.data.uploads import save_upload
 
 STORED, FILE = "A question of a dataset", "A long-format file"
 UPLOAD, SERVER_PATH = "Upload a file", "Path on the server"

@@ -6,9 +6,11 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import balance, splits, versions
-from workbench.drift import drift
-from workbench.errors import WorkbenchError
+from workbench.curation import balance
+from workbench.curation import splits
+from workbench.core import versions
+from workbench.curation.drift import drift
+from workbench.core.errors import WorkbenchError
 
 UNIFORM, PROPORTIONAL, REFERENCE, SHARES = ("Uniform", "Proportional to this dataset",
                                             "Proportional to another dataset", "Explicit shares")

@@ -5,12 +5,17 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import browse, importer, quality, search, sqlconsole, versions
-from workbench.auth import require_role
-from workbench.errors import WorkbenchError
-from workbench.formats import FORMATS
-from workbench.sqlconsole import run_readonly
-from workbench.uploads import save_upload
+from workbench.data import browse
+from workbench.data import importer
+from workbench.inspect import quality
+from workbench.data import search
+from workbench.data import sqlconsole
+from workbench.core import versions
+from workbench.core.auth import require_role
+from workbench.core.errors import WorkbenchError
+from workbench.core.formats import FORMATS
+from workbench.data.sqlconsole import run_readonly
+from workbench.data.uploads import save_upload
 
 UPLOAD, SERVER_PATH = "Upload a file", "Path on the server"
 FILE_TYPES = ["jsonl", "json", "csv", "tsv", "parquet"]

@@ -7,8 +7,9 @@ import streamlit as st
 
 import wb_ui
 from metrics.corpus import NAMES
-from workbench import evaluate, versions
-from workbench.errors import WorkbenchError
+from workbench.models import evaluate
+from workbench.core import versions
+from workbench.core.errors import WorkbenchError
 
 RUN_SOURCE, BASE_SOURCE = "A finished training run", "A base model (optionally with an adapter)"
 GREEDY, SAMPLING = "Greedy (deterministic)", "Sampling"

@@ -8,8 +8,12 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import browse, pii, quality, tokens, versions
-from workbench.errors import WorkbenchError
+from workbench.data import browse
+from workbench.inspect import pii
+from workbench.inspect import quality
+from workbench.inspect import tokens
+from workbench.core import versions
+from workbench.core.errors import WorkbenchError
 
 AUTO_RECORDS = 200_000  # below this, checks run as the page opens; above, a button starts them
 OTHER = "Other (folder or model id)…"

@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import annotations, versions
-from workbench.errors import WorkbenchError
-from workbench.formats import CANONICAL, canonical_to_messages
+from workbench.labels import annotations
+from workbench.core import versions
+from workbench.core.errors import WorkbenchError
+from workbench.core.formats import CANONICAL, canonical_to_messages
 
 ANNOTATE, QUESTIONS, ADJUDICATE = "Annotate", "Questions", "Adjudicate"
 KIND_HELP = {

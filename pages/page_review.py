@@ -6,8 +6,10 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench import auth, evaluate, review
-from workbench.errors import WorkbenchError
+from workbench.core import auth
+from workbench.models import evaluate
+from workbench.models import review
+from workbench.core.errors import WorkbenchError
 
 JUDGE, SETUP, RESULTS = "Judge", "Set up", "Results"
 CHOICE_TEXT = {"left": "Response 1 is better", "tie": "About the same", "right": "Response 2 is better"}

@@ -9,8 +9,9 @@ import streamlit as st
 
 import wb_ui
 from trainers.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
-from workbench import runs, versions
-from workbench.errors import WorkbenchError
+from workbench.models import runs
+from workbench.core import versions
+from workbench.core.errors import WorkbenchError
 
 HELP = field_help()
 DEFAULTS = TrainConfig()

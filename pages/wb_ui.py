@@ -8,11 +8,11 @@ import re
 import pyarrow as pa
 import streamlit as st
 
-from workbench import browse
-from workbench.errors import WorkbenchError
-from workbench.formats import CANONICAL
-from workbench.project import open_project, project_dir
-from workbench.store import Store
+from workbench.data import browse
+from workbench.core.errors import WorkbenchError
+from workbench.core.formats import CANONICAL
+from workbench.core.project import open_project, project_dir
+from workbench.core.store import Store
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda store: store.close())
@@ -73,7 +73,7 @@ def category_counts(_store: Store, _version, key: tuple) -> list:
     return browse.value_counts(_store, _version)
 
 
-# ---------------------------------------------------------------- accounts (workbench.auth)
+# ---------------------------------------------------------------- accounts (workbench.core.auth)
 
 SESSION_KEY = "wb_session_token"
 COOKIE_KEY = "wb_cookie_write"  # a cookie to write (or clear) on the next run: (value, seconds)
@@ -102,7 +102,7 @@ def signed_in_user():
     """The acting user: the local owner when the project has no accounts; else the user of this
     browser session's live token, or None (signed out, or the session expired). A reload keeps the
     sign-in: the token is also in a cookie, read back when a new browser session starts."""
-    from workbench import auth
+    from workbench.core import auth
 
     store = get_store()
     if not auth.has_users(store):
@@ -131,7 +131,7 @@ def current_user():
 
 def login_form() -> None:
     """Name and password; a session starts on success (it expires, see `[auth] session_hours`)."""
-    from workbench import auth
+    from workbench.core import auth
 
     st.title("Sign in")
     st.caption("This project has accounts; an admin adds them with `workbench users add NAME --role ROLE`.")
@@ -151,7 +151,7 @@ def login_form() -> None:
 
 
 def logout() -> None:
-    from workbench import auth
+    from workbench.core import auth
 
     auth.end_session(get_store(), st.session_state.pop(SESSION_KEY, None))
     st.session_state[COOKIE_KEY] = ("", 0)  # the cookie goes too (the session behind it has already ended)
@@ -159,7 +159,7 @@ def logout() -> None:
 
 def user_badge(user) -> None:
     """Who is signed in, and a sign-out button (sidebar)."""
-    from workbench import auth
+    from workbench.core import auth
 
     if user == auth.LOCAL_USER:
         st.caption("Single local user (no accounts)")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.store import Store
+from workbench.core.store import Store
 
 import os
 

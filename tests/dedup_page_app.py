@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pages"))
 import inspect_duplicates  # noqa: E402
 import wb_ui  # noqa: E402
 
-from workbench.versions import get_version  # noqa: E402
+from workbench.core.versions import get_version  # noqa: E402
 
 store = wb_ui.get_store()
 inspect_duplicates.render(store, get_version(store, os.environ.get("WORKBENCH_DEDUP_DATASET", "d")))

@@ -1,7 +1,7 @@
 """Access with accounts on: which pages and actions each role gets, that sessions expire, and that
 passwords never reach the store, the logs or any file of the project.
 
-Pages are driven with AppTest; the role is that of a real session token (workbench.auth.start_session)
+Pages are driven with AppTest; the role is that of a real session token (workbench.core.auth.start_session)
 put where the sign-in form puts it. The browser side (an annotator typing another page's address, the
 server log) is in tests/test_e2e_labels.py.
 """
@@ -14,15 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from workbench.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from tests.e2e_helpers import ROOT, grep_tree, run_cli
-from workbench import agreement, annotations, auth, evaluate, sqlconsole
-from workbench.auth import PermissionDenied, User
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.store import Store
+from workbench.labels import agreement
+from workbench.labels import annotations
+from workbench.core import auth
+from workbench.models import evaluate
+from workbench.data import sqlconsole
+from workbench.core.auth import PermissionDenied, User
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.store import Store
 
 APP = ROOT / "pages" / "app.py"
 TIMEOUT = 60

@@ -1,4 +1,4 @@
-"""workbench.agreement and `workbench agreement`: answers from a file or the store, the report's JSON, consensus
+"""workbench.labels.agreement and `workbench agreement`: answers from a file or the store, the report's JSON, consensus
 written as a new version. Expected numbers come from the `krippendorff` package, statsmodels and plain Python
 over the same answers."""
 
@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from workbench import agreement, annotations, demo
-from workbench.cli import main
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.errors import WorkbenchError
-from workbench.store import Store
-from workbench.versions import get_version, iter_version
+from workbench.labels import agreement
+from workbench.labels import annotations
+from workbench.data import demo
+from workbench.cli.main import main
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
+from workbench.core.versions import get_version, iter_version
 
 KEYS = ("krippendorff_alpha", "fleiss_kappa", "cohen_kappa_mean", "percent_agreement", "n_items", "n_annotators")
 

@@ -11,10 +11,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from workbench import annotations
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.store import Store
-from workbench.versions import list_versions
+from workbench.labels import annotations
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.store import Store
+from workbench.core.versions import list_versions
 
 pytestmark = pytest.mark.slow  # each drives the whole app through several reruns
 

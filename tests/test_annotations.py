@@ -1,4 +1,4 @@
-"""workbench.annotations and workbench.queue: questions, answers, history, queues with overlap and
+"""workbench.labels.annotations and workbench.labels.assignment: questions, answers, history, queues with overlap and
 leases, final values, labels into a new version, import/export, role checks and durability.
 Expected values come from plain-Python recomputation over the input rows, never from our own output."""
 
@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workbench import annotations as A
-from workbench import queue
-from workbench.auth import PermissionDenied, User, now_utc
-from workbench.demo import generate_annotations, generate_tickets
-from workbench.errors import WorkbenchError
-from workbench.importer import import_file
-from workbench.store import Store
-from workbench.versions import get_version, iter_version
+from workbench.labels import annotations as A
+from workbench.labels import assignment
+from workbench.core.auth import PermissionDenied, User, now_utc
+from workbench.data.demo import generate_annotations, generate_tickets
+from workbench.core.errors import WorkbenchError
+from workbench.data.importer import import_file
+from workbench.core.store import Store
+from workbench.core.versions import get_version, iter_version
 
 from tests.conftest import write_jsonl
 
@@ -160,8 +160,8 @@ def test_last_place_is_never_handed_to_two_people_at_once(store, tickets):
     second = A.next_item(store, q, BOB)
     assert first == "T000" and second == "T001"
     # An expired claim frees the place again.
-    late = now_utc() + timedelta(seconds=queue.LEASE_SECONDS + 1)
-    assert queue.claim_next(store, q.task, "carl", now=late) == "T000"
+    late = now_utc() + timedelta(seconds=assignment.LEASE_SECONDS + 1)
+    assert assignment.claim_next(store, q.task, "carl", now=late) == "T000"
 
 
 def test_skip_gives_the_record_back_and_excluded_records_are_passed_over(store, tickets):
@@ -411,9 +411,9 @@ def test_twenty_annotators_at_once_lose_nothing(store, tickets):
 
 KILL_SCRIPT = """
 import sys
-from workbench import annotations as A
-from workbench.auth import User
-from workbench.store import Store
+from workbench.labels import annotations as A
+from workbench.core.auth import User
+from workbench.core.store import Store
 
 store = Store.open(sys.argv[1])
 q = A.get_question(store, "tickets", "ok")

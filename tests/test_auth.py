@@ -1,4 +1,4 @@
-"""workbench.auth: argon2-hashed accounts, roles, expiring sessions; the CLI's `users` commands and
+"""workbench.core.auth: argon2-hashed accounts, roles, expiring sessions; the CLI's `users` commands and
 `workbench serve`'s refusal to open a project without accounts to the network."""
 
 import io
@@ -8,10 +8,12 @@ from datetime import timedelta
 import pytest
 from argon2 import PasswordHasher
 
-from workbench import auth, cli, serve
-from workbench.auth import LOCAL_USER, PermissionDenied, User
-from workbench.errors import WorkbenchError
-from workbench.store import Store
+from workbench.core import auth
+from workbench.cli import main as cli
+from workbench.cli import serve
+from workbench.core.auth import LOCAL_USER, PermissionDenied, User
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
 
 PASSWORD = "correct horse"
 

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as hs
 
-from workbench import balance
-from workbench.errors import WorkbenchError
-from workbench.export import export_version
-from workbench.importer import import_file
-from workbench.store import Store
-from workbench.versions import get_version
+from workbench.curation import balance
+from workbench.core.errors import WorkbenchError
+from workbench.data.export import export_version
+from workbench.data.importer import import_file
+from workbench.core.store import Store
+from workbench.core.versions import get_version
 
 from .conftest import BANKING
 
@@ -299,7 +299,8 @@ def test_balance_by_a_length_bucket(bank):
 
 def test_drop_first_prefers_keeping_cluster_representatives_and_unflagged(tmp_path):
     """Downsampled to the number of records that are neither flagged nor a second copy, exactly those stay."""
-    from workbench import dedup, quality
+    from workbench.inspect import dedup
+    from workbench.inspect import quality
 
     answer = "Thanks for writing; we have looked into this and sent the details by e-mail today."
     records = [{"prompt": f"My order {i} about topic {i * 7} has a problem, what now?", "completion": answer,

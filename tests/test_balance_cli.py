@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workbench.cli import main
+from workbench.cli.main import main
 
 from .conftest import BANKING
 

@@ -3,8 +3,8 @@
 import pytest
 
 from tests.conftest import write_jsonl
-from workbench import browse
-from workbench.importer import import_file
+from workbench.data import browse
+from workbench.data.importer import import_file
 
 TEXTS = ["Refund for order a.b*c", "REFUND (50%) please", "café ÜBER alles", "path C:\\Ex\\E", "[x] done",
          "nothing here", "100% sure", "under_score", "Mix of Refund and café"]

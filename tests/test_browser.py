@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.demo_project import DEMO_DATASET, make_demo_project
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import write_jsonl
-from workbench.cli import main
+from workbench.cli.main import main
 
 
 def run(capsys, *args):

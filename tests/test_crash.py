@@ -29,10 +29,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e_helpers import ROOT, UI, chromium, run_cli, serve
-from workbench import annotations as A
-from workbench.demo import write_jsonl
-from workbench.store import Store
-from workbench.versions import list_versions
+from workbench.labels import annotations as A
+from workbench.data.demo import write_jsonl
+from workbench.core.store import Store
+from workbench.core.versions import list_versions
 
 pytestmark = pytest.mark.slow
 
@@ -104,9 +104,9 @@ def test_an_import_killed_at_any_point_leaves_whole_versions_or_none(tmp_path):
 
 CHILD = r"""
 import json, sys, threading
-from workbench import annotations as A
-from workbench.auth import User
-from workbench.store import Store
+from workbench.labels import annotations as A
+from workbench.core.auth import User
+from workbench.core.store import Store
 store = Store.open(sys.argv[1])
 question = A.get_question(store, "tickets", "category")
 lock = threading.Lock()
@@ -199,8 +199,8 @@ TRAIN_STEPS = 16
 @pytest.fixture(scope="module")
 def killed_and_resumed_run(tmp_path_factory):
     """A tiny training run SIGKILLed after its first checkpoints, then resumed to the end."""
-    from workbench import runs
-    from workbench.demo_project import DEMO_DATASET, make_demo_project
+    from workbench.models import runs
+    from workbench.data.demo_project import DEMO_DATASET, make_demo_project
 
     project = make_demo_project(tmp_path_factory.mktemp("train") / "project", records=200)["project"]
     with Store.open(project) as store:
@@ -244,8 +244,8 @@ def test_a_killed_training_run_resumes_from_its_checkpoint(killed_and_resumed_ru
 
 APP_FOLLOWING_AN_EVAL = r"""
 import sys, time
-from workbench import evaluate
-from workbench.store import Store
+from workbench.models import evaluate
+from workbench.core.store import Store
 store = Store.open(sys.argv[1])
 model = evaluate.resolve_model(store, run_id=sys.argv[2])
 run = evaluate.create_eval(store, "support-tickets", model=model, split="all",
@@ -259,7 +259,7 @@ while True:  # what the Evaluate page's fragment does every second
 
 
 def test_an_evaluation_survives_a_killed_app_and_a_killed_generator(killed_and_resumed_run, tmp_path):
-    from workbench import evaluate
+    from workbench.models import evaluate
 
     project, run_id = killed_and_resumed_run["project"], killed_and_resumed_run["run_id"]
     app = subprocess.Popen([sys.executable, "-c", APP_FOLLOWING_AN_EVAL, project, run_id], stdout=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Exact and near duplicates (workbench.dedup) against plain-Python brute force and datasketch."""
+"""Exact and near duplicates (workbench.inspect.dedup) against plain-Python brute force and datasketch."""
 
 import itertools
 import re
@@ -8,10 +8,10 @@ import pyarrow as pa
 import pytest
 from datasketch import MinHash
 
-from workbench import dedup
-from workbench.errors import WorkbenchError
-from workbench.importer import import_file
-from workbench.versions import get_version, iter_version
+from workbench.inspect import dedup
+from workbench.core.errors import WorkbenchError
+from workbench.data.importer import import_file
+from workbench.core.versions import get_version, iter_version
 
 from .conftest import write_jsonl
 
@@ -335,7 +335,7 @@ def test_results_are_cached_per_version_and_parameters(store, tmp_path):
 def test_cli_dedup_json_and_resolve(tmp_path, capsys):
     import json
 
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     project = str(tmp_path / "p")
     rows = [{"prompt": "Where is my parcel?", "completion": "a", "category": "x", "split": "train"},

@@ -6,9 +6,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from workbench.importer import import_file
-from workbench.store import Store
-from workbench.versions import get_version, iter_version
+from workbench.data.importer import import_file
+from workbench.core.store import Store
+from workbench.core.versions import get_version, iter_version
 
 from .conftest import write_jsonl
 

@@ -1,4 +1,4 @@
-"""Tests for workbench.demo: determinism, category mix, lengths, duplicates, fake PII, malformed files, annotations."""
+"""Tests for workbench.data.demo: determinism, category mix, lengths, duplicates, fake PII, malformed files, annotations."""
 
 import csv
 import difflib
@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from workbench import demo
+from workbench.data import demo
 
 N = 20_000
 KEYS = ["id", "prompt", "completion", "category", "priority", "channel"]
@@ -253,5 +253,5 @@ def test_make_demo_files(tmp_path):
 
 
 def test_module_imports_neither_streamlit_nor_duckdb():
-    code = "import sys, workbench.demo; bad = {'streamlit', 'duckdb'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, workbench.data.demo; bad = {'streamlit', 'duckdb'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,9 +9,9 @@ import pytest
 from scipy.stats import chi2_contingency, ks_2samp
 from scipy.stats.contingency import association
 
-from workbench.drift import category_shift, drift, length_shift
-from workbench.importer import import_file
-from workbench.store import Store
+from workbench.curation.drift import category_shift, drift, length_shift
+from workbench.data.importer import import_file
+from workbench.core.store import Store
 
 from .conftest import BANKING
 
@@ -74,7 +74,7 @@ def test_worked_example_and_new_or_missing_categories():
     shift = category_shift({"a": 10, "b": 10}, {"a": 10, "c": 10})
     assert {r["category"]: (r["count_a"], r["count_b"]) for r in shift["categories"]} == {
         "a": (10, 10), "b": (10, 0), "c": (0, 10)}
-    from workbench.drift import summary
+    from workbench.curation.drift import summary
 
     text = " ".join(summary({"a": "x@1", "b": "y@1", "by": "category", "text": "prompt", "mix": shift,
                              "lengths": length_shift(np.array([5, 6, 7]), np.array([5, 6, 7]))}))

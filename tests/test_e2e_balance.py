@@ -9,10 +9,10 @@ from collections import Counter, defaultdict
 import pytest
 
 from tests.e2e_helpers import UI, chromium, serve
-from workbench.demo import generate_tickets
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.store import Store
-from workbench.versions import get_version
+from workbench.data.demo import generate_tickets
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.store import Store
+from workbench.core.versions import get_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

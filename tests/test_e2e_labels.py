@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.e2e_helpers import UI, chromium, grep_tree, run_cli, serve
-from workbench import annotations
-from workbench.demo import generate_tickets
-from workbench.store import Store
+from workbench.labels import annotations
+from workbench.data.demo import generate_tickets
+from workbench.core.store import Store
 
 from tests.conftest import write_jsonl
 

@@ -10,9 +10,10 @@ import re
 import pytest
 
 from tests.e2e_helpers import UI, chromium, run_cli, serve
-from workbench import evaluate, runs
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.store import Store
+from workbench.models import evaluate
+from workbench.models import runs
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.store import Store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Evaluation runs (workbench.evaluate): test items, crash-safe ingestion, scores checked against sacreBLEU,
+"""Evaluation runs (workbench.models.evaluate): test items, crash-safe ingestion, scores checked against sacreBLEU,
 rouge-score and scikit-learn, slices, leaderboard, paired comparison, training neighbours and flags.
 
 Answers are written into `outputs.jsonl` here exactly as the generator writes them (one
@@ -19,11 +19,12 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from trainers.eval_generate import done_items
-from workbench import auth, evaluate
-from workbench.demo import generate_tickets
-from workbench.errors import WorkbenchError
-from workbench.store import Store
-from workbench.versions import get_version, write_version
+from workbench.core import auth
+from workbench.models import evaluate
+from workbench.data.demo import generate_tickets
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
+from workbench.core.versions import get_version, write_version
 
 N_RECORDS = 48
 
@@ -201,7 +202,7 @@ def test_corpus_scores_equal_sacrebleu_and_rouge_score(project, two_runs):
 
 
 def test_run_scores_are_those_of_workbench_score(project, two_runs):
-    from workbench.scoring import score_texts
+    from workbench.models.scoring import score_texts
 
     store, _ = project
     run, _ = two_runs

@@ -12,10 +12,10 @@ import pytest
 
 from trainers import tiny
 from trainers.config import TrainConfig
-from workbench import evaluate
-from workbench.demo import generate_tickets
-from workbench.store import Store
-from workbench.versions import write_version
+from workbench.models import evaluate
+from workbench.data.demo import generate_tickets
+from workbench.core.store import Store
+from workbench.core.versions import write_version
 
 pytestmark = pytest.mark.slow
 SETTINGS = {"max_new_tokens": 8, "batch_size": 4}
@@ -44,7 +44,7 @@ def outputs_file(run) -> list[dict]:
 
 def test_workbench_eval_generates_scores_and_matches_the_trainers_greedy_loop(project, capsys):
     from trainers.generate import generate, load_model
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     root, rows = project
     code = main(["eval", "--project", str(root), "--base-model", "tiny", "--dataset", "tickets", "--split", "test",

@@ -7,10 +7,10 @@ import datasets
 import pytest
 
 from tests.conftest import write_jsonl
-from workbench.errors import WorkbenchError
-from workbench.export import export_version
-from workbench.importer import import_file
-from workbench.versions import get_version
+from workbench.core.errors import WorkbenchError
+from workbench.data.export import export_version
+from workbench.data.importer import import_file
+from workbench.core.versions import get_version
 
 HOSTILE = ["=SUM(A1:A9)", "+1 555 0100", "-2 degrees", "@admin", "'quoted", "''double", "\tTab", "plain",
            'say "hi", then <script>alert(1)</script>', "línea\nnueva ünïcödé 🙂"]

@@ -1,6 +1,7 @@
 """Records flagged from an evaluation or a review come first in the labelling queue."""
-from workbench import annotations, evaluate
-from workbench.importer import import_file
+from workbench.labels import annotations
+from workbench.models import evaluate
+from workbench.data.importer import import_file
 
 from tests.conftest import write_jsonl
 

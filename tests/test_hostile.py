@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from workbench.errors import WorkbenchError
-from workbench.export import export_version
-from workbench.importer import ImportRejected, import_file
-from workbench.sqlconsole import run_readonly
-from workbench.store import Store
-from workbench.uploads import safe_filename, save_upload
-from workbench.versions import check_name, iter_version
+from workbench.core.errors import WorkbenchError
+from workbench.data.export import export_version
+from workbench.data.importer import ImportRejected, import_file
+from workbench.data.sqlconsole import run_readonly
+from workbench.core.store import Store
+from workbench.data.uploads import safe_filename, save_upload
+from workbench.core.versions import check_name, iter_version
 
 pytestmark = pytest.mark.slow
 

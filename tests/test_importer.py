@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import write_jsonl
-from workbench.errors import WorkbenchError
-from workbench.importer import ImportRejected, import_file, quarantine
-from workbench.versions import get_version, list_datasets, list_versions
+from workbench.core.errors import WorkbenchError
+from workbench.data.importer import ImportRejected, import_file, quarantine
+from workbench.core.versions import get_version, list_datasets, list_versions
 
 
 def version_tables(store) -> int:
@@ -228,7 +228,7 @@ def test_bad_names_and_paths(store, tmp_path):
 def test_a_version_whose_columns_change_midway_keeps_order_and_values(store):
     import pyarrow as pa
 
-    from workbench.versions import iter_version, write_version
+    from workbench.core.versions import iter_version, write_version
 
     none = pa.nulls(1, pa.string())
     first = pa.table({"prompt": ["a"], "completion": ["b"], "system": none, "messages": none, "x": [1]})

@@ -9,9 +9,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.store import Store
-from workbench.versions import get_version, list_versions
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.store import Store
+from workbench.core.versions import get_version, list_versions
 
 APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
 

@@ -12,10 +12,11 @@ import sacrebleu
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from workbench import auth, evaluate
-from workbench.demo import generate_tickets
-from workbench.store import Store
-from workbench.versions import get_version, write_version
+from workbench.core import auth
+from workbench.models import evaluate
+from workbench.data.demo import generate_tickets
+from workbench.core.store import Store
+from workbench.core.versions import get_version, write_version
 
 APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
 TIMEOUT = 60

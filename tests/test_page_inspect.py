@@ -9,10 +9,12 @@ from streamlit.testing.v1 import AppTest
 
 from tests.test_quality import SPECIAL, make_version
 from tests.test_tokens import build_tokenizer
-from workbench import pii, quality, tokens
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.store import Store
-from workbench.versions import get_version, list_datasets
+from workbench.inspect import pii
+from workbench.inspect import quality
+from workbench.inspect import tokens
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.store import Store
+from workbench.core.versions import get_version, list_datasets
 
 APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
 

@@ -10,11 +10,11 @@ import streamlit as st
 from argon2 import PasswordHasher
 from streamlit.testing.v1 import AppTest
 
-from workbench import annotations as A
-from workbench import auth
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.importer import import_file
-from workbench.store import Store
+from workbench.labels import annotations as A
+from workbench.core import auth
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.data.importer import import_file
+from workbench.core.store import Store
 
 from tests.conftest import write_jsonl
 
@@ -269,7 +269,7 @@ def test_script_in_a_record_never_runs_in_the_browser(tmp_path):
 def test_the_agreement_link_opens_the_adjudication_queue_of_its_question(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from workbench.demo_project import make_demo_project
+    from workbench.data.demo_project import make_demo_project
 
     make_demo_project(tmp_path / "demo", records=200)
     monkeypatch.setenv("WORKBENCH_PROJECT", str(tmp_path / "demo"))

@@ -12,9 +12,10 @@ from argon2 import PasswordHasher
 from streamlit.testing.v1 import AppTest
 
 from tests.test_review import SECRETS, make_project
-from workbench import auth, evaluate
-from workbench import review as R
-from workbench.store import Store
+from workbench.core import auth
+from workbench.models import evaluate
+from workbench.models import review as R
+from workbench.core.store import Store
 
 APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
 PAGES = Path(__file__).resolve().parents[1] / "pages"

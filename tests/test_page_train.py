@@ -9,8 +9,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from tests.test_trainer_fixtures import TINY
-from workbench import runs
-from workbench.demo_project import make_demo_project
+from workbench.models import runs
+from workbench.data.demo_project import make_demo_project
 
 APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
 

@@ -1,5 +1,5 @@
 """The Streamlit pages, driven with streamlit.testing.v1.AppTest against a 300-ticket demo project,
-and workbench.uploads.save_upload, which the import form uses for uploaded bytes."""
+and workbench.data.uploads.save_upload, which the import form uses for uploaded bytes."""
 
 import json
 import os
@@ -11,10 +11,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from workbench import demo
-from workbench.demo_project import DEMO_DATASET, make_demo_project
-from workbench.project import init_project
-from workbench.uploads import safe_filename, save_upload
+from workbench.data import demo
+from workbench.data.demo_project import DEMO_DATASET, make_demo_project
+from workbench.core.project import init_project
+from workbench.data.uploads import safe_filename, save_upload
 
 APP = Path(__file__).resolve().parents[1] / "pages" / "app.py"
 PAGES = ["page_inspect.py", "page_label.py", "page_agreement.py", "page_balance.py", "page_train.py",

@@ -9,12 +9,12 @@ import phonenumbers
 import pyarrow as pa
 import pytest
 
-from workbench import pii
-from workbench.cli import main
-from workbench.demo import generate_tickets
-from workbench.errors import WorkbenchError
-from workbench.store import Store
-from workbench.versions import get_version, write_version
+from workbench.inspect import pii
+from workbench.cli.main import main
+from workbench.data.demo import generate_tickets
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
+from workbench.core.versions import get_version, write_version
 
 
 def kinds(text, region="US"):

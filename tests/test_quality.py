@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench import browse, quality
-from workbench.cli import main
-from workbench.demo import generate_tickets
-from workbench.errors import WorkbenchError
-from workbench.store import Store
-from workbench.versions import write_version
+from workbench.data import browse
+from workbench.inspect import quality
+from workbench.cli.main import main
+from workbench.data.demo import generate_tickets
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
+from workbench.core.versions import write_version
 
 TICKETS = list(generate_tickets(80, seed=6))
 LONG = TICKETS[0]["completion"] * 12

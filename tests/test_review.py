@@ -1,4 +1,4 @@
-"""Blind review (workbench.review): the stored, reproducible plan; blinding; the queue with overlap;
+"""Blind review (workbench.models.review): the stored, reproducible plan; blinding; the queue with overlap;
 append-only judgements; results checked against statsmodels, scipy, krippendorff and hand counts;
 the way back to the data; the CLI.
 
@@ -24,13 +24,13 @@ import pytest
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from workbench import evaluate
-from workbench import review as R
-from workbench.auth import User
-from workbench.demo import generate_tickets
-from workbench.errors import WorkbenchError
-from workbench.store import Store
-from workbench.versions import get_version, write_version
+from workbench.models import evaluate
+from workbench.models import review as R
+from workbench.core.auth import User
+from workbench.data.demo import generate_tickets
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
+from workbench.core.versions import get_version, write_version
 
 SECRETS = ("SECRET-MODEL-A", "SECRET-MODEL-B", "SECRET-MODEL-C")
 ANN, BOB, CAT = User("ann", "reviewer"), User("bob", "reviewer"), User("cat", "reviewer")
@@ -240,9 +240,9 @@ def test_judgements_are_validated_and_append_only(project):
 
 KILL_SCRIPT = """
 import sys
-from workbench import review as R
-from workbench.auth import User
-from workbench.store import Store
+from workbench.models import review as R
+from workbench.core.auth import User
+from workbench.core.store import Store
 
 store = Store.open(sys.argv[1])
 rv = R.get_review(store, int(sys.argv[2]))
@@ -418,7 +418,7 @@ def test_bradley_terry_ranks_three_runs(project):
 # ---------------------------------------------------------------- back to the data
 
 def test_neighbours_flags_edits_and_the_loop_to_a_new_review(tmp_path):
-    from workbench import runs
+    from workbench.models import runs
 
     store, evals = make_project(tmp_path / "p", records=60, runs=2)
     try:
@@ -468,7 +468,7 @@ def test_neighbours_flags_edits_and_the_loop_to_a_new_review(tmp_path):
 # ---------------------------------------------------------------- command line
 
 def test_cli_create_items_results_and_loop(tmp_path, capsys):
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     store, evals = make_project(tmp_path / "p", records=30, runs=2)
     store.close()

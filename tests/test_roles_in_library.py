@@ -3,11 +3,13 @@ import pytest
 
 from tests.conftest import write_jsonl
 from trainers.config import TrainConfig
-from workbench import balance, runs, splits
-from workbench.auth import PermissionDenied, User
-from workbench.export import export_version
-from workbench.importer import import_file
-from workbench.versions import list_versions
+from workbench.curation import balance
+from workbench.models import runs
+from workbench.curation import splits
+from workbench.core.auth import PermissionDenied, User
+from workbench.data.export import export_version
+from workbench.data.importer import import_file
+from workbench.core.versions import list_versions
 
 ANNOTATOR, REVIEWER, ADMIN = User("ann", "annotator"), User("rev", "reviewer"), User("ada", "admin")
 

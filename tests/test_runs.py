@@ -1,4 +1,4 @@
-"""Runs from the app's side (workbench.runs) and the CLI: a real trainer subprocess, killed with SIGKILL
+"""Runs from the app's side (workbench.models.runs) and the CLI: a real trainer subprocess, killed with SIGKILL
 and resumed from its checkpoint; results recorded in wb_runs; `workbench train --json`."""
 
 import json
@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from tests.test_trainer_fixtures import TINY, chat_records, write_records
-from workbench import cli, runs
-from workbench.errors import WorkbenchError
-from workbench.importer import import_file
-from workbench.store import Store
+from workbench.cli import main as cli
+from workbench.models import runs
+from workbench.core.errors import WorkbenchError
+from workbench.data.importer import import_file
+from workbench.core.store import Store
 
 pytestmark = pytest.mark.slow
 

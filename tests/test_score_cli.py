@@ -7,8 +7,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from workbench.cli import main
-from workbench.demo import generate_tickets
+from workbench.cli.main import main
+from workbench.data.demo import generate_tickets
 
 TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
 

@@ -12,8 +12,9 @@ import pyarrow.compute as pc
 import pytest
 
 from tests.conftest import write_jsonl
-from workbench import browse, search
-from workbench.importer import import_file
+from workbench.data import browse
+from workbench.data import search
+from workbench.data.importer import import_file
 
 WORDS = ["refund", "REFUND", "Refund", "ship", "ſhip", "SHIP", "kit", "Kit", "KIT", "Straße", "STRASSE", "strasse",
          "İstanbul", "istanbul", "ıi", "Jürgen", "JÜRGEN", "jürgen", "ORD-3727", "ord-3727", "ORD-1234", "😀",
@@ -168,15 +169,15 @@ def test_cli_builds_the_index_and_reports_it(tmp_path):
     rows = [{"prompt": f"where is order ORD-{i:04d}", "completion": "on its way", "category": "shipping"}
             for i in range(300)]
     data = write_jsonl(tmp_path / "o.jsonl", rows)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "workbench.cli", *a, "--project", str(project)],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "workbench.cli.main", *a, "--project", str(project)],  # noqa: E731
                                     capture_output=True, text=True)
     assert run("import", str(data), "--dataset", "orders").returncode == 0
     done = run("index", "orders", "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["records"] == 300 and out["category_column"] == "category" and out["blocks"] >= 300 // 32
-    from workbench.store import Store
-    from workbench.versions import get_version
+    from workbench.core.store import Store
+    from workbench.core.versions import get_version
 
     with Store.open(project) as store:
         version = get_version(store, "orders")

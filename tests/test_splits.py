@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from workbench import splits
-from workbench.errors import WorkbenchError
-from workbench.export import export_version
-from workbench.importer import import_file
-from workbench.store import Store
+from workbench.curation import splits
+from workbench.core.errors import WorkbenchError
+from workbench.data.export import export_version
+from workbench.data.importer import import_file
+from workbench.core.store import Store
 
 from .conftest import BANKING
 
@@ -154,7 +154,7 @@ def test_banking_stratified_within_one_record_and_reproducible(bank, tmp_path):
 
 
 def test_near_duplicate_clusters_never_cross_splits(bank, tmp_path):
-    """A group table like workbench.dedup.duplicate_groups returns, made here by brute force:
+    """A group table like workbench.inspect.dedup.duplicate_groups returns, made here by brute force:
     records sharing their first three words form a cluster."""
     store, version = bank
     with open(BANKING / "train.csv", encoding="utf-8", newline="") as f:
@@ -225,12 +225,12 @@ def test_leakage_report_needs_a_split_column(bank):
 
 
 def test_near_dup_uses_workbench_dedup_when_present(tmp_path):
-    pytest.importorskip("workbench.dedup")
-    from workbench.demo_project import make_demo_project
+    pytest.importorskip("workbench.inspect.dedup")
+    from workbench.data.demo_project import make_demo_project
 
     info = make_demo_project(tmp_path / "demo", records=300)
     with Store.open(info["project"]) as store:
-        from workbench.versions import get_version
+        from workbench.core.versions import get_version
 
         version = get_version(store, info["dataset"])
         result = splits.split_version(store, version, "0.8,0.1,0.1", stratify="category", group="near-dup")

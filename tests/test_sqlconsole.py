@@ -2,8 +2,8 @@
 import duckdb
 import pytest
 
-from workbench.errors import WorkbenchError
-from workbench.sqlconsole import check_readonly, run_readonly
+from workbench.core.errors import WorkbenchError
+from workbench.data.sqlconsole import check_readonly, run_readonly
 
 ROWS = [(1, "a"), (2, "b"), (3, "a")]
 

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import write_jsonl
-from workbench import dedup, textkernels
-from workbench.importer import import_file
+from workbench.inspect import dedup
+from workbench.core import textkernels
+from workbench.data.importer import import_file
 
 # letters in both cases, every ASCII whitespace, NUL, the two characters DuckDB lowers to ASCII,
 # characters whose lower case has another UTF-8 length, a 4-byte one and a non-ASCII space

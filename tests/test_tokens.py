@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench import tokens
-from workbench.cli import main
-from workbench.demo import generate_tickets
-from workbench.errors import WorkbenchError
-from workbench.formats import canonical_to_messages
-from workbench.store import Store
-from workbench.versions import write_version
+from workbench.inspect import tokens
+from workbench.cli.main import main
+from workbench.data.demo import generate_tickets
+from workbench.core.errors import WorkbenchError
+from workbench.core.formats import canonical_to_messages
+from workbench.core.store import Store
+from workbench.core.versions import write_version
 
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

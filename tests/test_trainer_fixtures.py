@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from trainers.config import TrainConfig
-from workbench.demo import generate_tickets
+from workbench.data.demo import generate_tickets
 
 # Small enough that a step takes milliseconds on one CPU thread.
 TINY = dict(tiny_layers=2, tiny_width=64, tiny_heads=2, tiny_vocab=400, tiny_pretrain_steps=10, batch_tokens=1024,

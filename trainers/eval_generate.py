@@ -2,7 +2,7 @@
 
     python -m trainers.eval_generate runs/eval-7/eval.json
 
-`eval.json` (written by `workbench.evaluate.create_eval`) names the base model, the optional
+`eval.json` (written by `workbench.models.evaluate.create_eval`) names the base model, the optional
 adapter, `items.jsonl` (one `{"item", "row", "messages"}` per test record) and the generation
 settings. Each batch's answers are appended to `outputs.jsonl` as `{"item", "output"}` lines and
 flushed (and fsynced) before the next batch starts, so a crash loses at most the batch in flight.

@@ -1,0 +1,1 @@
+"""The foundation: project folder, store, schema, versions, record formats, accounts, jobs, files."""

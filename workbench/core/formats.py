@@ -1,0 +1,464 @@
+"""The four record formats: detection, column mapping, validation and the canonical form.
+
+Every imported record is stored in one canonical shape, whatever file it came from:
+
+    prompt      the user's text (classification: the text to label)
+    completion  the response to learn (NULL for classification)
+    system      the system message, when the record has one
+    messages    the whole conversation as JSON, only for multi-turn chats
+
+plus every other column of the source (`category`, `intent`, `id`, ...) under its own
+name. Exports rebuild each format from this shape, so any export re-imports to the
+same records and the same content hash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from workbench.core.errors import WorkbenchError
+
+FORMATS = ("chat", "prompt-completion", "alpaca", "classification")
+CANONICAL = ("prompt", "completion", "system", "messages")
+ROLES = ("system", "user", "assistant")
+
+# The fields each format reads, in the order they are checked; optional ones may be missing.
+FORMAT_FIELDS = {
+    "chat": ("messages",),
+    "prompt-completion": ("prompt", "completion"),
+    "alpaca": ("instruction", "input", "output"),
+    "classification": ("text", "label"),
+}
+OPTIONAL_FIELDS = {"input"}
+
+TEXT_NAMES = ("text", "sentence", "query", "utterance", "content", "body")
+LABEL_NAMES = ("label", "category", "intent", "class")
+COMPLETION_NAMES = ("completion", "response")
+
+
+class RowError(Exception):
+    """One bad record: which field and why."""
+
+    def __init__(self, field_name: str | None, reason: str):
+        super().__init__(reason)
+        self.field = field_name
+        self.reason = reason
+
+
+@dataclass
+class Mapping:
+    """Which source column plays which part of a format."""
+
+    format: str
+    columns: dict[str, str] = field(default_factory=dict)  # format field -> source column
+
+    def source(self, name: str) -> str | None:
+        return self.columns.get(name)
+
+    def consumed(self) -> set[str]:
+        """Source columns that become canonical fields (the label column stays as it is)."""
+        return {col for name, col in self.columns.items() if name != "label"}
+
+    @property
+    def label_column(self) -> str | None:
+        return self.columns.get("label")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | None) -> Mapping:
+    """Pick the format and the column for each of its fields.
+
+    overrides: prompt_col, completion_col, text_col, label_col (CLI flags), which
+    also imply the format when fmt is auto.
+    """
+    cols = list(columns)
+    given = {k: v for k, v in overrides.items() if v}
+    if fmt not in ("auto", *FORMATS):
+        raise WorkbenchError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        fmt = _detect(cols, given)
+
+    def pick(flag: str, candidates: tuple[str, ...], what: str, required: bool = True) -> str | None:
+        if flag in given:
+            if given[flag] not in cols:
+                raise WorkbenchError(
+                    f"column {given[flag]!r} (from --{flag.replace('_', '-')}) is not in the file; "
+                    f"columns are: {', '.join(cols)}"
+                )
+            return given[flag]
+        for name in candidates:
+            if name in cols:
+                return name
+        if required:
+            raise WorkbenchError(
+                f"{fmt} format needs a {what} column ({' or '.join(candidates)}); columns are: "
+                f"{', '.join(cols) or 'none'}. Name it with --{flag.replace('_', '-')}"
+            )
+        return None
+
+    mapping = Mapping(fmt)
+    if fmt == "chat":
+        mapping.columns["messages"] = pick("messages_col", ("messages",), "messages")
+    elif fmt == "prompt-completion":
+        mapping.columns["prompt"] = pick("prompt_col", ("prompt",), "prompt")
+        mapping.columns["completion"] = pick("completion_col", COMPLETION_NAMES, "completion")
+        for extra in ("system", "messages"):  # our own CSV/Parquet exports carry these
+            if extra in cols:
+                mapping.columns[extra] = extra
+    elif fmt == "alpaca":
+        mapping.columns["instruction"] = pick("prompt_col", ("instruction",), "instruction")
+        inp = pick("input_col", ("input",), "input", required=False)
+        if inp:
+            mapping.columns["input"] = inp
+        mapping.columns["output"] = pick("completion_col", ("output",), "output")
+    else:
+        mapping.columns["text"] = pick("text_col", TEXT_NAMES, "text")
+        mapping.columns["label"] = pick("label_col", LABEL_NAMES, "label")
+    clash = [c for c in CANONICAL if c in cols and c not in mapping.consumed()]
+    if clash:
+        raise WorkbenchError(
+            f"column {clash[0]!r} would clash with the canonical field of the same name; rename it in the file"
+        )
+    return mapping
+
+
+def _detect(cols: list[str], given: dict) -> str:
+    if "prompt_col" in given or "completion_col" in given:
+        return "prompt-completion"
+    if "text_col" in given or "label_col" in given:
+        return "classification"
+    if "prompt" in cols and any(c in cols for c in COMPLETION_NAMES):
+        return "prompt-completion"  # checked first: our CSV/Parquet exports carry `messages` beside them
+    if "messages" in cols:
+        return "chat"
+    if "instruction" in cols and "output" in cols:
+        return "alpaca"
+    if any(c in cols for c in TEXT_NAMES) and any(c in cols for c in LABEL_NAMES):
+        return "classification"
+    raise WorkbenchError(
+        f"cannot tell the format from the columns ({', '.join(cols) or 'none'}); expected messages, "
+        "prompt+completion, instruction+output, or a text and a label column. "
+        "Pass --format and the column flags (--prompt-col, --completion-col, --text-col, --label-col)"
+    )
+
+
+# ---------------------------------------------------------------- row by row (exact errors)
+
+def _text(obj: dict, col: str, name: str, max_bytes: int, *, required: bool = True) -> str | None:
+    if col not in obj or obj[col] is None:
+        if not required:
+            return None
+        raise RowError(name, f"`{name}` is missing" + (f" (column `{col}`)" if col != name else ""))
+    value = obj[col]
+    if not isinstance(value, str):
+        raise RowError(name, f"`{name}` is {_kind(value)}; expected text")
+    if required and not value.strip():
+        raise RowError(name, f"`{name}` is empty")
+    _check_size(name, value, max_bytes)
+    return value
+
+
+def _check_size(name: str, value: str, max_bytes: int) -> None:
+    if len(value) * 4 > max_bytes and len(value.encode("utf-8")) > max_bytes:
+        raise RowError(
+            name,
+            f"`{name}` is {len(value.encode('utf-8')) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB per field "
+            "(raise [import] max_field_mb in workbench.toml)",
+        )
+
+
+def _kind(value) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def convert_row(obj, mapping: Mapping, max_bytes: int) -> dict:
+    """One source record -> canonical dict (extras kept). Raises RowError."""
+    if not isinstance(obj, dict):
+        raise RowError(None, f"expected an object with fields, got {_kind(obj)}")
+    fmt, col = mapping.format, mapping.columns
+    row = {"prompt": None, "completion": None, "system": None, "messages": None}
+    if fmt == "prompt-completion":
+        row["prompt"] = _text(obj, col["prompt"], "prompt", max_bytes)
+        row["completion"] = _text(obj, col["completion"], "completion", max_bytes)
+        if "system" in col:
+            row["system"] = _text(obj, "system", "system", max_bytes, required=False)
+        if "messages" in col and obj.get("messages") is not None:
+            row.update(_messages_json(obj["messages"], max_bytes))
+    elif fmt == "alpaca":
+        instruction = _text(obj, col["instruction"], "instruction", max_bytes)
+        extra = _text(obj, col["input"], "input", max_bytes, required=False) if "input" in col else None
+        row["prompt"] = join_instruction(instruction, extra)
+        row["completion"] = _text(obj, col["output"], "output", max_bytes)
+    elif fmt == "classification":
+        row["prompt"] = _text(obj, col["text"], "text", max_bytes)
+        label = obj.get(col["label"])
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise RowError("label", f"`{col['label']}` (the label) is missing or empty")
+        if isinstance(label, (list, dict)):
+            raise RowError("label", f"`{col['label']}` is {_kind(label)}; expected one label")
+    else:
+        row.update(chat_to_canonical(obj.get(col["messages"]), max_bytes))
+    consumed = mapping.consumed()
+    for key, value in obj.items():
+        if key not in consumed:
+            if isinstance(value, (list, dict)) and _value_depth(value) > MAX_NESTING:
+                raise RowError(key, _nesting_reason(key))
+            row[key] = value
+    return row
+
+
+def _messages_json(value, max_bytes: int) -> dict:
+    """A `messages` column holding a JSON list (our CSV/Parquet exports of multi-turn chats)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RowError("messages", f"`messages` is not valid JSON ({exc.msg})") from None
+    return chat_to_canonical(value, max_bytes)
+
+
+def join_instruction(instruction: str, extra: str | None) -> str:
+    """Alpaca's instruction and optional input become one prompt, as the Alpaca template joins them."""
+    return f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+
+
+def chat_to_canonical(messages, max_bytes: int) -> dict:
+    """Validate an OpenAI-style message list and split it into the canonical fields."""
+    if messages is None:
+        raise RowError("messages", "`messages` is missing")
+    if not isinstance(messages, list):
+        raise RowError("messages", f"`messages` is {_kind(messages)}; expected a list of {{role, content}}")
+    if not messages:
+        raise RowError("messages", "`messages` is an empty list")
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise RowError(where, f"`{where}` is {_kind(msg)}; expected an object with role and content")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise RowError(f"{where}.role", f"`{where}.role` is {role!r}; expected one of {', '.join(ROLES)}")
+        if role == "system" and i != 0:
+            raise RowError(f"{where}.role", f"`{where}` is a system message; only the first message may be one")
+        content = msg.get("content")
+        if not isinstance(content, str):
+            what = "missing" if content is None else _kind(content)
+            raise RowError(f"{where}.content", f"`{where}.content` is {what}; expected text")
+        if not content.strip() and role != "system":
+            raise RowError(f"{where}.content", f"`{where}.content` is empty")
+        _check_size(f"{where}.content", content, max_bytes)
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    turns = messages[1:] if system is not None else messages
+    if not turns or turns[-1]["role"] != "assistant":
+        raise RowError("messages", "the conversation does not end with an assistant message")
+    if turns[0]["role"] != "user":
+        raise RowError("messages", "the conversation does not start with a user message")
+    last_user = next(m["content"] for m in reversed(turns) if m["role"] == "user")
+    multi = len(turns) > 2
+    return {
+        "prompt": last_user,
+        "completion": turns[-1]["content"],
+        "system": system,
+        "messages": json.dumps([{"role": m["role"], "content": m["content"]} for m in messages], ensure_ascii=False)
+        if multi
+        else None,
+    }
+
+
+def canonical_to_messages(prompt: str, completion: str | None, system: str | None, messages: str | None) -> list:
+    """Rebuild the OpenAI message list from the canonical fields."""
+    if messages:
+        return json.loads(messages)
+    out = [{"role": "system", "content": system}] if system is not None else []
+    out.append({"role": "user", "content": prompt})
+    if completion is not None:
+        out.append({"role": "assistant", "content": completion})
+    return out
+
+
+# ---------------------------------------------------------------- whole batches (fast path)
+
+def is_text_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _as_string(arr: pa.ChunkedArray | pa.Array):
+    return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
+
+
+def check_batch(table: pa.Table, mapping: Mapping,
+                max_bytes: int) -> tuple[list[tuple[int, str, str]], pa.Table | None]:
+    """(errors, canonical table) for a batch: errors as (row index, field, reason); the table only if none.
+
+    Chats (nested lists) and our own exports with system/messages columns are converted row by
+    row, once; the other formats are checked and converted a column at a time with Arrow kernels.
+    """
+    deep = _too_deep_extras(table, mapping)
+    if deep:
+        return deep, None
+    if _row_wise(mapping):
+        return _check_rows(table, mapping, max_bytes)
+    errors = _column_errors(table, mapping, max_bytes)
+    return errors, None if errors else _canonical_columns(table, mapping)
+
+
+# Parquet and DuckDB refuse schemas nested hundreds of levels deep; real metadata never is.
+MAX_NESTING = 32
+
+
+def _type_depth(t: pa.DataType) -> int:
+    depth, stack = 0, [(t, 0)]
+    while stack:
+        t, d = stack.pop()
+        depth = max(depth, d)
+        stack.extend((t.field(i).type, d + 1) for i in range(t.num_fields))
+    return depth
+
+
+def _value_depth(value) -> int:
+    depth, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        depth = max(depth, d)
+        if d > MAX_NESTING:
+            break
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return depth
+
+
+def _nesting_reason(name: str) -> str:
+    return f"`{name}` is nested more than {MAX_NESTING} levels deep; flatten it or leave the column out"
+
+
+def _too_deep_extras(table: pa.Table, mapping: Mapping) -> list[tuple[int, str, str]]:
+    errors = []
+    for name in table.column_names:
+        if name not in mapping.consumed() and _type_depth(table.schema.field(name).type) > MAX_NESTING:
+            valid = pc.is_valid(table.column(name)).to_pylist()
+            errors.extend((i, name, _nesting_reason(name)) for i, ok in enumerate(valid) if ok)
+    return errors
+
+
+def _row_wise(mapping: Mapping) -> bool:
+    return mapping.format == "chat" or (
+        mapping.format == "prompt-completion" and ("system" in mapping.columns or "messages" in mapping.columns))
+
+
+def _check_rows(table: pa.Table, mapping: Mapping, max_bytes: int):
+    errors: list[tuple[int, str, str]] = []
+    rows: list[dict] = []
+    if mapping.format == "chat":
+        col = mapping.columns["messages"]
+        values = table.column(col).to_pylist() if col in table.column_names else [None] * table.num_rows
+        convert = lambda value: chat_to_canonical(value, max_bytes)  # noqa: E731
+    else:
+        values = table.select([c for c in mapping.columns.values() if c in table.column_names]).to_pylist()
+        convert = lambda value: convert_row(value, mapping, max_bytes)  # noqa: E731
+    for i, value in enumerate(values):
+        try:
+            rows.append(convert(value))
+        except RowError as exc:
+            errors.append((i, exc.field, exc.reason))
+    if errors:
+        return errors, None
+    canon = {k: pa.array([r[k] for r in rows], pa.string()) for k in CANONICAL}
+    return errors, _with_extras(canon, table, mapping)
+
+
+def _column_errors(table: pa.Table, mapping: Mapping, max_bytes: int) -> list[tuple[int, str, str]]:
+    errors: list[tuple[int, str, str]] = []
+    for name in FORMAT_FIELDS[mapping.format]:
+        col = mapping.columns.get(name)
+        if col is None:
+            continue
+        optional = name in OPTIONAL_FIELDS
+        if col not in table.column_names:
+            if not optional:
+                errors.extend((i, name, f"`{name}` is missing") for i in range(table.num_rows))
+            continue
+        arr = table.column(col)
+        if name == "label":
+            if is_text_type(arr.type):
+                bad = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(_as_string(arr))), 0), True)
+            else:
+                bad = pc.is_null(arr)
+            errors.extend((i, "label", f"`{col}` (the label) is missing or empty") for i in _true_indices(bad))
+            continue
+        if pa.types.is_null(arr.type):
+            if not optional:
+                errors.extend((i, name, f"`{name}` is missing") for i in range(table.num_rows))
+            continue
+        if not is_text_type(arr.type):
+            errors.extend((i, name, f"`{name}` is {arr.type}; expected text") for i in range(table.num_rows)
+                          if arr[i].is_valid)
+            if not optional:
+                errors.extend((i, name, f"`{name}` is missing") for i in _true_indices(pc.is_null(arr)))
+            continue
+        arr = _as_string(arr)
+        if not optional:
+            errors.extend((i, name, f"`{name}` is missing") for i in _true_indices(pc.is_null(arr)))
+            # utf8_is_space stops at the first visible character: far cheaper than trimming copies
+            empty = pc.or_(pc.equal(pc.binary_length(arr), 0), pc.utf8_is_space(arr))
+            errors.extend((i, name, f"`{name}` is empty") for i in _true_indices(empty))
+        big = pc.greater(pc.binary_length(arr), max_bytes)
+        for i in _true_indices(big):
+            try:
+                _check_size(name, arr[i].as_py(), max_bytes)
+            except RowError as exc:
+                errors.append((i, name, exc.reason))
+    errors.sort()
+    return errors
+
+
+def _true_indices(mask) -> list[int]:
+    mask = pc.fill_null(mask, False)
+    if not pc.any(mask).as_py():
+        return []
+    return pc.indices_nonzero(mask).to_pylist()
+
+
+def _canonical_columns(table: pa.Table, mapping: Mapping) -> pa.Table:
+    """A column-wise batch with no bad rows -> canonical columns first, then the extras as they came."""
+    n = table.num_rows
+    nulls = pa.nulls(n, pa.string())
+    col = mapping.columns
+    if mapping.format == "prompt-completion":
+        canon = {"prompt": _as_string(table.column(col["prompt"])),
+                 "completion": _as_string(table.column(col["completion"])), "system": nulls, "messages": nulls}
+    elif mapping.format == "alpaca":
+        prompt = _as_string(table.column(col["instruction"]))
+        if "input" in col and col["input"] in table.column_names:
+            extra = table.column(col["input"])
+            extra = _as_string(extra) if not pa.types.is_null(extra.type) else pa.nulls(n, pa.string())
+            has = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(extra)), 0), False)
+            prompt = pc.if_else(has, pc.binary_join_element_wise(prompt, extra, "\n\n"), prompt)
+        canon = {"prompt": prompt, "completion": _as_string(table.column(col["output"])),
+                 "system": nulls, "messages": nulls}
+    else:
+        canon = {"prompt": _as_string(table.column(col["text"])), "completion": nulls,
+                 "system": nulls, "messages": nulls}
+    return _with_extras(canon, table, mapping)
+
+
+def _with_extras(canon: dict, table: pa.Table, mapping: Mapping) -> pa.Table:
+    extras = [c for c in table.column_names if c not in mapping.consumed()]
+    return pa.table(list(canon.values()) + [_plain(table.column(c)) for c in extras], names=list(canon) + extras)
+
+
+def _plain(arr):
+    """Large and view string types become plain strings so every batch has one schema."""
+    if pa.types.is_large_string(arr.type) or pa.types.is_string_view(arr.type):
+        return pc.cast(arr, pa.string())
+    if pa.types.is_null(arr.type):
+        return pc.cast(arr, pa.string())
+    return arr

@@ -1,0 +1,168 @@
+"""The project's DuckDB store: one read-write connection per process, a cursor per thread.
+
+Record data of each dataset version lives in immutable Parquet files under `data/v<id>/`,
+seen through the view `wb_v<id>`; metadata, quarantine and (later) annotations live in
+`wb_*` tables. A view named after each dataset points at its newest version so SQL users
+can write `SELECT ... FROM banking` (and `"banking@2"` for an older version).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import duckdb
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.project import Project, open_project
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS wb_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE SEQUENCE IF NOT EXISTS wb_version_seq START 1;
+CREATE TABLE IF NOT EXISTS wb_datasets (
+    name VARCHAR PRIMARY KEY,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    description VARCHAR
+);
+CREATE TABLE IF NOT EXISTS wb_versions (
+    version_id INTEGER PRIMARY KEY,
+    dataset VARCHAR NOT NULL,
+    number INTEGER NOT NULL,
+    parent_id INTEGER,
+    kind VARCHAR NOT NULL,
+    format VARCHAR NOT NULL,
+    recipe JSON NOT NULL,
+    row_count BIGINT NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    table_name VARCHAR NOT NULL,
+    info JSON,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    created_by VARCHAR,
+    UNIQUE (dataset, number)
+);
+CREATE TABLE IF NOT EXISTS wb_quarantine (
+    dataset VARCHAR NOT NULL,
+    version_id INTEGER,
+    source VARCHAR NOT NULL,
+    line BIGINT,
+    field VARCHAR,
+    error VARCHAR NOT NULL,
+    raw VARCHAR,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+"""
+
+# Keep quarantined raw rows readable but bounded.
+QUARANTINE_RAW_CHARS = 100_000
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier, quoted: dataset and column names come from users."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Store:
+    """The read-write DuckDB connection of this process."""
+
+    def __init__(self, project: Project, *, memory_limit: str = "1GB"):
+        self.project = project
+        try:
+            self.con = duckdb.connect(str(project.db_path))
+        except duckdb.IOException as exc:
+            msg = str(exc).splitlines()[0]
+            raise WorkbenchError(
+                f"cannot open {project.db_path}: {msg}. Is another workbench process (app or CLI) using this project?"
+            ) from None
+        self.con.execute(f"SET memory_limit='{memory_limit}'")
+        self.con.execute("SET preserve_insertion_order=true")
+        self._local = threading.local()
+        self._ensured: set[str] = set()
+        self._ensure_lock = threading.Lock()
+        self.con.execute(SCHEMA)
+        self.con.execute(
+            "INSERT INTO wb_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)]
+        )
+        project.data_dir.mkdir(parents=True, exist_ok=True)
+        from workbench.core.versions import remove_orphans  # versions builds on the store
+
+        remove_orphans(self)
+
+    @classmethod
+    def open(cls, project_dir=None, *, create: bool = True) -> "Store":
+        return cls(open_project(project_dir, create=create))
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB connections are not shared across threads)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self.con.cursor()
+        return cur
+
+    @contextmanager
+    def transaction(self, retries: int = 5) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short write transaction on a fresh cursor; commits on success, rolls back on error.
+
+        Conflicts with a concurrent writer are retried by `retry`, not here: a
+        generator cannot re-run its body.
+        """
+        cur = self.con.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        finally:
+            cur.close()
+
+    def retry(self, fn, *, attempts: int = 6):
+        """Run fn(cursor) in a transaction, retrying DuckDB write-write conflicts."""
+        for attempt in range(attempts):
+            try:
+                with self.transaction() as cur:
+                    return fn(cur)
+            except duckdb.TransactionException:
+                if attempt == attempts - 1:
+                    raise WorkbenchError("the store stayed busy with another write; try again") from None
+                time.sleep(0.05 * 2**attempt)
+
+    def ensure_schema(self, name: str, ddl: str) -> None:
+        """Create an area's tables (annotations, runs, reviews...) once per process.
+
+        Each module keeps its own `CREATE ... IF NOT EXISTS` DDL beside its code and calls this
+        before touching its tables, so the core schema above stays small."""
+        if name in self._ensured:
+            return
+        with self._ensure_lock:
+            if name not in self._ensured:
+                self.con.cursor().execute(ddl).close()
+                self._ensured.add(name)
+
+    def checkpoint(self) -> None:
+        self.con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        # Closing explicitly flushes the WAL and keeps the duckdb bindings quiet at exit.
+        cur = getattr(self._local, "cursor", None)
+        if cur is not None:
+            cur.close()
+            self._local.cursor = None
+        self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

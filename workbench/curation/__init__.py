@@ -1,0 +1,1 @@
+"""Shaping a dataset: balance the category mix, leakage-free splits, drift between versions."""

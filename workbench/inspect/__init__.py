@@ -1,0 +1,1 @@
+"""Looking at a version: token lengths, duplicates, PII, quality flags (cached per version)."""

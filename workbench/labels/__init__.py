@@ -1,0 +1,1 @@
+"""People's labels: questions, annotations, adjudication, the assignment queue, flags, agreement."""

@@ -1,0 +1,1 @@
+"""Models: training runs, evaluation runs, scoring, comparison, blind human review."""
