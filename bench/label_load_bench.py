@@ -84,7 +84,6 @@ def run_load(project, *, sessions: int = 20, seconds: float = 60, think: float =
     results: dict = {}
     with Store.open(project) as store:
         question = A.get_question(store, "tickets", "category")
-        A.ensure(store)
         before = store.cursor().execute("SELECT coalesce(max(annotation_id), 0) FROM wb_annotations").fetchall()[0][0]
         users = [User(f"annotator{i:02d}", "annotator") for i in range(sessions)]
         deadline = time.monotonic() + seconds

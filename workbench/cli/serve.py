@@ -11,7 +11,7 @@ from pathlib import Path
 from workbench.core.errors import WorkbenchError
 from workbench.core.project import open_project
 
-APP = Path(__file__).resolve().parent.parent / "pages" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "pages" / "app.py"
 
 
 def is_loopback(host: str) -> bool:

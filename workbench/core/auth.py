@@ -45,21 +45,6 @@ NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 MIN_PASSWORD = 8
 SESSION_HOURS = 12.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS wb_users (
-    name VARCHAR PRIMARY KEY,
-    role VARCHAR NOT NULL,
-    password_hash VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    created_by VARCHAR
-);
-CREATE TABLE IF NOT EXISTS wb_sessions (
-    token_sha256 VARCHAR PRIMARY KEY,
-    name VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    expires_at TIMESTAMP NOT NULL
-);
-"""
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 
@@ -84,9 +69,6 @@ def now_utc() -> datetime:
     """Naive UTC: every timestamp the workbench stores is in UTC."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
-
-def ensure(store: Store) -> None:
-    store.ensure_schema("auth", SCHEMA)
 
 
 def require_role(user: User | None, action: str) -> User:
@@ -116,19 +98,16 @@ def _check_role(role: str) -> str:
 
 
 def has_users(store: Store) -> bool:
-    ensure(store)
     return store.cursor().execute("SELECT count(*) FROM wb_users").fetchall()[0][0] > 0
 
 
 def list_users(store: Store) -> list[dict]:
-    ensure(store)
     rows = store.cursor().execute(
         "SELECT name, role, created_at, created_by FROM wb_users ORDER BY name").fetchall()
     return [{"name": n, "role": r, "created_at": c, "created_by": b} for n, r, c, b in rows]
 
 
 def get_user(store: Store, name: str) -> User | None:
-    ensure(store)
     rows = store.cursor().execute("SELECT name, role FROM wb_users WHERE name = ?", [name]).fetchall()
     return User(*rows[0]) if rows else None
 
@@ -138,7 +117,6 @@ def add_user(store: Store, name: str, role: str, password: str, *, actor: User |
     """Create a user (or, with replace, set a new role and password). Only admins manage users;
     the first user of a project must be an admin, so that someone can manage the rest."""
     require_role(actor, "manage_users")
-    ensure(store)
     _check_name(name)
     _check_role(role)
     if len(password) < MIN_PASSWORD:
@@ -169,7 +147,6 @@ def add_user(store: Store, name: str, role: str, password: str, *, actor: User |
 def remove_user(store: Store, name: str, *, actor: User | None = None) -> None:
     """Delete an account and its sessions. Their annotations stay (they are history)."""
     require_role(actor, "manage_users")
-    ensure(store)
 
     def write(cur):
         rows = cur.execute("SELECT role FROM wb_users WHERE name = ?", [name]).fetchall()
@@ -189,7 +166,6 @@ def remove_user(store: Store, name: str, *, actor: User | None = None) -> None:
 
 def authenticate(store: Store, name: str, password: str) -> User | None:
     """The user when the password matches, else None (the same answer for an unknown name)."""
-    ensure(store)
     rows = store.cursor().execute("SELECT role, password_hash FROM wb_users WHERE name = ?", [name]).fetchall()
     if not rows:
         _hasher.hash(password)  # spend the same time, so a wrong name and a wrong password look alike
@@ -217,7 +193,6 @@ def session_hours(store: Store) -> float:
 def start_session(store: Store, user: User, *, hours: float | None = None, now: datetime | None = None) -> str:
     """A new session token for the user; only its sha256 is stored. It expires after `hours`
     (default: `[auth] session_hours` of workbench.toml, else 12)."""
-    ensure(store)
     hours = hours if hours is not None else session_hours(store)
     now = now or now_utc()
     token = secrets.token_urlsafe(32)
@@ -235,7 +210,6 @@ def session_user(store: Store, token: str | None, *, now: datetime | None = None
     """The user of a live session; None when the token is unknown, expired or its user removed."""
     if not token:
         return None
-    ensure(store)
     rows = store.cursor().execute(
         "SELECT u.name, u.role FROM wb_sessions s JOIN wb_users u ON u.name = s.name "
         "WHERE s.token_sha256 = ? AND s.expires_at > ?", [_token_digest(token), now or now_utc()]).fetchall()
@@ -244,5 +218,4 @@ def session_user(store: Store, token: str | None, *, now: datetime | None = None
 
 def end_session(store: Store, token: str | None) -> None:
     if token:
-        ensure(store)
         store.retry(lambda cur: cur.execute("DELETE FROM wb_sessions WHERE token_sha256 = ?", [_token_digest(token)]))

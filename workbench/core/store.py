@@ -17,44 +17,8 @@ import duckdb
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.project import Project, open_project
+from workbench.core.schema import MIGRATIONS
 
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS wb_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE SEQUENCE IF NOT EXISTS wb_version_seq START 1;
-CREATE TABLE IF NOT EXISTS wb_datasets (
-    name VARCHAR PRIMARY KEY,
-    created_at TIMESTAMP DEFAULT current_timestamp,
-    description VARCHAR
-);
-CREATE TABLE IF NOT EXISTS wb_versions (
-    version_id INTEGER PRIMARY KEY,
-    dataset VARCHAR NOT NULL,
-    number INTEGER NOT NULL,
-    parent_id INTEGER,
-    kind VARCHAR NOT NULL,
-    format VARCHAR NOT NULL,
-    recipe JSON NOT NULL,
-    row_count BIGINT NOT NULL,
-    content_hash VARCHAR NOT NULL,
-    table_name VARCHAR NOT NULL,
-    info JSON,
-    created_at TIMESTAMP DEFAULT current_timestamp,
-    created_by VARCHAR,
-    UNIQUE (dataset, number)
-);
-CREATE TABLE IF NOT EXISTS wb_quarantine (
-    dataset VARCHAR NOT NULL,
-    version_id INTEGER,
-    source VARCHAR NOT NULL,
-    line BIGINT,
-    field VARCHAR,
-    error VARCHAR NOT NULL,
-    raw VARCHAR,
-    created_at TIMESTAMP DEFAULT current_timestamp
-);
-"""
 
 # Keep quarantined raw rows readable but bounded.
 QUARANTINE_RAW_CHARS = 100_000
@@ -84,12 +48,7 @@ class Store:
         self.con.execute(f"SET memory_limit='{memory_limit}'")
         self.con.execute("SET preserve_insertion_order=true")
         self._local = threading.local()
-        self._ensured: set[str] = set()
-        self._ensure_lock = threading.Lock()
-        self.con.execute(SCHEMA)
-        self.con.execute(
-            "INSERT INTO wb_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)]
-        )
+        self._migrate()
         project.data_dir.mkdir(parents=True, exist_ok=True)
         from workbench.core.versions import remove_orphans  # versions builds on the store
 
@@ -138,17 +97,28 @@ class Store:
                     raise WorkbenchError("the store stayed busy with another write; try again") from None
                 time.sleep(0.05 * 2**attempt)
 
-    def ensure_schema(self, name: str, ddl: str) -> None:
-        """Create an area's tables (annotations, runs, reviews...) once per process.
-
-        Each module keeps its own `CREATE ... IF NOT EXISTS` DDL beside its code and calls this
-        before touching its tables, so the core schema above stays small."""
-        if name in self._ensured:
-            return
-        with self._ensure_lock:
-            if name not in self._ensured:
-                self.con.cursor().execute(ddl).close()
-                self._ensured.add(name)
+    def _migrate(self) -> None:
+        """Apply the schema's migrations that this database has not seen yet, in order, each in one
+        transaction with the version it brings the database to."""
+        cur = self.con.cursor()
+        try:
+            cur.execute("CREATE TABLE IF NOT EXISTS wb_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            row = cur.execute("SELECT value FROM wb_meta WHERE key = 'schema_version'").fetchone()
+            applied = int(row[0]) if row else 0
+            newest = MIGRATIONS[-1].number
+            if applied > newest:
+                raise WorkbenchError(
+                    f"{self.project.db_path} was written by a newer Workbench (schema {applied}, this one knows "
+                    f"{newest}); upgrade Workbench to open it")
+            for migration in MIGRATIONS:
+                if migration.number <= applied:
+                    continue
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute(migration.ddl)
+                cur.execute("INSERT OR REPLACE INTO wb_meta VALUES ('schema_version', ?)", [str(migration.number)])
+                cur.execute("COMMIT")
+        finally:
+            cur.close()
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")

@@ -48,67 +48,8 @@ MAX_VALUE_CHARS = 200_000
 
 # Records someone pointed at for another look (from an evaluation or a review). They come first in
 # every question's queue over that version; `workbench.models.evaluate.flag_records` writes them.
-FLAGS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS wb_flags (
-    version_id INTEGER NOT NULL,
-    _row BIGINT NOT NULL,
-    reason VARCHAR NOT NULL,
-    who VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    eval_id INTEGER
-);
-"""
-
-SCHEMA = """
-CREATE SEQUENCE IF NOT EXISTS wb_question_seq START 1;
-CREATE SEQUENCE IF NOT EXISTS wb_annotation_seq START 1;
-CREATE TABLE IF NOT EXISTS wb_questions (
-    question_id INTEGER PRIMARY KEY,
-    dataset VARCHAR NOT NULL,
-    name VARCHAR NOT NULL,
-    version_id INTEGER NOT NULL,
-    kind VARCHAR NOT NULL,
-    choices JSON NOT NULL,
-    anchors JSON NOT NULL,
-    column_name VARCHAR,
-    key_column VARCHAR,
-    overlap INTEGER NOT NULL,
-    majority BOOLEAN NOT NULL,
-    guidelines VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    created_by VARCHAR,
-    updated_at TIMESTAMP,
-    updated_by VARCHAR,
-    UNIQUE (dataset, name)
-);
-CREATE TABLE IF NOT EXISTS wb_annotations (
-    annotation_id BIGINT NOT NULL,
-    question_id INTEGER NOT NULL,
-    item VARCHAR NOT NULL,
-    record_row BIGINT NOT NULL,
-    annotator VARCHAR NOT NULL,
-    value VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    entered_by VARCHAR NOT NULL,
-    source VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS wb_gold (
-    gold_id BIGINT NOT NULL,
-    question_id INTEGER NOT NULL,
-    item VARCHAR NOT NULL,
-    record_row BIGINT NOT NULL,
-    value VARCHAR NOT NULL,
-    method VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    created_by VARCHAR NOT NULL
-);
-"""
 
 
-def ensure(store: Store) -> None:
-    assignment.ensure(store)
-    store.ensure_schema("annotations", SCHEMA)
-    store.ensure_schema("flags", FLAGS_SCHEMA)
 
 
 # ---------------------------------------------------------------- questions
@@ -184,7 +125,6 @@ def _version_by_id(store: Store, version_id: int) -> Version:
 
 
 def list_questions(store: Store, dataset: str | None = None) -> list[Question]:
-    ensure(store)
     sql, params = f"SELECT {_Q_COLS} FROM wb_questions", []
     if dataset:
         sql, params = sql + " WHERE dataset = ?", [dataset]
@@ -192,7 +132,6 @@ def list_questions(store: Store, dataset: str | None = None) -> list[Question]:
 
 
 def get_question(store: Store, dataset: str, name: str) -> Question:
-    ensure(store)
     rows = store.cursor().execute(f"SELECT {_Q_COLS} FROM wb_questions WHERE dataset = ? AND name = ?",
                                   [dataset, name]).fetchall()
     if not rows:
@@ -269,7 +208,6 @@ def add_question(store: Store, version: Version | str, name: str, kind: str, *, 
                  overlap: int = 1, majority: bool = False, guidelines: str = "", user: User | None = None) -> Question:
     """Ask `name` of every record of a version. Choices are typed in, or taken from a column's values."""
     user = require_role(user, "edit_questions")
-    ensure(store)
     version = get_version(store, version) if isinstance(version, str) else version
     name = (name or "").strip()
     if not name or len(name) > 64:
@@ -436,7 +374,6 @@ def record(store: Store, question: Question, item: str) -> dict:
 
 def flag_reasons(store: Store, question: Question, row: int) -> list[str]:
     """Why people asked for another look at this record (from evaluations and reviews), oldest first."""
-    ensure(store)
     return [r[0] for r in store.cursor().execute(
         "SELECT reason FROM wb_flags WHERE version_id = ? AND _row = ? ORDER BY created_at",
         [question.version_id, int(row)]).fetchall()]
@@ -472,7 +409,6 @@ def submit(store: Store, question: Question, item: str, value, *, user: User | N
 
     The answer is committed (in DuckDB's write-ahead log) when this returns."""
     user = require_role(user, "annotate")
-    ensure(store)
     stored = question.normalize(value)
     row = record_rows(store, question, [str(item)]).get(str(item))
     if row is None:
@@ -491,7 +427,6 @@ def next_item(store: Store, question: Question, user: User | None = None, *, exc
               lease_seconds: float | None = None) -> str | None:
     """The next record key this user should answer (claimed for a while), or None when they are done."""
     user = require_role(user, "annotate")
-    ensure(store)
     lease = lease_seconds if lease_seconds is not None else float(
         store.project.setting("label", "lease_seconds", assignment.LEASE_SECONDS))
     return assignment.claim_next(store, question.task, user.name, exclude=exclude, lease_seconds=lease)
@@ -505,7 +440,6 @@ def skip(store: Store, question: Question, user: User | None = None) -> None:
 
 def progress(store: Store, question: Question, user: User | None = None) -> dict:
     """done / remaining for this user; complete / total records of the question."""
-    ensure(store)
     return assignment.progress(store, question.task, (user or LOCAL_USER).name)
 
 
@@ -515,7 +449,6 @@ _LATEST = ("SELECT item, record_row, annotator, value, created_at FROM wb_annota
 
 def my_answers(store: Store, question: Question, user: User | None = None, *, limit: int = 200) -> pd.DataFrame:
     """The user's current answers, newest first: item, row, value, created_at (for "go back")."""
-    ensure(store)
     df = store.cursor().execute(
         f"SELECT item, record_row AS row, value, created_at FROM ({_LATEST}) WHERE annotator = $annotator "
         f"ORDER BY created_at DESC LIMIT {int(limit)}",
@@ -525,7 +458,6 @@ def my_answers(store: Store, question: Question, user: User | None = None, *, li
 
 
 def my_answer(store: Store, question: Question, item: str, user: User | None = None) -> str | None:
-    ensure(store)
     rows = store.cursor().execute(
         "SELECT value FROM wb_annotations WHERE question_id = ? AND item = ? AND annotator = ? "
         "ORDER BY created_at DESC, annotation_id DESC LIMIT 1",
@@ -535,7 +467,6 @@ def my_answer(store: Store, question: Question, item: str, user: User | None = N
 
 def item_answers(store: Store, question: Question, item: str) -> pd.DataFrame:
     """Each annotator's current answer to one record (annotator, value, created_at), for adjudication."""
-    ensure(store)
     return store.cursor().execute(
         f"SELECT annotator, value, created_at FROM ({_LATEST}) WHERE item = $item ORDER BY annotator",
         {"qid": question.question_id, "item": item}).df()
@@ -544,7 +475,6 @@ def item_answers(store: Store, question: Question, item: str) -> pd.DataFrame:
 def answers(store: Store, dataset: str | Question, question: str | None = None) -> pd.DataFrame:
     """The latest answer of each annotator for each record: item, annotator, value, row (Int64)."""
     q = _as_question(store, dataset, question)
-    ensure(store)
     df = store.cursor().execute(
         f"SELECT item, annotator, value, record_row AS row FROM ({_LATEST}) ORDER BY record_row, annotator",
         {"qid": q.question_id}).df()
@@ -556,7 +486,6 @@ def answers(store: Store, dataset: str | Question, question: str | None = None) 
 
 def history(store: Store, question: Question, item: str | None = None, *, limit: int = 1000) -> pd.DataFrame:
     """Every answer and adjudication of a record (or of the question), oldest first: nothing is ever lost."""
-    ensure(store)
     where, params = "question_id = ?", [question.question_id]
     if item is not None:
         where, params = where + " AND item = ?", params + [item]
@@ -616,14 +545,12 @@ def item_status(store: Store, dataset: str | Question, question: str | None = No
     """One row per answered record: item, row, n (answers), n_values, top, top_count, status, final.
     status: adjudicated | agreed | majority | disputed | open (still needs answers)."""
     q = _as_question(store, dataset, question)
-    ensure(store)
     df = store.cursor().execute(f"{_status_sql(q)} ORDER BY row", _status_params(q)).df()
     df["row"] = df["row"].astype("Int64")
     return df
 
 
 def status_counts(store: Store, question: Question) -> dict[str, int]:
-    ensure(store)
     rows = store.cursor().execute(f"SELECT status, count(*) FROM ({_status_sql(question)}) GROUP BY status",
                                   _status_params(question)).fetchall()
     return {s: n for s, n in rows}
@@ -631,7 +558,6 @@ def status_counts(store: Store, question: Question) -> dict[str, int]:
 
 def disputed(store: Store, question: Question, *, limit: int = 1000) -> pd.DataFrame:
     """The admin's review queue: records with all their answers and no final value, in record order."""
-    ensure(store)
     df = store.cursor().execute(
         f"SELECT item, row, n, n_values FROM ({_status_sql(question)}) WHERE status = 'disputed' "
         f"ORDER BY row LIMIT {int(limit)}", _status_params(question)).df()
@@ -642,7 +568,6 @@ def disputed(store: Store, question: Question, *, limit: int = 1000) -> pd.DataF
 def gold(store: Store, dataset: str | Question, question: str | None = None) -> dict[str, str]:
     """record key -> final value (adjudicated, agreed, or majority where the question applies it)."""
     q = _as_question(store, dataset, question)
-    ensure(store)
     rows = store.cursor().execute(f"SELECT item, final FROM ({_status_sql(q)}) WHERE final IS NOT NULL ORDER BY row",
                                   _status_params(q)).fetchall()
     return {item: value for item, value in rows}
@@ -652,7 +577,6 @@ def set_gold(store: Store, question: Question, item: str, value, *, user: User |
              method: str = "adjudicated") -> str:
     """The admin's final value for a record (kept with who and when; a later one replaces it)."""
     user = require_role(user, "adjudicate")
-    ensure(store)
     stored = question.normalize(value)
     row = record_rows(store, question, [str(item)]).get(str(item))
     if row is None:
@@ -835,7 +759,6 @@ def import_annotations(store: Store, path, *, dataset: str, question: str, item_
     Returns imported, unchanged, skipped, errors [{line, error}], items, annotators, question.
     """
     user = require_role(user, "import")
-    ensure(store)
     if on_error not in ("fail", "skip"):
         raise WorkbenchError(f"on_error is {on_error!r}; expected fail or skip")
     path = Path(path)
@@ -960,7 +883,6 @@ def export_annotations(store: Store, out, *, dataset: str | None = None, questio
     The current answers by default; every row ever entered with history_rows. Columns: dataset,
     version, question, item, row (1-based record number), annotator, value, time (UTC, ISO 8601),
     entered_by, source."""
-    ensure(store)
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("csv", "jsonl"):

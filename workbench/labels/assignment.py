@@ -21,15 +21,6 @@ from datetime import datetime, timedelta
 from workbench.core.auth import now_utc
 from workbench.core.store import Store
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS wb_claims (
-    task VARCHAR NOT NULL,
-    item VARCHAR NOT NULL,
-    annotator VARCHAR NOT NULL,
-    claimed_at TIMESTAMP NOT NULL,
-    expires_at TIMESTAMP NOT NULL
-);
-"""
 
 LEASE_SECONDS = 600.0
 
@@ -61,9 +52,6 @@ def _lock(store: Store, task: Task) -> threading.Lock:
         return _locks.setdefault(store, {}).setdefault(task.name, threading.Lock())
 
 
-def ensure(store: Store) -> None:
-    store.ensure_schema("queue", SCHEMA)
-
 
 def _counts_sql(task: Task) -> str:
     return (f"WITH items AS ({task.items_sql}), counts AS (SELECT item, count(DISTINCT annotator) AS n, "
@@ -76,7 +64,6 @@ def claim_next(store: Store, task: Task, annotator: str, *, exclude=(), lease_se
 
     A live claim of theirs on an item they have not answered is handed back first (a reload shows
     the same record). `exclude` lists items to pass over (the ones they skipped this session)."""
-    ensure(store)
     now = now or now_utc()
     params = {"task": task.name, "annotator": annotator, "now": now, "exclude": [str(x) for x in exclude],
               "overlap": task.overlap}
@@ -114,14 +101,12 @@ def release(cur, task: Task, annotator: str) -> None:
 
 
 def release_claims(store: Store, task: Task, annotator: str) -> None:
-    ensure(store)
     store.retry(lambda cur: release(cur, task, annotator))
 
 
 def progress(store: Store, task: Task, annotator: str) -> dict:
     """done: items this person answered; remaining: items they could still answer;
     complete / total: items with all `overlap` answers, and all items."""
-    ensure(store)
     # Counted over the answers only, never joined with the items: a version may hold millions of records.
     sql = (f"{_counts_sql(task)} SELECT (SELECT count(*) FROM items), count(*) FILTER (WHERE mine), "
            "count(*) FILTER (WHERE n >= $overlap AND NOT mine), count(*) FILTER (WHERE n >= $overlap) FROM counts")
@@ -132,7 +117,6 @@ def progress(store: Store, task: Task, annotator: str) -> dict:
 
 
 def live_claims(store: Store, task: Task, *, now: datetime | None = None) -> list[dict]:
-    ensure(store)
     rows = store.cursor().execute(
         "SELECT item, annotator, claimed_at, expires_at FROM wb_claims WHERE task = ? AND expires_at > ? "
         "ORDER BY claimed_at", [task.name, now or now_utc()]).fetchall()

@@ -46,7 +46,6 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from workbench.labels.annotations import FLAGS_SCHEMA
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import canonical_to_messages
 from workbench.core.store import Store, quote_ident
@@ -54,61 +53,6 @@ from workbench.core.versions import ROW_COLUMN, Version, get_version, version_co
 
 Progress = Callable[[float, str], None]
 
-SCHEMA = """
-CREATE SEQUENCE IF NOT EXISTS wb_eval_seq START 1;
-CREATE TABLE IF NOT EXISTS wb_evals (
-    eval_id INTEGER PRIMARY KEY,
-    version_id INTEGER NOT NULL,
-    dataset VARCHAR NOT NULL,
-    version INTEGER NOT NULL,
-    split VARCHAR NOT NULL,
-    task VARCHAR NOT NULL,
-    run_id VARCHAR,
-    base_model VARCHAR NOT NULL,
-    adapter VARCHAR,
-    model_label VARCHAR NOT NULL,
-    settings JSON NOT NULL,
-    folder VARCHAR NOT NULL,
-    items INTEGER NOT NULL,
-    items_hash VARCHAR NOT NULL,
-    skipped INTEGER NOT NULL DEFAULT 0,
-    status VARCHAR NOT NULL,
-    pid INTEGER,
-    ingested_bytes BIGINT NOT NULL DEFAULT 0,
-    metrics JSON,
-    error VARCHAR,
-    created_at TIMESTAMP NOT NULL,
-    created_by VARCHAR,
-    finished_at TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS wb_eval_items (
-    eval_id INTEGER NOT NULL,
-    item INTEGER NOT NULL,
-    _row BIGINT NOT NULL,
-    reference VARCHAR NOT NULL,
-    PRIMARY KEY (eval_id, item)
-);
-CREATE TABLE IF NOT EXISTS wb_eval_outputs (
-    eval_id INTEGER NOT NULL,
-    item INTEGER NOT NULL,
-    output VARCHAR NOT NULL,
-    ingested_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (eval_id, item)
-);
-CREATE TABLE IF NOT EXISTS wb_eval_scores (
-    eval_id INTEGER NOT NULL,
-    item INTEGER NOT NULL,
-    metric VARCHAR NOT NULL,
-    value DOUBLE,
-    PRIMARY KEY (eval_id, item, metric)
-);
-CREATE TABLE IF NOT EXISTS wb_eval_labels (
-    eval_id INTEGER NOT NULL,
-    item INTEGER NOT NULL,
-    predicted VARCHAR,
-    PRIMARY KEY (eval_id, item)
-);
-"""
 
 STATUSES = ("created", "running", "stopped", "failed", "generated", "finished")
 ALL_SPLITS = "all"
@@ -116,10 +60,6 @@ ITEMS_FILE, OUTPUTS_FILE, CONFIG_FILE, DONE_FILE, LOG_FILE = (
     "items.jsonl", "outputs.jsonl", "eval.json", "done.json", "generate.log")
 GENERATOR_MODULE = "trainers.eval_generate"
 
-
-def ensure(store: Store) -> None:
-    store.ensure_schema("evaluate", SCHEMA)
-    store.ensure_schema("flags", FLAGS_SCHEMA)  # the relabelling queue belongs to labelling
 
 
 def _now() -> datetime:
@@ -395,7 +335,6 @@ def _eval_from_row(row, generated: int) -> EvalRun:
 
 
 def get_eval(store: Store, eval_id: int) -> EvalRun:
-    ensure(store)
     cur = store.cursor()
     rows = cur.execute(f"SELECT {', '.join(_EVAL_COLS)} FROM wb_evals WHERE eval_id = ?", [int(eval_id)]).fetchall()
     if not rows:
@@ -406,7 +345,6 @@ def get_eval(store: Store, eval_id: int) -> EvalRun:
 
 def list_evals(store: Store, *, version_id: int | None = None, split: str | None = None) -> list[EvalRun]:
     """Every evaluation run, newest first (optionally of one version and split)."""
-    ensure(store)
     where, params = [], []
     if version_id is not None:
         where.append("e.version_id = ?")
@@ -423,7 +361,6 @@ def list_evals(store: Store, *, version_id: int | None = None, split: str | None
 def create_eval(store: Store, version: Version | str, *, model: ModelSpec, split: str = "test",
                 settings: GenerationSettings | dict | None = None, user=None) -> EvalRun:
     """Write the run folder (items, config) and the references; nothing is generated yet (see `launch`)."""
-    ensure(store)
     user = _require(user)
     if isinstance(version, str):
         version = get_version(store, version)
@@ -493,7 +430,7 @@ def launch(store: Store, eval_id: int, *, user=None) -> EvalRun:
         raise WorkbenchError(f"evaluation {eval_id} has finished; start a new one to generate again")
     (run.path / DONE_FILE).unlink(missing_ok=True)
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])  # so `-m trainers...` resolves from any working directory
+    root = str(Path(__file__).resolve().parents[2])  # so `-m trainers...` resolves from any working directory
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -557,7 +494,6 @@ def ingest(store: Store, eval_id: int, *, from_start: bool = False) -> int:
 
     Idempotent: keyed by (eval_id, item), a line read twice inserts nothing. The byte offset of the
     last complete line read is kept in wb_evals; from_start=True re-reads the whole file."""
-    ensure(store)
     run = get_eval(store, eval_id)
     path = run.path / OUTPUTS_FILE
     if not path.exists():
@@ -767,7 +703,6 @@ def flag_records(store: Store, version: Version | str, rows, reason: str, user=N
     """Flag records of a version for relabelling (append-only: who, when, why); returns how many rows.
 
     The Label queue can pick these up with `flags(store, version)`."""
-    ensure(store)
     if isinstance(version, str):
         version = get_version(store, version)
     if user is not None and not isinstance(user, str):
@@ -792,7 +727,6 @@ def flag_records(store: Store, version: Version | str, rows, reason: str, user=N
 
 def flags(store: Store, version: Version | str) -> list[dict]:
     """Every flag on a version's records, oldest first: {row, reason, who, created_at, eval_id}."""
-    ensure(store)
     if isinstance(version, str):
         version = get_version(store, version)
     rows = store.cursor().execute(

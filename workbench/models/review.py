@@ -54,65 +54,7 @@ DEFAULT_QUESTIONS = ("follows policy", "tone", "resolves the issue")
 MAX_REASON_CHARS = 2_000
 MAX_EDIT_CHARS = 200_000
 
-SCHEMA = """
-CREATE SEQUENCE IF NOT EXISTS wb_review_seq START 1;
-CREATE SEQUENCE IF NOT EXISTS wb_rating_seq START 1;
-CREATE TABLE IF NOT EXISTS wb_reviews (
-    review_id INTEGER PRIMARY KEY,
-    name VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,
-    evals JSON NOT NULL,
-    questions JSON NOT NULL,
-    overlap INTEGER NOT NULL,
-    sample_size INTEGER NOT NULL,
-    seed BIGINT NOT NULL,
-    show_reference BOOLEAN NOT NULL,
-    reviewers JSON,
-    instructions VARCHAR NOT NULL,
-    items_hash VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL,
-    created_by VARCHAR
-);
-CREATE TABLE IF NOT EXISTS wb_review_items (
-    review_id INTEGER NOT NULL,
-    item VARCHAR NOT NULL,
-    pos INTEGER NOT NULL,
-    eval_item INTEGER NOT NULL,
-    _row BIGINT NOT NULL,
-    category VARCHAR,
-    left_eval INTEGER NOT NULL,
-    right_eval INTEGER,
-    PRIMARY KEY (review_id, item)
-);
-CREATE TABLE IF NOT EXISTS wb_ratings (
-    rating_id BIGINT NOT NULL,
-    review_id INTEGER NOT NULL,
-    item VARCHAR NOT NULL,
-    reviewer VARCHAR NOT NULL,
-    question VARCHAR NOT NULL,
-    value VARCHAR NOT NULL,
-    reason VARCHAR,
-    created_at TIMESTAMP NOT NULL,
-    source VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS wb_review_actions (
-    review_id INTEGER NOT NULL,
-    item VARCHAR,
-    action VARCHAR NOT NULL,
-    version_id INTEGER NOT NULL,
-    _row BIGINT,
-    eval_id INTEGER,
-    text VARCHAR,
-    who VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL
-);
-"""
 
-
-def ensure(store: Store) -> None:
-    evaluate.ensure(store)
-    assignment.ensure(store)
-    store.ensure_schema("review", SCHEMA)
 
 
 # ---------------------------------------------------------------- the review
@@ -166,7 +108,6 @@ def _review(row) -> Review:
 
 
 def get_review(store: Store, review_id: int) -> Review:
-    ensure(store)
     rows = store.cursor().execute(f"SELECT {_COLS} FROM wb_reviews WHERE review_id = ?", [int(review_id)]).fetchall()
     if not rows:
         raise WorkbenchError(f"no review {review_id}; see `workbench review list`")
@@ -175,7 +116,6 @@ def get_review(store: Store, review_id: int) -> Review:
 
 def list_reviews(store: Store, user: User | None = None) -> list[Review]:
     """Every review, newest first; with a user, only those they may rate or (admins) read."""
-    ensure(store)
     reviews = [_review(r) for r in store.cursor().execute(
         f"SELECT {_COLS} FROM wb_reviews ORDER BY review_id DESC").fetchall()]
     if user is not None and not user.can("read_all"):
@@ -205,7 +145,6 @@ def check_questions(questions) -> tuple[dict, ...]:
 
 def eligible_items(store: Store, evals: list[int]) -> list[int]:
     """Test items that every run has answered, in item order."""
-    ensure(store)
     rows = store.cursor().execute(
         "SELECT item FROM wb_eval_outputs WHERE eval_id IN (SELECT unnest(?::INTEGER[])) GROUP BY item "
         "HAVING count(DISTINCT eval_id) = ? ORDER BY item", [list(evals), len(set(evals))]).fetchall()
@@ -246,7 +185,6 @@ def create_review(store: Store, evals: list[int], *, kind: str = "pairwise", que
     item; reviewers: names allowed to rate (default: everyone whose role may review); seed: of the
     sample, the left/right order and the queue order (default: a random one, stored)."""
     user = require_role(user, "evaluate")
-    ensure(store)
     if kind not in KINDS:
         raise WorkbenchError(f"kind {kind!r}; expected one of {', '.join(KINDS)}")
     evals = [int(e) for e in evals]
@@ -736,7 +674,6 @@ def training_version(store: Store, eval_id: int) -> Version:
     if run.run_id:
         from workbench.models import runs
 
-        runs.ensure_schema(store)
         rows = store.cursor().execute("SELECT dataset, version FROM wb_runs WHERE run_id = ?", [run.run_id]).fetchall()
         if rows:
             try:
@@ -826,7 +763,6 @@ def edit_response(store: Store, review: Review | int, item: str | None, row: int
 def edits(store: Store, review: Review | int) -> pd.DataFrame:
     """The latest corrected response per (version, row) of this review: version_id, row, completion, who, at."""
     review = _as_review(store, review)
-    ensure(store)
     return store.cursor().execute(
         "SELECT version_id, _row AS row, text AS completion, item, who, created_at FROM wb_review_actions "
         "WHERE review_id = ? AND action = 'edit' QUALIFY row_number() OVER (PARTITION BY version_id, _row "
@@ -890,7 +826,6 @@ def loop(store: Store, review: Review | int) -> dict:
                 for v, d, n, c, t in versions_rows]
     from workbench.models import runs as runs_mod
 
-    runs_mod.ensure_schema(store)
     trained = cur.execute(
         "SELECT run_id, dataset || '@' || version, status FROM wb_runs WHERE version_id IN "
         "(SELECT unnest(?::INTEGER[])) ORDER BY created_at", [[v["version_id"] for v in versions]]).fetchall()

@@ -27,37 +27,12 @@ from workbench.data.export import export_version
 from workbench.core.store import Store
 from workbench.core.versions import Version, get_version
 
-RUNS_DDL = """
-CREATE TABLE IF NOT EXISTS wb_runs (
-    run_id VARCHAR PRIMARY KEY,
-    dataset VARCHAR NOT NULL,
-    version INTEGER NOT NULL,
-    version_id INTEGER NOT NULL,
-    content_hash VARCHAR NOT NULL,
-    base_model VARCHAR NOT NULL,
-    method VARCHAR NOT NULL,
-    status VARCHAR NOT NULL,
-    steps INTEGER,
-    train_loss DOUBLE,
-    eval_loss DOUBLE,
-    adapter_path VARCHAR,
-    run_dir VARCHAR NOT NULL,
-    config JSON NOT NULL,
-    message VARCHAR,
-    created_at TIMESTAMP DEFAULT current_timestamp,
-    ended_at TIMESTAMP,
-    created_by VARCHAR
-);
-"""
 
 TERMINAL = ("completed", "stopped early", "cancelled", "failed")
 RUN_INFO = "run.json"
 LOG = "trainer.log"
 _children: dict[str, subprocess.Popen] = {}  # runs started by this process (polled so they never linger as zombies)
 
-
-def ensure_schema(store: Store) -> None:
-    store.ensure_schema("runs", RUNS_DDL)
 
 
 # ---------------------------------------------------------------- configuration
@@ -119,7 +94,6 @@ def new_run_id(version: Version) -> str:
 
 def prepare_run(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by: str | None = None) -> str:
     """A run folder with the exported records, config.json and run.json; recorded as 'prepared'."""
-    ensure_schema(store)
     version = get_version(store, dataset_ref)
     run_id = new_run_id(version)
     run_dir = store.project.runs_dir / run_id
@@ -157,7 +131,7 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1) -> None:
     else:
         cmd = [sys.executable, "-m", "trainers.train", str(run_dir)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    root = str(Path(__file__).resolve().parents[1])  # trainers/ sits beside workbench/
+    root = str(Path(__file__).resolve().parents[2])  # trainers/ sits beside workbench/
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(run_dir / LOG, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=run_dir,
@@ -166,7 +140,6 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1) -> None:
     info = _read_info(run_dir)
     info.update(pid=proc.pid, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     _write_info(run_dir, info)
-    ensure_schema(store)
     store.retry(lambda cur: cur.execute("UPDATE wb_runs SET status = 'running', message = NULL, ended_at = NULL "
                                         "WHERE run_id = ?", [run_id]))
 
@@ -320,7 +293,6 @@ def run_status(run_dir: Path, events: list[dict] | None = None) -> dict:
 
 def sync_runs(store: Store) -> list[dict]:
     """Every run folder's status, newest first; ended runs are recorded in wb_runs (once)."""
-    ensure_schema(store)
     cur = store.cursor()
     recorded = {r[0]: r[1] for r in cur.execute("SELECT run_id, status FROM wb_runs").fetchall()}
     out = []
