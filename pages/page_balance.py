@@ -270,12 +270,16 @@ with tab_drift:
     st.subheader("Drift between two versions")
     refs = [f"{v.dataset}@{v.number}" for v in versions.list_versions(store)]
     c_a, c_b = st.columns(2)
-    ref_a = c_a.selectbox("Baseline (A)", refs, index=refs.index(version.ref), key="drift_a",
+    # The pickers are keyed by the version chosen above, so changing it re-seeds both.
+    ref_a = c_a.selectbox("Baseline (A)", refs, index=refs.index(version.ref), key=f"drift_a::{version.ref}",
                           help="For example the training data.")
-    others = [r for r in refs if r != version.ref]
-    ref_b = c_b.selectbox("Compare (B)", refs, index=refs.index(others[-1] if others else version.ref),
-                          key="drift_b", help="For example a fresh batch of tickets.")
-    if st.button("Compare", icon=":material/compare_arrows:", key="drift_run",
+    others = [r for r in refs if r != ref_a]
+    ref_b = c_b.selectbox("Compare (B)", refs, index=refs.index(others[-1] if others else ref_a),
+                          key=f"drift_b::{version.ref}", help="For example a fresh batch of tickets.")
+    same = ref_a == ref_b
+    if same:
+        st.warning(f"A and B are both {ref_a}: pick two different versions to compare.")
+    if st.button("Compare", icon=":material/compare_arrows:", key="drift_run", disabled=same,
                  help="Chi-square test of the category mix and a KS test of the prompt lengths."):
         try:
             with st.spinner("Comparing the mix and the lengths…"):
@@ -284,6 +288,8 @@ with tab_drift:
         except WorkbenchError as exc:
             st.session_state["drift_result"] = str(exc)
     result = st.session_state.get("drift_result")
+    if isinstance(result, dict) and (result["a"], result["b"]) != (ref_a, ref_b):
+        result = None  # a result of other versions than the ones picked now
     if isinstance(result, str):
         wb_ui.show_error(result)
     elif result:

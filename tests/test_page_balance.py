@@ -90,11 +90,30 @@ def test_split_shows_the_leakage_report(demo):
     assert not at.exception and any("add up to 1.1" in e for e in texts(at.error))
 
 
-def test_drift_summary(demo):
+def test_drift_warns_when_a_and_b_are_the_same_version(demo):
+    at = balance_page()  # the demo has one version: A and B can only be the same
+    assert any("A and B are both" in w.value for w in at.warning)
+    assert at.button(key="drift_run").disabled
+
+
+def test_drift_compares_two_different_versions_and_follows_the_page_version(demo):
     at = balance_page()
+    at.text_input(key="split_ratios").set_value("0.8,0.2").run()
+    at.button(key="split_run").click().run()
+    at = balance_page()  # a fresh page: two versions now
+    a = [s for s in at.selectbox if s.label == "Baseline (A)"][0]
+    b = [s for s in at.selectbox if s.label == "Compare (B)"][0]
+    assert a.value != b.value and not at.button(key="drift_run").disabled
     at.button(key="drift_run").click().run()
     assert not at.exception
-    assert any("No significant change in the category mix" in m.value for m in at.markdown)
+    summary = " ".join(m.value for m in at.markdown)
+    assert "No significant change in the category mix" in summary
+    # choosing the other version at the top of the page moves the baseline with it
+    picker = at.selectbox(key=f"bal_version::{DEMO_DATASET}")
+    other = 1 if picker.value == 2 else 2
+    picker.set_value(other).run()
+    a = [s for s in at.selectbox if s.label == "Baseline (A)"][0]
+    assert a.value.endswith(f"@{other}")
 
 
 def test_every_control_has_help(demo):
