@@ -41,9 +41,9 @@ SHARES = ("shipping=0.30,refund=0.15,billing=0.12,account_access=0.10,product_de
 
 
 def base_project(records: int) -> Path:
-    from workbench.data.importer import import_file
     from workbench.core.store import Store
     from workbench.core.versions import list_versions
+    from workbench.data.importer import import_file
 
     project = DATA / f"balance_project_{records}"
     with Store.open(project) as store:
@@ -56,10 +56,10 @@ def base_project(records: int) -> Path:
 
 
 def one_round(project: Path, records: int, near: bool) -> dict:
-    from workbench.curation.balance import apply_balance, plan_balance
-    from workbench.curation.splits import split_version
     from workbench.core.store import Store
     from workbench.core.versions import get_version
+    from workbench.curation.balance import apply_balance, plan_balance
+    from workbench.curation.splits import split_version
 
     out = {}
     with Store.open(project) as store:

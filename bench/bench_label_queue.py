@@ -15,10 +15,12 @@ import time
 
 import pyarrow as pa
 
-from workbench.labels import annotations as A
 from workbench.core.auth import User
 from workbench.core.store import Store
 from workbench.core.versions import write_version
+from workbench.labels import adjudication as J
+from workbench.labels import annotations as A
+from workbench.labels import questions as Q
 
 
 def timed(fn, repeat: int = 1):
@@ -47,7 +49,7 @@ def main() -> None:
         secs, version = timed(lambda: write_version(store, "big", batches(), kind="import", fmt="prompt-completion",
                                                     recipe={}))
         print(f"write {args.records:,}-record version: {secs:.1f} s")
-        secs, q = timed(lambda: A.add_question(store, version, "category", "single-choice", choices=cats, overlap=3))
+        secs, q = timed(lambda: Q.add_question(store, version, "category", "single-choice", choices=cats, overlap=3))
         print(f"add question (checks the id column is unique): {secs:.2f} s")
         path = f"{tmp}/ann.csv"
         with open(path, "w") as f:
@@ -60,7 +62,7 @@ def main() -> None:
         me = User("bench", "annotator")
         secs, item = timed(lambda: A.next_item(store, q, me), repeat=7)
         print(f"next_item (claim) on {args.records:,} records: {secs * 1000:.0f} ms")
-        secs, _ = timed(lambda: A.record(store, q, item), repeat=7)
+        secs, _ = timed(lambda: Q.record(store, q, item), repeat=7)
         print(f"record by key: {secs * 1000:.0f} ms")
 
         def answer_and_next():
@@ -70,11 +72,11 @@ def main() -> None:
         print(f"submit + next claim: {secs * 1000:.0f} ms")
         secs, p = timed(lambda: A.progress(store, q, me), repeat=5)
         print(f"progress: {secs * 1000:.0f} ms ({p})")
-        secs, g = timed(lambda: A.gold(store, q), repeat=3)
+        secs, g = timed(lambda: J.gold(store, q), repeat=3)
         print(f"gold ({len(g):,} final values): {secs * 1000:.0f} ms")
-        secs, d = timed(lambda: A.disputed(store, q, limit=500), repeat=3)
+        secs, d = timed(lambda: J.disputed(store, q, limit=500), repeat=3)
         print(f"disputed queue (first 500): {secs * 1000:.0f} ms")
-        secs, v = timed(lambda: A.apply_final_labels(store, q))
+        secs, v = timed(lambda: J.apply_final_labels(store, q))
         print(f"final labels into a new {v.row_count:,}-record version: {secs:.1f} s")
 
 

@@ -46,10 +46,10 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    from workbench.data import browse
-    from workbench.data.importer import import_file
     from workbench.core.store import Store
     from workbench.core.versions import get_version
+    from workbench.data import browse
+    from workbench.data.importer import import_file
 
     project = DATA / f"project_{args.records}"
     store = Store.open(project)

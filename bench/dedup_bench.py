@@ -59,9 +59,9 @@ def ref_shingles(text: str) -> set:
 
 def ensure_project(records: int, near_records: int):
     from workbench.core.errors import WorkbenchError
-    from workbench.data.importer import import_file
     from workbench.core.store import Store
     from workbench.core.versions import get_version, iter_version, write_version
+    from workbench.data.importer import import_file
 
     store = Store.open(DATA / f"dedup_{records}")
     try:

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 
-from workbench.models import evaluate  # noqa: E402
 from workbench.core.store import Store  # noqa: E402
 from workbench.core.versions import write_version  # noqa: E402
+from workbench.models import compare, eval_scores, eval_setup, evaluation, neighbours, slices  # noqa: E402
 
 SHARED = Path(os.environ.get("WORKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -58,7 +58,7 @@ def banking(store: Store, n_test: int | None):
 def fill(store: Store, run, make) -> None:
     refs = dict(store.cursor().execute("SELECT item, reference FROM wb_eval_items WHERE eval_id = ?",
                                        [run.eval_id]).fetchall())
-    with open(Path(run.folder) / evaluate.OUTPUTS_FILE, "w", encoding="utf-8") as f:
+    with open(Path(run.folder) / evaluation.OUTPUTS_FILE, "w", encoding="utf-8") as f:
         for i in range(run.items):
             f.write(json.dumps({"item": i, "output": make(i, refs[i])}) + "\n")
 
@@ -79,21 +79,21 @@ def main() -> None:
                 ("gen_b", "banking-gen", lambda i, r: " ".join(w for w in r.split() if rng.random() < 0.9)),
                 ("cls_a", "banking", lambda i, r: r if rng.random() < 0.8 else rng.choice(labels)),
                 ("cls_b", "banking", lambda i, r: r.replace("_", " ") if rng.random() < 0.85 else "no idea")):
-            run, out[f"{name}_create_s"] = timed(evaluate.create_eval, store, ref, model=evaluate.ModelSpec("x"))
+            run, out[f"{name}_create_s"] = timed(evaluation.create_eval, store, ref, model=eval_setup.ModelSpec("x"))
             fill(store, run, make)
-            _, out[f"{name}_ingest_s"] = timed(evaluate.ingest, store, run.eval_id)
-            _, out[f"{name}_score_s"] = timed(evaluate.score, store, run.eval_id)
+            _, out[f"{name}_ingest_s"] = timed(evaluation.ingest, store, run.eval_id)
+            _, out[f"{name}_score_s"] = timed(eval_scores.score, store, run.eval_id)
             runs[name] = run.eval_id
-        _, out["reingest_whole_file_s"] = timed(evaluate.ingest, store, runs["gen_a"], from_start=True)
-        _, out["gen_slices_by_category_s"] = timed(evaluate.slices, store, runs["gen_a"], "category")
-        _, out["cls_slices_by_category_s"] = timed(evaluate.slices, store, runs["cls_a"], "category")
-        _, out["gen_compare_1000_s"] = timed(evaluate.compare, store, runs["gen_a"], runs["gen_b"])
-        _, out["cls_compare_1000_s"] = timed(evaluate.compare, store, runs["cls_a"], runs["cls_b"])
-        _, out["example_diff_s"] = timed(evaluate.example_diff, store, runs["gen_a"], runs["gen_b"])
-        _, out["leaderboard_s"] = timed(evaluate.leaderboard, store, runs["gen_a"])
-        _, out["neighbours_first_call_s"] = timed(evaluate.neighbours, store, "banking", "my card has not arrived",
+        _, out["reingest_whole_file_s"] = timed(evaluation.ingest, store, runs["gen_a"], from_start=True)
+        _, out["gen_slices_by_category_s"] = timed(slices.slices, store, runs["gen_a"], "category")
+        _, out["cls_slices_by_category_s"] = timed(slices.slices, store, runs["cls_a"], "category")
+        _, out["gen_compare_1000_s"] = timed(compare.compare, store, runs["gen_a"], runs["gen_b"])
+        _, out["cls_compare_1000_s"] = timed(compare.compare, store, runs["cls_a"], runs["cls_b"])
+        _, out["example_diff_s"] = timed(compare.example_diff, store, runs["gen_a"], runs["gen_b"])
+        _, out["leaderboard_s"] = timed(slices.leaderboard, store, runs["gen_a"])
+        _, out["neighbours_first_call_s"] = timed(neighbours.neighbours, store, "banking", "my card has not arrived",
                                                   k=10)
-        _, out["neighbours_next_call_s"] = timed(evaluate.neighbours, store, "banking", "I lost my card", k=10)
+        _, out["neighbours_next_call_s"] = timed(neighbours.neighbours, store, "banking", "I lost my card", k=10)
     print(json.dumps(out, indent=2))
 
 

@@ -63,14 +63,14 @@ def hf_batched(model, encoded, new, pad_id, batch_size):
 
 def hf_batched_static_eager(model, encoded, new, pad_id, batch_size):
     """HF greedy generate with a static cache but no compilation, on our padded batches."""
-    from trainers import fastgen
+    from trainers.generate import WIDTH_BUCKET
 
     device = next(model.parameters()).device
     out = {}
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    width = -(-max(len(e) for e in encoded) // WIDTH_BUCKET) * WIDTH_BUCKET  # as ours: one width for the run
     for lo in range(0, len(order), batch_size):
         idx = order[lo: lo + batch_size]
-        width = fastgen.prompt_width(max(len(encoded[i]) for i in idx), device)
         ids, mask = left_padded(encoded, idx, width, pad_id)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
                              do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=None,

@@ -23,7 +23,6 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench.import_bench import DATA, ensure_file  # noqa: E402
 
-
 CPU = {}
 
 
@@ -74,14 +73,12 @@ def main() -> None:
     ap.add_argument("--tokenizer-records", type=int, default=50_000,
                     help="records tokenised with a real tokenizer to measure its rate")
     args = ap.parse_args()
-    from workbench.data import browse
-    from workbench.inspect import pii
-    from workbench.inspect import quality
-    from workbench.inspect import tokens
     from workbench.cli.inspect import inspect_stats
-    from workbench.data.importer import import_file
     from workbench.core.store import Store
     from workbench.core.versions import get_version
+    from workbench.data import browse
+    from workbench.data.importer import import_file
+    from workbench.inspect import pii, quality, tokens
 
     project = Path(args.project) if args.project else DATA / f"project_{args.records}"
     store = Store.open(project)

@@ -30,11 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from workbench.labels import annotations as A  # noqa: E402
 from workbench.core.auth import User  # noqa: E402
+from workbench.core.store import Store  # noqa: E402
 from workbench.data.demo import write_jsonl  # noqa: E402
 from workbench.data.importer import import_file  # noqa: E402
-from workbench.core.store import Store  # noqa: E402
+from workbench.labels import annotations as A  # noqa: E402
+from workbench.labels import questions as Q  # noqa: E402
 
 CHOICES = ["account_access", "billing", "cancellation", "data_privacy", "gift_card", "order_change",
            "product_defect", "refund", "shipping", "warranty"]
@@ -45,7 +46,7 @@ def fragment_rerun(store: Store, question, user: User) -> str | None:
     item = A.next_item(store, question, user)
     A.progress(store, question, user)
     if item is not None:
-        A.record(store, question, item)
+        Q.record(store, question, item)
         A.my_answer(store, question, item, user)
     A.my_answers(store, question, user, limit=200)
     return item
@@ -75,7 +76,7 @@ def make_project(folder: Path, records: int, overlap: int) -> None:
     write_jsonl(tickets, records, seed=7)
     with Store.open(folder / "project") as store:
         version = import_file(store, tickets, "tickets").version
-        A.add_question(store, version, "category", "single-choice", choices=CHOICES, overlap=overlap)
+        Q.add_question(store, version, "category", "single-choice", choices=CHOICES, overlap=overlap)
 
 
 def run_load(project, *, sessions: int = 20, seconds: float = 60, think: float = 0.0, seed: int = 0) -> dict:
@@ -83,7 +84,7 @@ def run_load(project, *, sessions: int = 20, seconds: float = 60, think: float =
     each reads a record for about `think` seconds before answering (0: flat out)."""
     results: dict = {}
     with Store.open(project) as store:
-        question = A.get_question(store, "tickets", "category")
+        question = Q.get_question(store, "tickets", "category")
         before = store.cursor().execute("SELECT coalesce(max(annotation_id), 0) FROM wb_annotations").fetchall()[0][0]
         users = [User(f"annotator{i:02d}", "annotator") for i in range(sessions)]
         deadline = time.monotonic() + seconds

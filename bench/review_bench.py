@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from workbench.models import evaluate
-from workbench.models import review as R
 from workbench.core.auth import User
 from workbench.core.store import Store
 from workbench.core.versions import write_version
+from workbench.models import eval_setup, evaluation, review_results
+from workbench.models import review as R
 
 
 def main() -> None:
@@ -44,11 +44,11 @@ def main() -> None:
         write_version(store, "big", [table], kind="import", fmt="prompt-completion", recipe={})
         evals = []
         for label in ("a", "b"):
-            run = evaluate.create_eval(store, "big", model=evaluate.ModelSpec("m", label=label))
-            with open(Path(run.folder) / evaluate.OUTPUTS_FILE, "w", encoding="utf-8") as f:
+            run = evaluation.create_eval(store, "big", model=eval_setup.ModelSpec("m", label=label))
+            with open(Path(run.folder) / evaluation.OUTPUTS_FILE, "w", encoding="utf-8") as f:
                 for i in range(run.items):
                     f.write(json.dumps({"item": i, "output": f"{label} answer {i}"}) + "\n")
-            evaluate.ingest(store, run.eval_id)
+            evaluation.ingest(store, run.eval_id)
             evals.append(run.eval_id)
         t = time.perf_counter()
         rv = R.create_review(store, evals, sample_size=args.sample, overlap=args.overlap, seed=1)
@@ -69,7 +69,7 @@ def main() -> None:
             for item in plan["item"]:
                 R.submit(store, rv, item, choice=("left", "right", "tie")[hash((item, k)) % 3], user=u)
         t = time.perf_counter()
-        res = R.results(store, rv, resamples=1000)
+        res = review_results.results(store, rv, resamples=1000)
         results_s = time.perf_counter() - t
         store.close()
 

@@ -187,7 +187,8 @@ def run_ours(args, examples, device, dtype, world, rank, *, batch_tokens: int, c
         marks.append(time.perf_counter())
     elapsed = marks[-1] - marks[args.warmup - 1]
     rows, width = batches[0]["input_ids"].shape
-    result = {"run": label or f"ours: packed {rows}x{width}, {attn}, " + ("chunked supervised CE" if device.type == "cuda" else "plain CE")
+    loss_kind = "chunked supervised CE" if device.type == "cuda" else "plain CE"
+    result = {"run": label or f"ours: packed {rows}x{width}, {attn}, " + loss_kind
               + (", compiled layers" if recipe.compiled_layers else ", eager layers"),
               "world": world, "supervised_tok_s": round(sum(supervised[args.warmup:]) / elapsed),
               "peak_gb": peak_gb(device), "step_s": round(elapsed / args.steps, 4),

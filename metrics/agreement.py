@@ -20,8 +20,8 @@ with `value=None` and a `reason` in words, never NaN.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -49,6 +49,9 @@ class Ratings:
     """The ordered value domain: for ordinal data the order matters, for interval/ratio the values."""
     items: tuple
     annotators: tuple
+    order_given: bool = True
+    """False when the labels are text sorted alphabetically because no order was given: the ordinal
+    level then refuses them rather than invent an order."""
 
     def __post_init__(self):
         codes = np.asarray(self.codes)
@@ -73,27 +76,28 @@ class Ratings:
 
     @classmethod
     def from_long(cls, items: Sequence, annotators: Sequence, values: Sequence, *,
-                  labels: Sequence | None = None) -> "Ratings":
+                  labels: Sequence | None = None) -> Ratings:
         """From parallel sequences (one entry per answer). Each (item, annotator) pair may occur once.
 
         `labels` fixes the value domain and its order (labels nobody used are kept); without it the
         domain is the values seen, in numeric order when all are numbers, else in text order.
         Items and annotators keep the order in which they first appear.
         """
-        items, annotators = np.asarray(items, dtype=object), np.asarray(annotators, dtype=object)
-        values = np.asarray(values, dtype=object)
-        if not len(items) == len(annotators) == len(values):
+        item_arr, ann_arr = np.asarray(items, dtype=object), np.asarray(annotators, dtype=object)
+        value_arr = np.asarray(values, dtype=object)
+        if not len(item_arr) == len(ann_arr) == len(value_arr):
             raise ValueError("items, annotators and values must have the same length")
-        item_keys, item_idx = _first_seen(items)
-        ann_keys, ann_idx = _first_seen(annotators)
+        item_keys, item_idx = _first_seen(item_arr)
+        ann_keys, ann_idx = _first_seen(ann_arr)
+        given = labels is not None
         if labels is None:
-            labels = ordered_labels(values)
+            labels = ordered_labels(value_arr)
         labels = tuple(labels)
         position = {lab: k for k, lab in enumerate(labels)}
         if len(position) != len(labels):
             raise ValueError("labels must be distinct")
         try:
-            val_idx = np.fromiter((position[v] for v in values), dtype=np.int32, count=len(values))
+            val_idx = np.fromiter((position[v] for v in value_arr), dtype=np.int32, count=len(value_arr))
         except KeyError as exc:
             raise ValueError(f"answer {exc.args[0]!r} is not one of the labels {list(labels)}") from None
         codes = np.full((len(item_keys), len(ann_keys)), MISSING, dtype=np.int32)
@@ -103,11 +107,11 @@ class Ratings:
             raise ValueError(f"annotator {ann_keys[k % len(ann_keys)]!r} answered item "
                              f"{item_keys[k // len(ann_keys)]!r} more than once; keep one answer per pair")
         codes.reshape(-1)[flat] = val_idx
-        return cls(codes, labels, tuple(item_keys), tuple(ann_keys))
+        return cls(codes, labels, tuple(item_keys), tuple(ann_keys), _order_given(labels, given))
 
     @classmethod
     def from_matrix(cls, matrix, *, labels: Sequence | None = None, items: Sequence | None = None,
-                    annotators: Sequence | None = None) -> "Ratings":
+                    annotators: Sequence | None = None) -> Ratings:
         """From an item x annotator array of values with NaN (or None) for a missing answer."""
         matrix = np.asarray(matrix, dtype=object)
         if matrix.ndim != 2:
@@ -115,6 +119,7 @@ class Ratings:
         present = np.array([[not _is_missing(x) for x in row] for row in matrix], dtype=bool).reshape(matrix.shape)
         r, c = np.nonzero(present)
         values = [_plain(matrix[i, j]) for i, j in zip(r, c)]
+        given = labels is not None
         if labels is None:
             labels = ordered_labels(values)
         labels = tuple(labels)
@@ -125,7 +130,18 @@ class Ratings:
         except KeyError as exc:
             raise ValueError(f"value {exc.args[0]!r} is not one of the labels {list(labels)}") from None
         return cls(codes, labels, tuple(items if items is not None else range(matrix.shape[0])),
-                   tuple(annotators if annotators is not None else range(matrix.shape[1])))
+                   tuple(annotators if annotators is not None else range(matrix.shape[1])),
+                   _order_given(labels, given))
+
+
+def _order_given(labels: tuple, given: bool) -> bool:
+    return given or all(as_number(x) is not None for x in labels)
+
+
+def _require_order(ratings: Ratings, level: str) -> None:
+    if level == "ordinal" and not ratings.order_given:
+        raise ValueError("the ordinal level needs the order of the labels, which are not numbers: pass "
+                         "labels=[lowest, ..., highest] (an alphabetical order would be made up)")
 
 
 def _is_missing(x) -> bool:
@@ -164,8 +180,9 @@ def ordered_labels(values) -> list:
     """Distinct values, numerically ordered when every one is a number, else in text order."""
     distinct = list(dict.fromkeys(values))
     numbers = [as_number(v) for v in distinct]
-    if distinct and all(x is not None for x in numbers):
-        return [distinct[k] for k in np.argsort(numbers, kind="stable")]
+    finite = [x for x in numbers if x is not None]
+    if distinct and len(finite) == len(numbers):
+        return [distinct[k] for k in np.argsort(finite, kind="stable")]
     return sorted(distinct, key=str)
 
 
@@ -316,11 +333,11 @@ def distance_matrix(labels: Sequence, level: str, *, counts: np.ndarray | None =
 
 
 def numeric_values(labels: Sequence, level: str = "interval") -> np.ndarray:
-    x = [as_number(lab) for lab in labels]
-    bad = [lab for lab, num in zip(labels, x) if num is None]
+    nums = [as_number(lab) for lab in labels]
+    bad = [lab for lab, num in zip(labels, nums) if num is None]
     if bad:
         raise ValueError(f"the {level} level needs numeric answers; {bad[0]!r} is not a number")
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(nums, dtype=np.float64)
     if level == "ratio" and (x < 0).any():
         raise ValueError(f"the ratio level needs values of 0 or more; {labels[int(np.argmin(x))]!r} is negative")
     return x
@@ -387,6 +404,7 @@ def krippendorff_alpha(ratings: Ratings, *, level: str = "nominal", resamples: i
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    _require_order(ratings, level)
     coef, pairable, counts = _pairwise_start(ratings, "krippendorff_alpha")
     if coef.reason:
         return coef
@@ -640,7 +658,8 @@ def cohen_kappa_table(ratings: Ratings, *, weightings: Sequence[str | None] = KA
             mean.extra["pairs"] = len(defined)
             mean.reason = None
         elif mean.reason is None:
-            mean.reason = "no pair of annotators has a defined kappa: " + (results[0].reason if results else "no pairs")
+            first_reason = results[0].reason if results else None  # always set on an undefined pair
+            mean.reason = "no pair of annotators has a defined kappa: " + (first_reason or "no pairs")
         if draws is not None:
             for j, coef in enumerate(results):
                 if coef.value is not None and coef.n_items >= 2:
@@ -698,6 +717,7 @@ def item_disagreement(ratings: Ratings, *, level: str = "nominal") -> dict[str, 
     """Per item: answers, the most common label (first in label order on a tie) and its share, distinct labels,
     the share of annotator pairs that disagree, and `disagreement`: the item's mean pairwise delta^2 at this
     level divided by the expected (chance) disagreement D_e, so 1.0 means as far apart as random answers."""
+    _require_order(ratings, level)
     counts = ratings.counts()
     c = counts.astype(np.float64)
     m = c.sum(axis=1)
@@ -800,7 +820,7 @@ def dawid_skene(ratings: Ratings, *, max_iter: int = 200, tol: float = 1e-7, smo
     converged = False
     log_lik = -np.inf
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported after the loop)
         priors = (t[seen].sum(axis=0) + smoothing) / (seen.sum() + smoothing * v)
         conf = np.empty((a, v, v))
         for j in range(a):

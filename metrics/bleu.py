@@ -6,12 +6,12 @@ scores. Keeping the per-item statistics makes slices and the paired bootstrap ex
 rows of a group (or of a resample) and compute the score again. The statistics and the scoring formulas
 are sacreBLEU's own (`BLEU`, `CHRF` with their defaults), so every number equals `sacrebleu.corpus_bleu`,
 `sacrebleu.sentence_bleu`, `sacrebleu.corpus_chrf` and `sacrebleu.sentence_chrf` (see
-tests/test_metrics_bleu.py). One reference per item.
+tests/metrics/test_metrics_bleu.py). One reference per item.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF

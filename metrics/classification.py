@@ -13,7 +13,7 @@ Parsing a generated output against a label set (`parse_label`):
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

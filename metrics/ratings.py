@@ -8,9 +8,9 @@ right_system or "tie"; the left system is the one shown on the left, which is wh
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -150,7 +150,7 @@ def bradley_terry(judgements: Sequence[tuple[Hashable, Hashable, Hashable]], *, 
     w = wins.sum(axis=1)
     p = np.ones(k)
     converged = False
-    for iteration in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):  # noqa: B007 (the count is reported after the loop)
         denom = (games / (p[:, None] + p[None, :])).sum(axis=1)
         new = w / denom
         new /= math.exp(np.log(new).mean())

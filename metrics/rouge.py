@@ -5,7 +5,7 @@ Same tokenizer semantics as `rouge_score.tokenize.tokenize`: lowercase, every ru
 longer than 3 characters, then tokens that are not [a-z0-9]+ are dropped. ROUGE-Lsum splits texts on "\\n"
 into sentences, as rouge-score does without `split_summaries`.
 
-Where the speed comes from (tests/test_metrics_rouge.py proves equality with rouge-score):
+Where the speed comes from (tests/metrics/test_metrics_rouge.py proves equality with rouge-score):
 - stems are cached per distinct token, so nltk runs once per word form per process, and not at all for
   tokens ending in a digit (order numbers, dates), which Porter's suffix rules never change (tested);
 - n-gram overlap uses `collections.Counter`;
@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,24 +61,24 @@ class _Tokenizer:
             from nltk.stem import porter
 
             self._stem = porter.PorterStemmer().stem
-        self._cache: dict[str, str | None] = {}
+        self._cache: dict[str, str] = {}  # token -> stem, "" for a stem that is dropped
 
     def __call__(self, text: str) -> list[str]:
         raw = _TOKEN_RE.findall(text.lower())
         if self._stem is None:
             return raw
         cache = self._cache
-        out = []
+        out: list[str] = []
         for tok in raw:
-            stem = cache.get(tok, False)
-            if stem is False:
+            stem = cache.get(tok)
+            if stem is None:
                 # Porter only rewrites letter suffixes: a token ending in a digit comes back unchanged
                 stem = self._stem(tok) if len(tok) > 3 and tok[-1] not in _DIGITS else tok
-                stem = stem if _VALID_RE.match(stem) else None
+                stem = stem if _VALID_RE.match(stem) else ""
                 if len(cache) >= _STEM_CACHE_LIMIT:
                     cache.clear()
                 cache[tok] = stem
-            if stem is not None:
+            if stem:  # a kept stem is never empty: it matches [a-z0-9]+
                 out.append(stem)
         return out
 

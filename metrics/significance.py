@@ -12,8 +12,8 @@ chrF, per-item values for ROUGE and exact match (`metrics.corpus.resampled_score
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 

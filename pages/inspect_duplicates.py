@@ -13,9 +13,9 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench.inspect import dedup
+import widgets
 from workbench.core.auth import require_role
-from workbench.core.errors import WorkbenchError
+from workbench.inspect import dedup
 
 AUTO_RECORDS = 20_000  # smaller versions are checked on sight; larger ones wait for the button
 PAGE = 20
@@ -39,16 +39,9 @@ def _find(store, version, near: bool, threshold: float, run: bool):
         st.info(f"{version.row_count:,} records: press **Find duplicates** to check them (a minute or so for "
                 "near duplicates on 100,000 records; the result is kept for next time).", icon=":material/info:")
         return None
-    bar = st.progress(0.0, text="starting")
-    try:
-        result = dedup.find_duplicates(store, version, near=near, threshold=threshold,
-                                       progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
-    except WorkbenchError as exc:
-        wb_ui.show_error(exc)
-        return None
-    finally:
-        bar.empty()
-    return result
+    with widgets.user_errors(), widgets.progress("looking for duplicates") as report:
+        return dedup.find_duplicates(store, version, near=near, threshold=threshold, progress=report)
+    return None
 
 
 def _summary(result) -> None:
@@ -64,8 +57,9 @@ def _summary(result) -> None:
     sizes = dedup.cluster_sizes(result)
     if sizes:
         chart = alt.Chart(pd.DataFrame(sizes, columns=["records in cluster", "clusters"])).mark_bar().encode(
-            x=alt.X("records in cluster:O"), y="clusters:Q", tooltip=["records in cluster", "clusters"])
-        st.altair_chart(chart.properties(height=160), use_container_width=True)
+            x=alt.X("records in cluster:O", axis=widgets.category_axis(labelAngle=0)),
+            y=alt.Y("clusters:Q", axis=widgets.count_axis()), tooltip=["records in cluster", "clusters"])
+        st.altair_chart(chart.properties(height=160), width="stretch")
 
 
 def _cluster(store, result, group: int) -> None:
@@ -77,16 +71,16 @@ def _cluster(store, result, group: int) -> None:
     for col, (_, rec) in zip(st.columns(len(shown)), shown.iterrows()):
         with col:
             st.markdown(f"**Row {int(rec['_row']) + 1}** · similarity to the first {rec['similarity']:.2f}")
-            st.caption(" · ".join(f"{c}: {rec[c]}" for c in other if pd.notna(rec[c])))
+            st.caption(wb_ui.safe_markdown(" · ".join(f"{c}: {rec[c]}" for c in other if pd.notna(rec[c]))))
             for c in text_cols:
                 if pd.notna(rec[c]):
                     st.text_area(c, str(rec[c]), height=160, disabled=True,
                                  key=f"dd_{result.version.version_id}_{group}_{rec['_row']}_{c}",
                                  help=f"The record's {c}, as stored.")
     if len(records) > SIDE_BY_SIDE:
-        st.caption(f"{len(records) - SIDE_BY_SIDE} more records of this cluster:")
-        st.dataframe(records.iloc[SIDE_BY_SIDE:].assign(row=lambda d: d["_row"] + 1).drop(columns="_row"),
-                     hide_index=True, use_container_width=True)
+        st.caption(f"{widgets.plural(len(records) - SIDE_BY_SIDE, 'more record')} of this cluster:")
+        more = records.iloc[SIDE_BY_SIDE:].assign(row=lambda d: d["_row"] + 1).drop(columns="_row")
+        widgets.table(more, width="stretch")
     current = choices.get(group)
     mode = st.radio("Keep", [KEEP_FIRST, KEEP_CHOSEN, KEEP_ALL], horizontal=True,
                     index=0 if current is None else 2 if current == "all" else 1, key=f"dd_mode_{group}",
@@ -110,27 +104,24 @@ def _resolve(store, version, result) -> None:
     s = result.summary()
     keep_all = [g for g, c in choices.items() if c == "all"]
     chosen = {g: c for g, c in choices.items() if c != "all"}
-    st.caption(f"Keeps one record per cluster ({len(chosen)} chosen by you, {len(keep_all)} clusters kept whole); "
-               f"about {s['duplicates']:,} records go. The new version's recipe lists every dropped row.")
+    st.caption(f"Keeps one record per cluster ({len(chosen)} chosen by you, "
+               f"{widgets.plural(len(keep_all), 'cluster')} kept whole); about {widgets.plural(s['duplicates'], 'record')}"
+               " go. The new version's recipe lists every dropped row.")
     out = st.text_input("Dataset for the result", value=version.dataset, key=f"dd_out_{version.version_id}",
                         help="The same dataset name adds a new version to it; another name starts a new dataset. "
                              "The version you are looking at stays as it is.")
     if st.button("Keep one per cluster → new version", key=f"dd_resolve_{version.version_id}", type="primary",
                  help="Writes the new version now (progress below)."):
-        bar = st.progress(0.0, text="starting")
-        try:
-            user = require_role(wb_ui.current_user(), "write_version")
-            new, info = dedup.resolve(store, version, near=result.near, threshold=result.threshold, keep=chosen,
-                                      keep_all=keep_all, out=out.strip() or None, created_by=user.name,
-                                      progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
-        except WorkbenchError as exc:
-            bar.empty()
-            wb_ui.show_error(exc)
-            return
-        bar.empty()
-        choices.clear()
-        st.success(f"Wrote **{new.ref}**: {info['records']:,} records, {info['dropped']:,} duplicates dropped "
-                   f"({version.ref} is unchanged).", icon=":material/check_circle:")
+        with widgets.user_errors():
+            with widgets.progress() as report:
+                user = require_role(wb_ui.current_user(), "write_version")
+                new, info = dedup.resolve(store, version, near=result.near, threshold=result.threshold, keep=chosen,
+                                          keep_all=keep_all, out=out.strip() or None, created_by=user.name, user=user,
+                                          progress=report)
+            choices.clear()
+            st.success(f"Wrote **{new.ref}**: {widgets.plural(info['records'], 'record')}, "
+                       f"{widgets.plural(info['dropped'], 'duplicate')} dropped ({version.ref} is unchanged).",
+                       icon=":material/check_circle:")
 
 
 def _conflict_section(store, version) -> None:
@@ -140,12 +131,13 @@ def _conflict_section(store, version) -> None:
     if not out["groups"]:
         st.caption(f"No prompt appears with two different {label} values or two different completions.")
         return
-    st.caption(f"{out['groups']:,} prompts appear with different {label} values ({out['different_labels']:,}) or "
-               f"different completions ({out['different_completions']:,}), {out['records']:,} records in all.")
+    st.caption(f"{widgets.plural(out['groups'], 'prompt')} appear with different {label} values "
+               f"({out['different_labels']:,}) or different completions ({out['different_completions']:,}), "
+               f"{widgets.plural(out['records'], 'record')} in all.")
     frame = pd.DataFrame(out["items"])
     frame["rows"] = frame["rows"].map(lambda rows: ", ".join(str(r + 1) for r in rows))
-    st.dataframe(frame[["prompt", "labels", "n_completions", "size", "rows"]], hide_index=True,
-                 use_container_width=True)
+    widgets.table(frame[["prompt", "labels", "n_completions", "size", "rows"]],
+                 width="stretch", column_config={"n_completions": "completions", "size": "records"})
 
 
 def _leakage_section(store, result) -> None:
@@ -161,11 +153,11 @@ def _leakage_section(store, result) -> None:
     if out["by_pair"]:
         frame = pd.DataFrame([{"splits": " / ".join(p["splits"]), "exact pairs": p["exact_pairs"],
                                "near pairs": p["near_pairs"]} for p in out["by_pair"]])
-        st.dataframe(frame, hide_index=True, use_container_width=True)
+        widgets.table(frame, width="stretch")
         examples = pd.DataFrame(out["examples"])
         examples[["a", "b"]] += 1
         st.caption("Leaking pairs (row numbers):")
-        st.dataframe(examples.drop(columns="group"), hide_index=True, use_container_width=True)
+        widgets.table(examples.drop(columns="group"), width="stretch")
     else:
         st.caption("No duplicate crosses a split.")
 
@@ -195,8 +187,8 @@ def render(store, version) -> None:
         choices = _choices(version)
         listing["keep"] = listing["group"].map(lambda g: {None: "first"}.get(choices.get(g), choices.get(g)))
         listing["keep"] = listing["keep"].map(lambda k: k if k in ("first", "all") else f"row {k + 1}")
-        st.dataframe(listing.assign(cluster=listing["group"] + 1).drop(columns="group"), hide_index=True,
-                     use_container_width=True)
+        widgets.table(listing.assign(cluster=listing["group"] + 1).drop(columns="group"),
+                     width="stretch")
         opened = st.selectbox("Open a cluster", list(listing["group"]), key=f"dd_open_{version.version_id}",
                               format_func=lambda g: f"cluster {g + 1} ({int(listing.set_index('group').at[g, 'size'])} "
                                                     "records)",

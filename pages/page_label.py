@@ -5,20 +5,14 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench.labels import annotations
 from workbench.core import versions
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import CANONICAL, canonical_to_messages
+from workbench.labels import adjudication, annotations, kinds
+from workbench.labels import questions as qs
 
 ANNOTATE, QUESTIONS, ADJUDICATE = "Annotate", "Questions", "Adjudicate"
-KIND_HELP = {
-    "single-choice": "one choice per record, for example its category",
-    "multi-label": "any number of tags per record",
-    "rating": "a number on a scale (default 1-5), with words for some of the numbers",
-    "accept-reject": "accept or reject the response",
-    "text": "the annotator rewrites the response; the final text replaces `completion`",
-}
-STATUS_ORDER = ["agreed", "majority", "adjudicated", "disputed", "open"]
+STATUS_ORDER = list(adjudication.STATUSES)
 
 store = wb_ui.get_store()
 user = wb_ui.current_user()
@@ -34,7 +28,7 @@ if link.get("mode") == "adjudicate" and ADJUDICATE in modes:
 mode = st.segmented_control("View", modes, default=ANNOTATE, key="label_mode", required=True,
                             help="Annotate: answer records one by one. Questions: what is asked, of which version, "
                                  "by how many annotators. Adjudicate: settle records where annotators disagree.")
-questions = annotations.list_questions(store)
+questions = qs.list_questions(store)
 labels = {q.question_id: f"{q.dataset} · {q.name} ({q.kind})" for q in questions}
 
 
@@ -81,7 +75,7 @@ def answer(question, item: str, value, state: str) -> None:
     except WorkbenchError as exc:
         st.session_state[f"{state}::flash"] = ("error", str(exc))
         return
-    shown = annotations.display_value(question.kind, stored)
+    shown = question.spec.display(stored)
     st.session_state[f"{state}::flash"] = ("success", f"Saved **{wb_ui.safe_markdown(shown[:80])}** for record "
                                                       f"{wb_ui.safe_markdown(item)}.")
     st.session_state.pop(f"{state}::revisit", None)
@@ -109,33 +103,30 @@ def skip(question, item: str, state: str) -> None:
 
 
 def answer_widgets(question, item: str, record: dict, current: str | None, state: str) -> None:
-    kind, key = question.kind, f"{state}::{item}"
-    if kind in ("single-choice", "rating", "accept-reject"):
-        if kind == "accept-reject":
-            options = [(annotations.ACCEPT, "Accept", "a"), (annotations.REJECT, "Reject", "x")]
-        else:
-            options = [(c, f"{c} · {question.anchors[c]}" if c in question.anchors else c,
-                        str(i + 1) if kind == "single-choice" and i < 9 else c if len(c) == 1 and c.isdigit() else None)
-                       for i, c in enumerate(question.choices)]
+    kind, key = question.spec, f"{state}::{item}"
+    if kind.widget == "buttons":
+        options = kind.button_options(question.choices, question.anchors)
         longest = max(len(text) for _, text, _ in options) if options else 0
-        per_row = 2 if kind == "accept-reject" or longest > 12 else 3 if longest > 6 else 5
+        per_row = kind.buttons_per_row or (2 if longest > 12 else 3 if longest > 6 else 5)
         for start in range(0, len(options), per_row):
             cols = st.columns(per_row)
             for col, (value, text, shortcut) in zip(cols, options[start:start + per_row]):
-                col.button(text, key=f"{key}::{value}", on_click=answer, args=(question, item, value, state),
+                col.button(wb_ui.safe_markdown(text), key=f"{key}::{value}", on_click=answer,  # labels from data
+                           args=(question, item, value, state),
                            type="primary" if value == current else "secondary", shortcut=shortcut,
-                           width="stretch", help=f"Answer {value!r} and go to the next record"
+                           width="stretch", help=f"Answer {wb_ui.safe_markdown(repr(value))} and go to the next record"
                                                  + (f" (key {shortcut})" if shortcut else "") + ".")
-        if not question.choices and kind == "single-choice":
+        if not question.choices:
             with st.form(f"{key}::free"):
                 st.text_input("Answer", value=current or "", key=f"{key}::typed",
                               help="This question has no fixed choices.")
                 st.form_submit_button("Submit", type="primary", help="Save and go to the next record.",
                                       on_click=answer_from, args=(question, item, f"{key}::typed", state))
-    elif kind == "multi-label":
+    elif kind.widget == "tags":
         with st.form(f"{key}::tags"):
             st.pills("Tags", list(question.choices), selection_mode="multi", key=f"{key}::pills",
-                     default=annotations.tag_list(current),
+                     format_func=wb_ui.safe_markdown,
+                     default=kinds.tag_list(current),
                      help="Choose every tag that applies; none is an answer too.")
             st.form_submit_button("Submit", type="primary", shortcut="ctrl+enter",
                                   help="Save the tags and go to the next record (Ctrl+Enter).",
@@ -161,7 +152,7 @@ def annotate(question) -> None:
     item, reopened = head
     if item is not None:
         try:
-            record = annotations.record(store, question, item)
+            record = qs.record(store, question, item)
         except WorkbenchError as exc:
             wb_ui.show_error(exc)
             return
@@ -178,7 +169,7 @@ def annotate(question) -> None:
         with right:
             st.markdown(f"**{wb_ui.safe_markdown(question.name)}**")
             if reopened:
-                before = annotations.display_value(question.kind, current)[:200]
+                before = question.spec.display(current)[:200]
                 st.info(f"You answered **{wb_ui.safe_markdown(before)}**"
                         " before; a new answer replaces it (the old one is kept in the history).",
                         icon=":material/history:")
@@ -190,7 +181,7 @@ def annotate(question) -> None:
                           help="Leave this record as it is and continue with the next one.")
             else:
                 c1.button("Skip", key=f"{state}::skip", on_click=skip, args=(question, item, state),
-                          icon=":material/skip_next:", shortcut="s" if question.kind != "text" else None,
+                          icon=":material/skip_next:", shortcut="s" if question.spec.widget != "text" else None,
                           help="Pass over this record for now; someone else may take it.")
             if question.guidelines:
                 with st.expander("Guidelines", icon=":material/menu_book:", expanded=True):
@@ -201,7 +192,7 @@ def annotate(question) -> None:
             options = list(mine_df["item"])
             values = dict(zip(mine_df["item"], mine_df["value"]))
             st.selectbox("Record", options, key=f"{state}::back",
-                         format_func=lambda i: f"{i}: {annotations.display_value(question.kind, values[i])[:60]}",
+                         format_func=lambda i: f"{i}: {question.spec.display(values[i])[:60]}",
                          help="Your answers, newest first; open one to change it.")
             st.button("Open", key=f"{state}::open", icon=":material/edit:", on_click=revisit,
                       args=(question, state, f"{state}::back"), help="Show this record again with your answer.")
@@ -223,28 +214,28 @@ def annotate_view() -> None:
 
 # ---------------------------------------------------------------- questions (owner)
 
-def parse_anchors(text: str) -> dict:
-    pairs = [p.partition("=") for p in text.split(",") if p.strip()]
-    bad = [p[0] for p in pairs if not p[1]]
-    if bad:
-        raise WorkbenchError(f"anchor {bad[0].strip()!r}: write VALUE=TEXT, for example 1=useless, 5=perfect")
-    return {k.strip(): v.strip() for k, _, v in pairs}
-
-
 def questions_view() -> None:
     if questions:
-        st.dataframe(annotations.questions_table(store, questions), hide_index=True)
+        st.dataframe(adjudication.questions_table(store, questions), hide_index=True)
     datasets = [d["name"] for d in versions.list_datasets(store)]
     if not datasets:
         st.info("Import a dataset on the **Datasets** page first.", icon=":material/upload_file:")
         return
+    add_question_form(datasets)
+    if "q_flash" in st.session_state:
+        st.success(st.session_state.pop("q_flash"), icon=":material/check_circle:")
+    if questions:
+        change_question_form()
+
+
+def add_question_form(datasets: list[str]) -> None:
     with st.expander("Add a question", icon=":material/add:", expanded=not questions):
         c1, c2, c3 = st.columns([2, 1, 2])
         dataset = c1.selectbox("Dataset", datasets, key="q_dataset", help="The dataset to label.")
         numbers = [v.number for v in reversed(versions.list_versions(store, dataset))]
         number = c2.selectbox("Version", numbers, key="q_version", help="The version being labelled; final labels "
                                                                          "become a new version of it.")
-        kind = c3.selectbox("Kind", annotations.KINDS, key="q_kind", format_func=lambda k: f"{k}: {KIND_HELP[k]}",
+        kind = c3.selectbox("Kind", kinds.NAMES, key="q_kind", format_func=lambda k: f"{k}: {kinds.of(k).help}",
                             help="What the annotator gives for each record.")
         version = versions.get_version(store, f"{dataset}@{number}")
         columns = [c for c, _ in versions.version_columns(store, version) if c not in CANONICAL]
@@ -256,7 +247,7 @@ def questions_view() -> None:
         majority = c3.checkbox("Majority is final", key="q_majority",
                                help="A strict majority of the answers settles a record without an admin.")
         choices, choices_from, anchors = None, None, ""
-        if kind in ("single-choice", "multi-label"):
+        if kinds.of(kind).choices_input == "list":
             source = st.radio("Choices", ["Typed in", "From a column"], horizontal=True, key="q_choice_source",
                               help="Type the choices, or take them from the values of a column.")
             if source == "Typed in":
@@ -266,7 +257,7 @@ def questions_view() -> None:
             else:
                 choices_from = st.selectbox("Column", columns, key="q_choices_from",
                                             help="Its distinct values become the choices.")
-        elif kind == "rating":
+        elif kinds.of(kind).choices_input == "scale":
             choices = [c for c in st.text_input("Scale", "1,2,3,4,5", key="q_scale",
                                                 help="The numbers to choose from.").split(",") if c.strip()]
             anchors = st.text_input("Anchors", key="q_anchors", placeholder="1=useless, 3=usable, 5=perfect",
@@ -276,18 +267,17 @@ def questions_view() -> None:
         if st.button("Add question", type="primary", key="q_add", icon=":material/add:",
                      help="Ask this question of every record of the version."):
             try:
-                q = annotations.add_question(store, version, name, kind, choices=choices, choices_from=choices_from,
-                                             anchors=parse_anchors(anchors), overlap=int(overlap), majority=majority,
-                                             guidelines=guidelines, user=user)
+                q = qs.add_question(store, version, name, kind, choices=choices, choices_from=choices_from,
+                                    anchors=qs.parse_anchors(anchors), overlap=int(overlap), majority=majority,
+                                    guidelines=guidelines, user=user)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
             else:
                 st.session_state["q_flash"] = f"Added **{wb_ui.safe_markdown(q.name)}** to {version.ref}."
                 st.rerun()
-    if "q_flash" in st.session_state:
-        st.success(st.session_state.pop("q_flash"), icon=":material/check_circle:")
-    if not questions:
-        return
+
+
+def change_question_form() -> None:
     with st.expander("Change a question", icon=":material/edit:"):
         q = pick_question("edit_question")
         k = f"edit::{q.question_id}"
@@ -297,7 +287,7 @@ def questions_view() -> None:
         majority = c2.checkbox("Majority is final", q.majority, key=f"{k}::majority",
                                help="A strict majority of the answers settles a record without an admin.")
         choices = None
-        if q.kind in ("single-choice", "multi-label", "rating"):
+        if q.spec.choices_input is not None:
             choices = st.text_input("Choices (comma-separated)", ", ".join(q.choices), key=f"{k}::choices",
                                     help="Add choices here; answers already given keep their value.")
         guidelines = st.text_area("Guidelines (markdown)", q.guidelines, key=f"{k}::guidelines", height=150,
@@ -305,9 +295,9 @@ def questions_view() -> None:
         if st.button("Save changes", key=f"{k}::save", type="primary", icon=":material/save:",
                      help="Save the overlap, majority rule, choices and guidelines."):
             try:
-                annotations.update_question(store, q.dataset, q.name, guidelines=guidelines, overlap=int(overlap),
-                                            majority=majority, user=user,
-                                            choices=[c for c in choices.split(",") if c.strip()] if choices else None)
+                qs.update_question(store, q.dataset, q.name, guidelines=guidelines, overlap=int(overlap),
+                                   majority=majority, user=user,
+                                   choices=[c for c in choices.split(",") if c.strip()] if choices else None)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
             else:
@@ -319,7 +309,7 @@ def questions_view() -> None:
 
 def set_final(question, item: str, value) -> None:
     try:
-        annotations.set_gold(store, question, item, value, user=user)
+        adjudication.set_gold(store, question, item, value, user=user)
     except WorkbenchError as exc:
         st.session_state["adj_flash"] = ("error", str(exc))
     else:
@@ -331,7 +321,7 @@ def adjudicate_view() -> None:
         st.info("No questions yet.", icon=":material/help:")
         return
     question = pick_question("label_question")
-    counts = annotations.status_counts(store, question)
+    counts = adjudication.status_counts(store, question)
     if counts:
         mix = pd.DataFrame([{"status": s, "records": counts.get(s, 0)} for s in STATUS_ORDER])
         st.altair_chart(alt.Chart(mix).mark_bar().encode(
@@ -346,12 +336,12 @@ def adjudicate_view() -> None:
     if flash:
         (st.success if flash[0] == "success" else wb_ui.show_error)(flash[1])
 
-    queue = annotations.disputed(store, question, limit=500)
+    queue = adjudication.disputed(store, question, limit=500)
     st.subheader(f"Disputed records: {counts.get('disputed', 0):,}")
     if len(queue):
         item = st.selectbox("Record", list(queue["item"]), key=f"adj_item::{question.question_id}",
                             help="Records whose annotators disagree, in record order.")
-        record = annotations.record(store, question, item)
+        record = qs.record(store, question, item)
         with st.expander("The record", expanded=True, icon=":material/description:"):
             show_record(record, question, plain=False)
         given = annotations.item_answers(store, question, item)
@@ -359,17 +349,17 @@ def adjudicate_view() -> None:
         for col, row in zip(cols, given.itertuples()):
             with col.container(border=True):
                 st.caption(f"{wb_ui.safe_markdown(row.annotator)} · {row.created_at:%Y-%m-%d %H:%M}")
-                show_text(annotations.display_value(question.kind, row.value), plain=question.kind == "text")
+                show_text(question.spec.display(row.value), plain=question.spec.widget == "text")
                 st.button("Use this", key=f"adj_use::{item}::{row.annotator}", on_click=set_final,
                           args=(question, item, row.value), icon=":material/gavel:",
                           help="Make this answer the record's final value.")
-        if question.kind in ("single-choice", "rating", "accept-reject", "multi-label") and question.choices:
+        if question.spec.widget != "text" and question.choices:
             with st.form(f"adj_other::{item}"):
                 other = st.selectbox("Or choose another value", list(question.choices),
                                      help="The final value, when no annotator gave it.") \
-                    if question.kind != "multi-label" else st.pills(
+                    if question.spec.widget != "tags" else st.pills(
                         "Or choose the tags", list(question.choices), selection_mode="multi",
-                        help="The final tags, when no annotator gave them.")
+                        format_func=wb_ui.safe_markdown, help="The final tags, when no annotator gave them.")
                 if st.form_submit_button("Set final value", help="Make this the record's final value."):
                     set_final(question, item, other)
                     st.rerun()
@@ -386,7 +376,7 @@ def adjudicate_view() -> None:
                  help=f"A new version of {base.ref} with the column updated for the records that have a final value."):
         with st.spinner("Writing the new version…"):
             try:
-                version = annotations.apply_final_labels(store, question, column=column.strip() or None, user=user)
+                version = adjudication.apply_final_labels(store, question, column=column.strip() or None, user=user)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
             else:

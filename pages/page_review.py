@@ -7,9 +7,8 @@ import streamlit as st
 
 import wb_ui
 from workbench.core import auth
-from workbench.models import evaluate
-from workbench.models import review
 from workbench.core.errors import WorkbenchError
+from workbench.models import evaluation, review, review_actions, review_results
 
 JUDGE, SETUP, RESULTS = "Judge", "Set up", "Results"
 CHOICE_TEXT = {"left": "Response 1 is better", "tie": "About the same", "right": "Response 2 is better"}
@@ -91,7 +90,7 @@ def judge_widgets(rv, blind, state: str) -> None:
         with st.form(form_key):
             for k, q in enumerate(blind.questions):
                 current = blind.mine.get(q["name"])
-                st.radio(q["name"], list(review.SCALE), horizontal=True, key=f"{form_key}::{k}",
+                st.radio(wb_ui.safe_markdown(q["name"]), list(review.SCALE), horizontal=True, key=f"{form_key}::{k}",
                          index=int(current) - 1 if current else None,
                          format_func=lambda v: f"{v} · {review.DEFAULT_ANCHORS[str(v)]}"
                          if str(v) in review.DEFAULT_ANCHORS else str(v),
@@ -178,7 +177,7 @@ def run_title(run) -> str:
 
 
 def setup_view() -> None:
-    runs = [r for r in evaluate.list_evals(store) if r.generated > 0]
+    runs = [r for r in evaluation.list_evals(store) if r.generated > 0]
     reviews = review.list_reviews(store)
     if reviews:
         st.subheader("Reviews")
@@ -355,14 +354,14 @@ def rating_results(res: dict) -> None:
 
 @st.cache_data(max_entries=32, show_spinner="Computing the results…")
 def cached_results(_store, key: tuple, review_id: int) -> dict:
-    return review.results(_store, review_id, user=user)
+    return review_results.results(_store, review_id, user=user)
 
 
 def back_to_data(rv) -> None:
     st.subheader("Back to the data")
     st.caption("Items reviewers disliked most first. Find the training records behind a bad answer and flag them "
                "for relabelling, or correct a response; then write a new version, retrain and evaluate again.")
-    worst = review.worst_items(store, rv, limit=100)
+    worst = review_results.worst_items(store, rv, limit=100)
     if not worst:
         st.caption("Nothing judged yet.")
         return
@@ -394,7 +393,7 @@ def back_to_data(rv) -> None:
                        help="Rank only training records of the item's own category.")
     bar = st.progress(0.0, text="finding training neighbours")
     try:
-        found = review.neighbours(store, rv, item, eval_id=judged_run, k=int(k), only_category=same,
+        found = review_actions.neighbours(store, rv, item, eval_id=judged_run, k=int(k), only_category=same,
                                   progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     except WorkbenchError as exc:
         bar.empty()
@@ -415,7 +414,7 @@ def back_to_data(rv) -> None:
         if st.button("Flag for relabelling", key=f"{key}::flag", icon=":material/flag:",
                      help="Add these records to the relabelling queue of their version (append-only)."):
             try:
-                n = review.flag(store, rv, item, chosen, reason, eval_id=judged_run, version=found["version"],
+                n = review_actions.flag(store, rv, item, chosen, reason, eval_id=judged_run, version=found["version"],
                                 user=user)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
@@ -429,7 +428,7 @@ def back_to_data(rv) -> None:
             if st.button("Save correction", key=f"{key}::edit_save", icon=":material/save:",
                          help="Recorded with who and when; nothing changes until you write a new version."):
                 try:
-                    review.edit_response(store, rv, item, row, text, version=found["version"], user=user)
+                    review_actions.edit_response(store, rv, item, row, text, version=found["version"], user=user)
                 except WorkbenchError as exc:
                     wb_ui.show_error(exc)
                 else:
@@ -440,7 +439,7 @@ def back_to_data(rv) -> None:
         if st.button("Save reference", key=f"{key}::ref_save", icon=":material/save:",
                      help="Recorded with who and when; it goes into the next version of the test data."):
             try:
-                review.edit_response(store, rv, item, w["row"], text, user=user)
+                review_actions.edit_response(store, rv, item, w["row"], text, user=user)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
             else:
@@ -454,7 +453,7 @@ def back_to_data(rv) -> None:
                                                   "recipe names this review."):
             try:
                 with st.spinner("Writing the new version…"):
-                    version = review.write_edits_version(store, rv, user=user)
+                    version = review_actions.write_edits_version(store, rv, user=user)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
             else:
@@ -468,7 +467,7 @@ def back_to_data(rv) -> None:
 
 def loop_view(rv) -> None:
     st.subheader("Where this review led")
-    out = review.loop(store, rv)
+    out = review_actions.loop(store, rv)
     c = st.columns(5)
     c[0].metric("Flagged records", out["flags"], help="Training records sent to relabelling from this review.")
     c[1].metric("Corrections", out["edits"], help="Responses corrected from this review.")
@@ -490,7 +489,7 @@ def loop_view(rv) -> None:
                  help="Each review with the versions its runs were trained on and its headline result: whether a "
                       "newer version fixed what reviewers disliked."):
         with st.spinner("Reading every review…"):
-            st.dataframe(pd.DataFrame(review.history_table(store)), hide_index=True)
+            st.dataframe(pd.DataFrame(review_results.history_table(store)), hide_index=True)
 
 
 def results_view() -> None:

@@ -8,10 +8,9 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
+import widgets
 from trainers.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
 from workbench.models import runs
-from workbench.core import versions
-from workbench.core.errors import WorkbenchError
 
 HELP = field_help()
 DEFAULTS = TrainConfig()
@@ -25,8 +24,7 @@ SETTINGS = {
                                "gradient_checkpointing", "merge"],
 }
 ACTIVE = ("running", "prepared")
-
-store = wb_ui.get_store()
+PICK = "train_"
 
 
 def setting(name: str, default, column):
@@ -54,7 +52,7 @@ def show_example(segments: list[dict]) -> None:
 
 def show_preflight(out: dict) -> None:
     st.markdown(f"**Pre-flight** for {out['ref']} ({out['split']}):")
-    c = st.columns(5)
+    c = [*st.columns(3), *st.columns(3)]  # three a row: long labels stay whole
     c[0].metric("Train / validation records", f"{out['train_records']:,} / {out['val_records']:,}")
     c[1].metric("Tokens per example", f"{out['tokens_mean']:.0f}", help=f"median {out['tokens_median']}, "
                 f"95th percentile {out['tokens_p95']}, longest {out['tokens_max']}")
@@ -83,92 +81,83 @@ def _loss(x) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
-st.title("Train")
-
 # ---------------------------------------------------------------- a new run
-datasets = versions.list_datasets(store)
-if not datasets:
-    st.info("No datasets yet: import one on the Datasets page, then train a LoRA adapter on it here.")
-else:
+
+def settings_form(defaults, right, far) -> dict:
+    """Base model, method and the tuned settings; returns default_config's keyword arguments."""
+    base_model = right.text_input("Base model", value=defaults.base_model, key="train_base_model",
+                                  help=HELP["base_model"])
+    method = far.selectbox("Method", METHODS, index=METHODS.index(defaults.method), key="train_method",
+                           help=HELP["method"])
+    values = {"base_model": base_model.strip(), "method": method}
+    with st.expander("Settings", icon=":material/tune:"):
+        for group, names in SETTINGS.items():
+            st.caption(group)
+            cols = st.columns(5)
+            for i, name in enumerate(names):
+                values[name] = setting(name, getattr(defaults, name), cols[i % 5])
+    return values
+
+
+def project_defaults(store) -> TrainConfig:
+    with widgets.user_errors():
+        return runs.default_config(store)
+    return DEFAULTS
+
+
+def new_run_section(store) -> None:
     with st.expander("New run", icon=":material/add_circle:", expanded=True):
         left, middle, right, far = st.columns([3, 1, 2, 2])
-        dataset = left.selectbox("Dataset", [d["name"] for d in datasets], key="train_dataset",
-                                 help="The dataset to train on: its train split, validated on its val split (or a "
-                                      "seeded holdout when it has no split column).")
-        numbers = [v.number for v in reversed(versions.list_versions(store, dataset))]
-        number = middle.selectbox("Version", numbers, key=f"train_version::{dataset}",
-                                  help="Runs record the exact version (and its content hash) they trained on.")
-        try:
-            defaults = runs.default_config(store)
-        except WorkbenchError as exc:
-            wb_ui.show_error(exc)
-            defaults = DEFAULTS
-        base_model = right.text_input("Base model", value=defaults.base_model, key="train_base_model",
-                                      help=HELP["base_model"])
-        method = far.selectbox("Method", METHODS, index=METHODS.index(defaults.method), key="train_method",
-                               help=HELP["method"])
-        values = {"base_model": base_model.strip(), "method": method}
-        with st.expander("Settings", icon=":material/tune:"):
-            for group, names in SETTINGS.items():
-                st.caption(group)
-                cols = st.columns(5)
-                for i, name in enumerate(names):
-                    values[name] = setting(name, getattr(defaults, name), cols[i % 5])
-        ref = f"{dataset}@{number}"
+        version = widgets.version_picker(
+            store, PICK, columns=(left, middle),
+            dataset_help="The dataset to train on: its train split, validated on its val split (or a seeded "
+                         "holdout when it has no split column).",
+            version_help="Runs record the exact version (and its content hash) they trained on.",
+            empty="No datasets yet: import one on the Datasets page, then train a LoRA adapter on it here.")
+        if version is None:
+            return
+        values = settings_form(project_defaults(store), right, far)
         b1, b2, _ = st.columns([1, 1, 4])
         check = b1.button("Pre-flight", icon=":material/checklist:", key="train_preflight",
                           help="Render one example, count tokens and truncation, and time a few steps on this "
                                "machine before spending compute.")
         start = b2.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
                           help="Start the run in the background; it keeps training if you close the browser.")
-        if check or start:
-            try:
+        with widgets.user_errors():
+            if check or start:
                 cfg = runs.default_config(store, **values)
-                if check:
-                    with st.spinner("Rendering, counting tokens and timing a few steps…"):
-                        st.session_state["train_preflight_result"] = {**runs.preflight(store, ref, cfg), "ref": ref}
-                else:
-                    st.session_state["train_run_select"] = runs.launch(store, ref, cfg, user=wb_ui.current_user())
-                    st.session_state.pop("train_preflight_result", None)
-                    st.rerun()
-            except WorkbenchError as exc:
-                wb_ui.show_error(exc)
+            if check:
+                with st.spinner("Rendering, counting tokens and timing a few steps…"):
+                    st.session_state["train_preflight_result"] = {**runs.preflight(store, version.ref, cfg),
+                                                                  "ref": version.ref}
+            elif start:
+                st.session_state["train_run_select"] = runs.launch(store, version.ref, cfg, user=wb_ui.current_user())
+                st.session_state.pop("train_preflight_result", None)
+                st.rerun()
         if "train_preflight_result" in st.session_state:
             show_preflight(st.session_state["train_preflight_result"])
 
+
 # ---------------------------------------------------------------- runs
-st.subheader("Runs")
-table = runs.list_runs(store)
-if not table:
-    st.info("No runs yet. Start one above; it appears here with its live loss curves.")
-    st.stop()
 
-
-@st.fragment(run_every=2.0 if any(r["status"] in ACTIVE for r in table) else None)
-def runs_table() -> None:
-    """Every run with its step and losses; refreshes every 2 s while one trains."""
-    rows = runs.list_runs(store)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_order=[
+def runs_table(store) -> None:
+    """Every run with its step and losses (a fragment that refreshes while one trains)."""
+    widgets.table(pd.DataFrame(runs.list_runs(store)), column_order=[
         "run_id", "status", "dataset", "version", "base_model", "method", "step", "train_loss", "eval_loss"],
-        column_config={"run_id": "run", "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
+        column_config={"run_id": "run", "base_model": "base model",
+                       "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
                        "eval_loss": st.column_config.NumberColumn("validation loss", format="%.4f")})
 
 
-runs_table()
-ids = [r["run_id"] for r in table]
-if st.session_state.get("train_run_select") not in ids:
-    st.session_state["train_run_select"] = ids[0]
-run_id = st.selectbox("Run", ids, key="train_run_select", help="The run to follow; the newest is first.")
-running = next(r["status"] for r in table if r["run_id"] == run_id) in ACTIVE
+def loss_chart(losses: list[dict]) -> alt.Chart:
+    return alt.Chart(pd.DataFrame(losses)).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("step:Q", title="optimizer step", axis=widgets.count_axis()),
+        y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+        color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["train", "validation"])),
+        tooltip=["kind:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
 
 
-@st.fragment(run_every=2.0 if running else None)
-def run_view(run_id: str, was_running: bool) -> None:
-    """The run's live state; refreshes every 2 s while it trains."""
-    d = runs.run_details(store, run_id)
-    if was_running and d["status"] not in ACTIVE:
-        runs.sync_runs(store)  # record the result, then redraw the whole page with it
-        st.rerun(scope="app")
+def run_metrics(d: dict) -> None:
     total = d["total_steps"] or 0
     c = st.columns(6)
     c[0].metric("Status", d["status"], help=d["phase"] or None)
@@ -183,37 +172,62 @@ def run_view(run_id: str, was_running: bool) -> None:
                     text=f"{d['phase'] or 'starting'} · {_duration(d['elapsed_s'])} elapsed")
     if d["message"]:
         (st.warning if d["status"] in ("cancelled", "interrupted") else st.error)(d["message"])
-    if d["losses"]:
-        curve = pd.DataFrame(d["losses"])
-        chart = alt.Chart(curve).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
-            x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(tickMinStep=1, format="d")), y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
-            color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["train", "validation"])),
-            tooltip=["kind:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
-        st.altair_chart(chart, width="stretch")
+
+
+def run_buttons(store, run_id: str, status: str) -> None:
     b1, b2, _ = st.columns([1, 1, 4])
-    if d["status"] == "running" and b1.button("Cancel", icon=":material/stop:", key="train_cancel",
-                                              help="Stop after the current step; a checkpoint and the adapter "
-                                                   "are saved first."):
-        runs.cancel_run(store, run_id)
-        st.toast("Cancelling: the run saves a checkpoint and its adapter first.")
-    if d["status"] in ("cancelled", "interrupted") and b2.button(
+    if status == "running" and b1.button("Cancel", icon=":material/stop:", key="train_cancel",
+                                         help="Stop after the current step; a checkpoint and the adapter "
+                                              "are saved first."):
+        with widgets.user_errors():
+            runs.cancel_run(store, run_id, user=wb_ui.current_user())
+            st.toast("Cancelling: the run saves a checkpoint and its adapter first.")
+    if status in ("cancelled", "interrupted") and b2.button(
             "Resume", icon=":material/replay:", key="train_resume",
             help="Continue from the last checkpoint with the same settings."):
-        try:
-            runs.start_run(store, run_id)
+        with widgets.user_errors():
+            runs.start_run(store, run_id, user=wb_ui.current_user())
             st.rerun(scope="app")
-        except WorkbenchError as exc:
-            wb_ui.show_error(exc)
-    if d["adapter"]:
-        st.caption("Adapter (peft format; loads with `PeftModel.from_pretrained(base, path)`):")
-        st.code(d["adapter"], language=None)
-    with st.expander("Manifest and settings", icon=":material/receipt_long:"):
-        st.json(d["manifest"] or d["config"], expanded=False)
-    with st.expander("Trainer log", icon=":material/terminal:"):
-        st.code(d["log_tail"] or "(empty)", language=None)
 
 
-try:
-    run_view(run_id, running)
-except WorkbenchError as exc:
-    wb_ui.show_error(exc)
+def run_view(store, run_id: str, was_running: bool) -> None:
+    """The run's live state (a fragment that refreshes every 2 s while it trains)."""
+    with widgets.user_errors():
+        d = runs.run_details(store, run_id)
+        if was_running and d["status"] not in ACTIVE:
+            runs.sync_runs(store)  # record the result, then redraw the whole page with it
+            st.rerun(scope="app")
+        run_metrics(d)
+        if d["losses"]:
+            st.altair_chart(loss_chart(d["losses"]), width="stretch")
+        run_buttons(store, run_id, d["status"])
+        if d["adapter"]:
+            st.caption("Adapter (peft format; loads with `PeftModel.from_pretrained(base, path)`):")
+            st.code(d["adapter"], language=None)
+        with st.expander("Manifest and settings", icon=":material/receipt_long:"):
+            st.json(d["manifest"] or d["config"], expanded=False)
+        with st.expander("Trainer log", icon=":material/terminal:"):
+            st.code(d["log_tail"] or "(empty)", language=None)
+
+
+def runs_section(store) -> None:
+    st.subheader("Runs")
+    table = runs.list_runs(store)
+    if not table:
+        st.info("No runs yet. Start one above; it appears here with its live loss curves.")
+        return
+    st.fragment(run_every=2.0 if any(r["status"] in ACTIVE for r in table) else None)(runs_table)(store)
+    ids = [r["run_id"] for r in table]
+    if st.session_state.get("train_run_select") not in ids:
+        st.session_state["train_run_select"] = ids[0]
+    run_id = st.selectbox("Run", ids, key="train_run_select", help="The run to follow; the newest is first.")
+    running = next(r["status"] for r in table if r["run_id"] == run_id) in ACTIVE
+    st.fragment(run_every=2.0 if running else None)(run_view)(store, run_id, running)
+
+
+# ---------------------------------------------------------------- the page
+
+store = wb_ui.get_store()
+st.title("Train")
+new_run_section(store)
+runs_section(store)

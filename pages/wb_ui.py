@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 import pyarrow as pa
 import streamlit as st
+import wb_server
 
-from workbench.data import browse
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import CANONICAL
 from workbench.core.project import open_project, project_dir
 from workbench.core.store import Store
+from workbench.data import browse
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda store: store.close())
@@ -76,7 +78,7 @@ def category_counts(_store: Store, _version, key: tuple) -> list:
 # ---------------------------------------------------------------- accounts (workbench.core.auth)
 
 SESSION_KEY = "wb_session_token"
-COOKIE_KEY = "wb_cookie_write"  # a cookie to write (or clear) on the next run: (value, seconds)
+COOKIE_KEY = "wb_cookie_write"  # a one-time handoff for the cookie to write (or clear) on the next run
 
 
 def _cookie_name() -> str:
@@ -86,16 +88,20 @@ def _cookie_name() -> str:
     return "wb_session_" + hashlib.sha256(current_project_dir().encode()).hexdigest()[:12]
 
 
+def _offer_cookie(value: str, seconds: float) -> str:
+    """A one-time nonce that the page trades for the session cookie (see wb_server)."""
+    return wb_server.offer_cookie(_cookie_name(), value, seconds)
+
+
 def _write_pending_cookie() -> None:
-    """Write the session cookie asked for by a sign-in or sign-out (a script in the page: Streamlit
-    has no way to set a cookie from Python). The token is a random server-side session that expires
-    and ends on sign-out; the page never renders HTML from the data, which is what could read it."""
-    pending = st.session_state.pop(COOKIE_KEY, None)
-    if pending is None:
+    """Trade the handoff of a sign-in or sign-out for the cookie (a script in the page that posts the
+    nonce; the token itself never reaches the page). Without the route (AppTest, a bare `streamlit run`
+    of another entry) the post fails and a reload simply asks for the password again."""
+    nonce = st.session_state.pop(COOKIE_KEY, None)
+    if nonce is None:
         return
-    value, seconds = pending
-    st.html(f"<script>document.cookie = '{_cookie_name()}={value}; path=/; SameSite=Strict; "
-            f"max-age={int(seconds)}';</script>", unsafe_allow_javascript=True, width=1)
+    st.html(f"<script>fetch({json.dumps(wb_server.COOKIE_ROUTE)}, {{method: 'POST', body: {json.dumps(nonce)}, "
+            "credentials: 'same-origin', cache: 'no-store'});</script>", unsafe_allow_javascript=True, width=1)
 
 
 def signed_in_user():
@@ -140,13 +146,17 @@ def login_form() -> None:
         password = st.text_input("Password", type="password", key="login_password", help="Your password.")
         submitted = st.form_submit_button("Sign in", type="primary", help="Sign in and open the workbench.")
     if submitted:
-        user = auth.authenticate(get_store(), name.strip(), password)
+        try:  # failed sign-ins slow the next ones down, per account and per address
+            user = auth.authenticate(get_store(), name.strip(), password, address=st.context.ip_address)
+        except auth.SignInDelayed as exc:
+            show_error(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+            return
         if user is None:
             show_error("Unknown name or wrong password.")
             return
         token = auth.start_session(get_store(), user)
         st.session_state[SESSION_KEY] = token
-        st.session_state[COOKIE_KEY] = (token, auth.session_hours(get_store()) * 3600)
+        st.session_state[COOKIE_KEY] = _offer_cookie(token, auth.session_hours(get_store()) * 3600)
         st.rerun()
 
 
@@ -154,7 +164,7 @@ def logout() -> None:
     from workbench.core import auth
 
     auth.end_session(get_store(), st.session_state.pop(SESSION_KEY, None))
-    st.session_state[COOKIE_KEY] = ("", 0)  # the cookie goes too (the session behind it has already ended)
+    st.session_state[COOKIE_KEY] = _offer_cookie("", 0)  # the cookie goes too (its session has already ended)
 
 
 def user_badge(user) -> None:
@@ -170,20 +180,22 @@ def user_badge(user) -> None:
         st.rerun()
 
 
-_CODE = re.compile(r"(```[\s\S]*?(?:```|$)|`[^`\n]+`)")
+_MARKDOWN_SYNTAX = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+_LEADING = re.compile(r"^[ \t]+")
 
 
-def safe_markdown(text: str | None) -> str:
-    """Record text for st.markdown, shown as written: HTML tags become visible text (entities),
-    images from the data are not fetched, and Streamlit's `$math$` and `:color[...]` extensions
-    stay plain. Code spans and fenced blocks are left alone (markdown shows them literally)."""
-    if not text:
+def safe_markdown(text) -> str:
+    """Text from data (records, guidelines, model responses, choice labels, column values) for any
+    Streamlit call that renders markdown (st.markdown, captions, widget labels and options), shown
+    as text: every ASCII punctuation character is backslash-escaped, which CommonMark reads as that
+    literal character, so no image, link, autolink, HTML tag, code span, `$math$` or `:color[...]`
+    can start, whatever backticks or brackets the data leaves unbalanced. Line breaks stay, and so
+    does indentation (as no-break spaces: markdown drops leading spaces or makes code of them)."""
+    if text is None or text == "":
         return ""
-    parts = _CODE.split(text)
-    for i in range(0, len(parts), 2):  # even parts lie outside code
-        parts[i] = (parts[i].replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                    .replace("$", "\\$").replace("![", "!\\[").replace(":", "&#58;"))
-    return "".join(parts)
+    lines = _MARKDOWN_SYNTAX.sub(r"\\\1", str(text)).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "  \n".join(_LEADING.sub(lambda m: m.group().replace("\t", "    ").replace(" ", "\u00a0"), line)
+                       for line in lines)
 
 
 # ---------------------------------------------------------------- one-at-a-time queues (Label, Review)

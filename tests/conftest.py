@@ -1,11 +1,10 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from workbench.core.store import Store
-
-import os
 
 # shared/ sits beside the checkout (../shared from the repository root).
 SHARED_DATA = Path(os.environ.get("WORKBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

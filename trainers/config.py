@@ -14,7 +14,7 @@ import inspect
 import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -62,12 +62,12 @@ class TrainConfig:
     """Passes over the training split (may be fractional); ignored when max_steps is set."""
     max_steps: int = 0
     """Train for exactly this many optimizer steps, however many epochs that takes (0: run the epochs)."""
-    batch_tokens: int = 2048
-    """Tokens in one micro-batch (packed rows x max sequence length); lower it when memory runs out."""
+    batch_tokens: int = 0
+    """Tokens in one micro-batch (packed rows x row length); 0: 2048 on a CPU, sized from the GPU's memory and model."""
     grad_accum: int = 1
     """Micro-batches summed into one optimizer step; the effective batch is batch_tokens x grad_accum."""
-    max_seq_len: int = 512
-    """Longest example in tokens; longer examples are cut at this length (pre-flight shows how many)."""
+    max_seq_len: int = 0
+    """Longest example in tokens, longer ones are cut (pre-flight shows how many); 0: 512 on a CPU, the data's need on a GPU."""
     packing: bool = True
     """Pack several examples into one row; each still attends only to itself (off for prompt/prefix tuning)."""
     seed: int = 42
@@ -122,11 +122,12 @@ class TrainConfig:
             raise ConfigError(f"precision: {self.precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
         if self.report_to not in REPORT_TO:
             raise ConfigError(f"report_to: {self.report_to!r} is not known; expected one of {', '.join(REPORT_TO)}")
-        for name in ("lora_rank", "num_virtual_tokens", "batch_tokens", "grad_accum", "max_seq_len", "eval_every",
+        for name in ("lora_rank", "num_virtual_tokens", "grad_accum", "eval_every",
                      "checkpoint_every", "keep_checkpoints", "tiny_layers", "tiny_width", "tiny_heads", "max_val_records"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: {getattr(self, name)} must be at least 1")
-        for name in ("warmup_steps", "max_steps", "early_stopping_patience", "tiny_pretrain_steps", "cpu_threads"):
+        for name in ("warmup_steps", "max_steps", "early_stopping_patience", "tiny_pretrain_steps", "cpu_threads",
+                     "batch_tokens", "max_seq_len"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: {getattr(self, name)} must be 0 or more")
         for name in ("lora_alpha", "learning_rate", "weight_decay", "max_grad_norm", "epochs",
@@ -142,9 +143,10 @@ class TrainConfig:
             raise ConfigError(f"val_fraction: {self.val_fraction} must be between 0 and 1, for example 0.1")
         if self.epochs == 0 and self.max_steps == 0:
             raise ConfigError("epochs and max_steps are both 0; set one of them")
-        if self.max_seq_len < 16:
-            raise ConfigError(f"max_seq_len: {self.max_seq_len} is too short for a chat example; use 128 or more")
-        if self.batch_tokens < self.max_seq_len:
+        if 0 < self.max_seq_len < 16:
+            raise ConfigError(f"max_seq_len: {self.max_seq_len} is too short for a chat example; use 128 or more "
+                              "(or 0 for what the data needs)")
+        if self.batch_tokens and self.batch_tokens < self.max_seq_len:
             raise ConfigError(f"batch_tokens: {self.batch_tokens} is smaller than max_seq_len ({self.max_seq_len}); "
                               "a micro-batch must hold at least one full-length row")
         if self.tiny_width % self.tiny_heads:
@@ -170,7 +172,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return from_dict({**self.to_dict(), **changes})
 
 

@@ -3,7 +3,8 @@
 The run folder holds `data/records.jsonl` (the dataset version exported as chat JSONL, one
 `{"messages": [...], ...extra columns}` object per line). Each record is rendered with the
 tokenizer's chat template; only the assistant turns (their text and the end-of-turn marker)
-carry labels, everything else is -100. Packing puts several examples into one row with
+carry labels, everything else is -100 (`trainers.supervision` decides which tokens: the one
+definition, shared with token counting). Packing puts several examples into one row with
 position ids that restart at 0 for each example: transformers turns restarting position ids
 into a block-diagonal causal mask (SDPA, eager and flex attention) or varlen boundaries
 (flash-attention), so no example attends to another.
@@ -13,15 +14,16 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from trainers import supervision
 from trainers.config import ConfigError
+from trainers.supervision import IGNORE
 
-IGNORE = -100
 VAL_SPLITS = ("val", "validation", "valid", "dev", "eval")
 
 
@@ -92,29 +94,8 @@ def conversation(record: dict) -> list[dict]:
 
 
 def render(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """(text, assistant character spans): the chat template's text and where each assistant turn is.
-
-    A span runs from the end of the prompt that asks for the turn (`add_generation_prompt=True`)
-    to the end of the text that includes the turn, so the end-of-turn marker is trained too and
-    the model learns to stop.
-    """
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ConfigError("the base model's tokenizer has no chat template; use an instruction-tuned model "
-                          "or the 'tiny' base")
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = []
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not (upto.startswith(prefix) and full.startswith(upto)):
-            raise ConfigError("the chat template does not render a conversation turn by turn (it rewrites earlier "
-                              "turns), so assistant tokens cannot be located; train on single-turn records")
-        if i + 1 == len(messages):
-            upto = full  # the last turn's end marker is all that follows
-        spans.append((len(prefix), len(upto)))
-    return full, spans
+    """(text, assistant character spans): `trainers.supervision.render_spans`, the one definition."""
+    return supervision.render_spans(tokenizer, messages)
 
 
 @dataclass
@@ -133,15 +114,13 @@ def tokenize(tokenizer, records: list[dict], max_len: int) -> tuple[list[Example
     texts, all_spans = zip(*(render(tokenizer, conversation(r)) for r in records)) if records else ((), ())
     enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
     examples, truncated, dropped, tokens = [], 0, 0, 0
-    for ids, offsets, spans in zip(enc["input_ids"], enc["offset_mapping"], all_spans):
-        labels = [tok if any(a <= start < b for a, b in spans) else IGNORE for tok, (start, _) in zip(ids, offsets)]
+    for ids, offsets, text, spans in zip(enc["input_ids"], enc["offset_mapping"], texts, all_spans):
+        labels = supervision.labels_for(ids, supervision.token_spans([a for a, _ in offsets], spans, len(text)))
         tokens += len(ids)
         cut = len(ids) > max_len
         if cut:
             truncated += 1
             ids, labels = ids[:max_len], labels[:max_len]
-        if labels[0] != IGNORE:
-            labels[0] = IGNORE  # a row's first token is never predicted (and never predicts across a boundary)
         ex = Example(list(ids), labels, cut)
         if ex.supervised == 0:
             dropped += 1
@@ -181,10 +160,13 @@ def unpacked(examples: list[Example]) -> list[Row]:
     return [Row(list(e.input_ids), list(e.labels), list(range(len(e.input_ids)))) for e in examples]
 
 
-def collate(rows: list[Row], pad_id: int, *, packed: bool) -> dict:
+def collate(rows: list[Row], pad_id: int, *, packed: bool, shape: tuple[int, int] | None = None) -> dict:
     """Right-padded tensors. Packed rows get no attention mask (the position ids carry the boundaries);
-    padding continues as its own short sequence with labels -100."""
-    width = max(len(r.input_ids) for r in rows)
+    padding continues as its own short sequence with labels -100. `shape` (rows, width): pad to it with
+    empty rows, so every batch has one shape (a compiled step is not compiled again)."""
+    if shape is not None:
+        rows = rows + [Row([], [], []) for _ in range(shape[0] - len(rows))]
+    width = shape[1] if shape is not None else max(len(r.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
@@ -204,8 +186,9 @@ def collate(rows: list[Row], pad_id: int, *, packed: bool) -> dict:
 
 
 def epoch_batches(examples: list[Example], *, batch_tokens: int, max_len: int, packed: bool, seed: int,
-                  epoch: int, pad_id: int) -> list[dict]:
-    """One epoch's micro-batches in a seeded order (the same seed and epoch give the same batches)."""
+                  epoch: int, pad_id: int, fixed_shape: bool = False) -> list[dict]:
+    """One epoch's micro-batches in a seeded order (the same seed and epoch give the same batches).
+    fixed_shape (packed rows, on a GPU): every batch is (batch_tokens // max_len) x max_len."""
     order = list(range(len(examples)))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     shuffled = [examples[i] for i in order]
@@ -213,6 +196,8 @@ def epoch_batches(examples: list[Example], *, batch_tokens: int, max_len: int, p
         rows = pack(shuffled, max_len)
         per_batch = max(1, batch_tokens // max_len)
         groups = [rows[i: i + per_batch] for i in range(0, len(rows), per_batch)]
+        if fixed_shape:
+            return [collate(g, pad_id, packed=True, shape=(per_batch, max_len)) for g in groups]
     else:
         groups, cur, longest = [], [], 0
         for row in unpacked(shuffled):
@@ -227,10 +212,11 @@ def epoch_batches(examples: list[Example], *, batch_tokens: int, max_len: int, p
     return [collate(g, pad_id, packed=packed) for g in groups]
 
 
-def eval_batches(examples: list[Example], *, batch_tokens: int, max_len: int, packed: bool, pad_id: int) -> list[dict]:
+def eval_batches(examples: list[Example], *, batch_tokens: int, max_len: int, packed: bool, pad_id: int,
+                 fixed_shape: bool = False) -> list[dict]:
     """Validation batches in a fixed order."""
     return epoch_batches(examples, batch_tokens=batch_tokens, max_len=max_len, packed=packed, seed=0, epoch=0,
-                         pad_id=pad_id)
+                         pad_id=pad_id, fixed_shape=fixed_shape)
 
 
 def supervised_in(batch: dict) -> int:

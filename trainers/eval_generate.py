@@ -9,12 +9,14 @@ flushed (and fsynced) before the next batch starts, so a crash loses at most the
 Started again, it skips the items already in `outputs.jsonl` (a torn last line is cut off first),
 so a resumed run finishes the same set. `done.json` is written when every item has an answer.
 
-The model is loaded by `trainers.generate.load_model` (the base, the adapter on top with peft).
-Prompts are rendered with the tokenizer's chat template (`add_generation_prompt=True`), cut to
-their last `max_prompt_tokens` tokens as `trainers.generate` does, left-padded, and batched in
-order of length (less padding). This module exists beside `trainers.generate` because that one
-decodes greedily only and numbers records by line; evaluations also sample (temperature, top-p,
-seed) and key every answer by its test item.
+The model is loaded by `trainers.generate.load_model` (the base, a LoRA adapter merged into the
+loaded weights). Prompts are rendered with the tokenizer's chat template (`add_generation_prompt=True`),
+cut to their last `max_prompt_tokens` tokens, and answered by `trainers.generate.generate_ids`, the
+one generator (length-sorted batches, rows sized from the device when `batch_size` is 0, the static
+compiled cache on a GPU), greedy or sampled (temperature, top-p, seed). This module only keys every
+answer by its test item and keeps the folder resumable. Progress lines give the items answered and
+the new tokens per second; done.json the totals (new tokens, load and generation seconds, the
+steady-state rate after the first batch).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import time
 from pathlib import Path
 
 import torch
+
+from trainers.config import ConfigError
+from trainers.generate import new_token_count
+from trainers.supervision import require_template
 
 MAX_PROMPT_TOKENS = 1024  # as trainers.generate: longer prompts keep their last tokens
 
@@ -49,8 +55,10 @@ def done_items(path: Path) -> set[int]:
 
 
 def prompt_text(tokenizer, messages: list[dict]) -> str:
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise SystemExit("the model's tokenizer has no chat template; use an instruction-tuned model or 'tiny'")
+    try:
+        require_template(tokenizer)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -64,47 +72,51 @@ def generate(config_path: str) -> int:
     total = len(done) + len(todo)
     print(f"{len(done)} of {total} items already answered; {len(todo)} to go", flush=True)
     start = time.monotonic()
+    stats = {"new_tokens": 0}
     if todo:
-        from trainers.generate import _eos_ids, load_model
-
-        model, tokenizer = load_model(cfg["base_model"], cfg.get("adapter"))
-        device = next(model.parameters()).device
-        keep = int(settings.get("max_prompt_tokens", MAX_PROMPT_TOKENS))
-        texts = [prompt_text(tokenizer, rec["messages"]) for rec in todo]
-        encoded = {rec["item"]: ids[-keep:]  # keep the end: it holds the question
-                   for rec, ids in zip(todo, tokenizer(texts, add_special_tokens=False)["input_ids"])}
-        todo.sort(key=lambda r: (len(encoded[r["item"]]), r["item"]))
-        sample = settings.get("temperature", 0.0) > 0
-        torch.manual_seed(int(settings.get("seed", 0)))
-        eos = _eos_ids(model, tokenizer)
-        kwargs = dict(max_new_tokens=int(settings["max_new_tokens"]), do_sample=sample,
-                      pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-        if sample:
-            kwargs.update(temperature=float(settings["temperature"]), top_p=float(settings.get("top_p", 1.0)))
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)  # greedy: silence sampling defaults
-        from trainers import fastgen
-
-        kwargs.update(fastgen.generate_kwargs(device))  # a static, compiled KV cache on a GPU
-        batch_size = int(settings.get("batch_size", 16))
-        with open(outputs_path, "a", encoding="utf-8") as out:
-            for lo in range(0, len(todo), batch_size):
-                batch = todo[lo: lo + batch_size]
-                width = fastgen.prompt_width(max(len(encoded[r["item"]]) for r in batch), device)
-                enc = tokenizer.pad({"input_ids": [encoded[r["item"]] for r in batch]}, padding="max_length",
-                                    max_length=width, return_tensors="pt")
-                enc = {k: v.to(device) for k, v in enc.items()}
-                with torch.inference_mode():
-                    gen = model.generate(**enc, **kwargs)
-                answers = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                out.write("".join(json.dumps({"item": r["item"], "output": a.strip()}, ensure_ascii=False) + "\n"
-                                  for r, a in zip(batch, answers)))
-                out.flush()
-                os.fsync(out.fileno())
-                print(f"{len(done) + lo + len(batch)}/{total} answered", flush=True)
-    done_path.write_text(json.dumps({"items": total, "seconds": round(time.monotonic() - start, 2)}),
-                         encoding="utf-8")
+        stats = _answer(cfg, settings, todo, outputs_path, len(done), total)
+    seconds = time.monotonic() - start
+    done_path.write_text(json.dumps({"items": total, "seconds": round(seconds, 2), **stats}), encoding="utf-8")
     return 0
+
+
+def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, already: int, total: int) -> dict:
+    """Generate every item of todo (trainers.generate.generate_ids), appending answers batch by batch."""
+    from trainers.generate import eos_ids, generate_ids, load_model
+
+    loaded = time.monotonic()
+    model, tokenizer = load_model(cfg["base_model"], cfg.get("adapter"))  # a LoRA adapter merged in
+    keep = int(settings.get("max_prompt_tokens", MAX_PROMPT_TOKENS))
+    texts = [prompt_text(tokenizer, rec["messages"]) for rec in todo]
+    encoded = [ids[-keep:] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # keep the end
+    sample = settings.get("temperature", 0.0) > 0
+    torch.manual_seed(int(settings.get("seed", 0)))
+    eos = eos_ids(model, tokenizer)
+    rows = int(settings.get("batch_size") or 0) or None  # 0 or absent: sized from the device
+    sampling = {"temperature": settings["temperature"], "top_p": settings.get("top_p", 1.0)} if sample else None
+    answered, new_tokens, first = already, 0, None
+    started = time.monotonic()
+    with open(outputs_path, "a", encoding="utf-8") as out:
+        for idx, new in generate_ids(model, encoded, pad_id=tokenizer.pad_token_id, eos=eos, rows=rows,
+                                     max_new_tokens=int(settings["max_new_tokens"]), sampling=sampling):
+            answers = tokenizer.batch_decode(new, skip_special_tokens=True)
+            out.write("".join(json.dumps({"item": todo[i]["item"], "output": a.strip()}, ensure_ascii=False) + "\n"
+                              for i, a in zip(idx, answers)))
+            out.flush()
+            os.fsync(out.fileno())
+            answered += len(idx)
+            made = sum(new_token_count(row, eos) for row in new)
+            new_tokens += made
+            now = time.monotonic()
+            first = first if first is not None else (now - started, made)
+            print(f"{answered}/{total} answered, {new_tokens / max(now - started, 1e-9):,.0f} new tokens/s "
+                  f"({len(idx)} in the batch)", flush=True)
+    seconds = time.monotonic() - started
+    out = {"new_tokens": new_tokens, "generate_seconds": round(seconds, 2),
+           "load_seconds": round(started - loaded, 2), "new_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1)}
+    if first is not None and new_tokens > first[1]:  # after the first batch (which compiles on a GPU)
+        out["steady_new_tokens_per_s"] = round((new_tokens - first[1]) / (seconds - first[0]), 1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m trainers.eval_generate EVAL_FOLDER/eval.json", file=sys.stderr)
         return 2
-    from trainers.config import ConfigError
-
     try:
         return generate(argv[0])
     except ConfigError as exc:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 IGNORE = -100
 CHUNK_ROWS = 2048  # logits of one chunk: 2048 x 151,936 float32 = 1.2 GB
@@ -123,7 +122,7 @@ def pad_packed(batch: dict, multiple: int = PAD_MULTIPLE) -> dict:
 def loss_sum(model, batch: dict, *, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
     """Summed cross-entropy over the supervised tokens of a batch (float32), logits only where supervised.
 
-    Equal to `train.loss_sum`'s plain path (tests/test_fastloss.py checks it against the full logits).
+    Equal to `train.loss_sum`'s plain path (tests/trainers/test_fastloss.py checks it against the full logits).
     """
     m = _unwrap(model)
     head = m.get_output_embeddings()

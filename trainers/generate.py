@@ -1,13 +1,22 @@
-"""Batched greedy generation from a base model, or a base model with a LoRA adapter.
+"""The one generator: batched generation from a base model, or a base model with an adapter.
 
     python -m trainers.generate --base-model tiny-or-path [--adapter DIR] --records FILE --out FILE
 
-Records are chat JSONL (as `workbench export --format chat` writes); each record's prompt is its
-conversation up to the last assistant turn, and that turn is the reference. Prompts are sorted
-by length (longest first, so an out-of-memory error shows at once), left-padded and batched
-through `model.generate` with greedy decoding. Each finished batch is appended to the output
-JSONL at once, so a killed job keeps its work and a rerun skips the records already written.
-On a GPU, generation uses a static KV cache compiled with CUDA graphs (trainers.fastgen).
+`generate_ids` is the core every caller uses (`generate` and `generate_file` here, the evaluation
+runs' `trainers.eval_generate`, bench/generate_bench.py): prompts (token ids) sorted longest first
+(an out-of-memory error shows at once), left-padded, batched through `model.generate`, greedy or
+sampled. Its fast mode is the GPU's (`fast=None` picks it on a CUDA device; WORKBENCH_STATIC_CACHE=0
+turns it off): a static KV cache that transformers compiles with CUDA graphs, every batch padded to
+one prompt width (the longest prompt, rounded up to `WIDTH_BUCKET`) and, when there are several
+batches, to the same number of rows, so one compiled graph serves the whole run. Decoding stays
+`generate`'s own loop (logits processors, stopping, padding), so greedy tokens are greedy
+`generate`'s: float32 on a CPU is checked token for token in tests/trainers/test_trainer_generate.py, the GPU
+path in tests/trainers/test_trainer_gpu.py. Rows per batch come from the device (`autobatch.generation_rows`:
+the KV cache a row needs against the free GPU memory; 16 on a CPU) unless given.
+
+`load_model` merges a LoRA or DoRA adapter into the weights it has just loaded (a copy: the files
+are not touched), so generation runs a plain model with no adapter layers in the way; prompt and
+prefix tuning, and 4-bit bases, keep the adapter unmerged.
 """
 
 from __future__ import annotations
@@ -17,17 +26,20 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from trainers.config import ConfigError
+from trainers.supervision import require_template
+
+WIDTH_BUCKET = 64
 
 
 def load_model(base_model: str, adapter: str | None = None, *, device: str | None = None,
-               dtype: torch.dtype | None = None):
-    """(model, tokenizer) ready for generation; the adapter, when given, is applied with peft."""
+               dtype: torch.dtype | None = None, merge: bool = True):
+    """(model, tokenizer) ready for generation; the adapter, when given, is applied with peft and merged."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -43,10 +55,19 @@ def load_model(base_model: str, adapter: str | None = None, *, device: str | Non
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
+        if merge and mergeable(model):
+            model = model.merge_and_unload()  # the adapter folded into this in-memory copy of the weights
     tokenizer.padding_side = "left"  # generation continues from the right end of every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def mergeable(peft_model) -> bool:
+    """LoRA and DoRA adapters on a base in ordinary precision can be merged; prompt/prefix tuning cannot."""
+    config = peft_model.peft_config.get("default")
+    quantized = getattr(peft_model.get_base_model(), "is_loaded_in_4bit", False)
+    return config is not None and not config.is_prompt_learning and not quantized
 
 
 def split_prompt(record: dict) -> tuple[list[dict], str | None]:
@@ -58,7 +79,7 @@ def split_prompt(record: dict) -> tuple[list[dict], str | None]:
     return messages[:last], messages[last]["content"]
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
     ids = model.generation_config.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -66,17 +87,88 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+_eos_ids = eos_ids  # the older name
+
+
+def encode_prompts(tokenizer, prompts: list[list[dict]], max_prompt_tokens: int = 1024) -> list[list[int]]:
+    """Chat prompts rendered with the template (`add_generation_prompt=True`), keeping their last tokens."""
+    require_template(tokenizer)
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    return [ids[-max_prompt_tokens:] for ids in encoded]  # keep the end: it holds the question
+
+
+def fast_mode(device: torch.device) -> bool:
+    return device.type == "cuda" and os.environ.get("WORKBENCH_STATIC_CACHE", "1") not in ("0", "false", "no")
+
+
+def new_token_count(ids: list[int], eos: list[int] | None) -> int:
+    """Tokens a row really generated: up to and including its first end-of-sequence token."""
+    for k, t in enumerate(ids):
+        if eos and t in eos:
+            return k + 1
+    return len(ids)
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int = 256, batch_size: int = 16,
-             max_prompt_tokens: int = 1024,
+def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int] | None, max_new_tokens: int,
+                 rows: int | None = None, fast: bool | None = None,
+                 sampling: dict | None = None) -> Iterator[tuple[list[int], list[list[int]]]]:
+    """Continuations of token-id prompts: yields (indices, new token ids per row) batch by batch.
+
+    Greedy unless `sampling` gives {temperature, top_p}. `rows`: prompts per batch (None: from the device).
+    """
+    from trainers import autobatch
+
+    device = next(model.parameters()).device
+    fast = fast_mode(device) if fast is None else fast
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    if not order:
+        return
+    longest = len(encoded[order[0]])
+    one_width = max(WIDTH_BUCKET, -(-longest // WIDTH_BUCKET) * WIDTH_BUCKET) if fast else None
+    if rows is None:
+        rows = autobatch.generation_rows(model.config, (one_width or longest) + max_new_tokens, device=device,
+                                         prompts=len(order))
+    kwargs = dict(max_new_tokens=max_new_tokens, num_beams=1, pad_token_id=pad_id, eos_token_id=eos)
+    if sampling:
+        kwargs.update(do_sample=True, temperature=float(sampling["temperature"]),
+                      top_p=float(sampling.get("top_p", 1.0)))
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # silence sampling defaults
+    if fast:
+        kwargs["cache_implementation"] = "static"
+    for start in range(0, len(order), rows):
+        idx = order[start: start + rows]
+        prompts = [encoded[i] for i in idx]
+        if fast and len(order) > rows:
+            prompts += [prompts[-1]] * (rows - len(idx))  # the same rows in every batch: one compiled graph
+        width = one_width or max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            if p:
+                ids[row, width - len(p):] = torch.tensor(p)
+                mask[row, width - len(p):] = 1
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        yield idx, generated[: len(idx), width:].tolist()
+
+
+def greedy_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int] | None, max_new_tokens: int,
+               batch_size: int | None = None):
+    """Greedy `generate_ids` (kept for bench/generate_bench.py and the GPU tests)."""
+    return generate_ids(model, encoded, pad_id=pad_id, eos=eos, max_new_tokens=max_new_tokens, rows=batch_size)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int = 256,
+             batch_size: int | None = None, max_prompt_tokens: int = 1024,
              on_batch: Callable[[list[int], list[str]], None] | None = None) -> list[str]:
     """Greedy completions for chat prompts, in the order given; on_batch(indices, texts) after each batch."""
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    encoded = [ids[-max_prompt_tokens:] for ids in encoded]  # keep the end: it holds the question
+    encoded = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     out: list[str | None] = [None] * len(prompts)
-    for idx, new in greedy_ids(model, encoded, pad_id=tokenizer.pad_token_id, eos=_eos_ids(model, tokenizer),
-                               max_new_tokens=max_new_tokens, batch_size=batch_size):
+    for idx, new in generate_ids(model, encoded, pad_id=tokenizer.pad_token_id, eos=eos_ids(model, tokenizer),
+                                 max_new_tokens=max_new_tokens, rows=batch_size):
         decoded = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
         for i, text in zip(idx, decoded):
             out[i] = text
@@ -85,36 +177,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int
     return [t or "" for t in out]
 
 
-@torch.no_grad()
-def greedy_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int] | None, max_new_tokens: int,
-               batch_size: int):
-    """Greedy continuations of token-id prompts: yields (indices, new token ids per row) batch by batch.
-
-    Prompts go longest first, left-padded, through `model.generate`. On a GPU (trainers.fastgen) the
-    prompt width is rounded up to a bucket and generate uses a static KV cache, which transformers
-    compiles with CUDA graphs; the tokens are greedy `generate`'s (checked in bench/generate_bench.py).
-    """
-    from trainers import fastgen
-
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        idx = order[start: start + batch_size]
-        width = fastgen.prompt_width(max(len(encoded[i]) for i in idx), device)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            if encoded[i]:
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
-        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
-                                   eos_token_id=eos, **fastgen.generate_kwargs(device))
-        yield idx, generated[:, width:].tolist()
-
-
 def generate_file(records_path: str | Path, out_path: str | Path, *, base_model: str, adapter: str | None = None,
-                  max_new_tokens: int = 256, batch_size: int = 16, limit: int | None = None,
+                  max_new_tokens: int = 256, batch_size: int | None = None, limit: int | None = None,
                   keep: tuple[str, ...] = ("id", "category", "split"),
                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Generate for every record of a chat JSONL file into out_path (JSONL, appended batch by batch).
@@ -169,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", required=True, help="chat JSONL with the prompts (and references)")
     p.add_argument("--out", required=True, help="output JSONL (appended; existing records are skipped)")
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, help="prompts generated together (default: sized from the device; "
+                   "16 on a CPU)")
     p.add_argument("--limit", type=int, help="only the first N records")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

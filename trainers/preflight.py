@@ -47,13 +47,6 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
                      "steps (counts use a tokenizer trained the same way)")
     else:
         tokenizer = load_tokenizer(cfg.tiny_dir if cfg.base_model == "tiny" else cfg.base_model)
-    examples, counts = D.tokenize(tokenizer, sample, cfg.max_seq_len)
-    lengths = [len(e.input_ids) for e in examples] or [0]
-    batches = D.epoch_batches(examples, batch_tokens=cfg.batch_tokens, max_len=cfg.max_seq_len, packed=cfg.packing,
-                              seed=cfg.seed, epoch=0, pad_id=tokenizer.pad_token_id)
-    steps_per_epoch = max(1, math.floor(len(batches) * scale / cfg.grad_accum))
-
-    # Time a few optimizer steps of the real model and adapter on real batches.
     device, dtype = pick_device(cfg)
     if cfg.base_model == "tiny":
         model = (load_base(cfg.tiny_dir, cfg, device, dtype) if tiny_ready
@@ -61,6 +54,15 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
     else:
         model = load_base(cfg.base_model, cfg, device, dtype)
     model = wrap_peft(model, cfg)
+    plan = _plan(cfg, tokenizer, sample, model, device)
+    notes.append("batch plan: " + "; ".join(plan.reasons))
+    examples, counts = D.tokenize(tokenizer, sample, plan.max_seq_len)
+    lengths = [len(e.input_ids) for e in examples] or [0]
+    batches = D.epoch_batches(examples, batch_tokens=plan.batch_tokens, max_len=plan.row_len, packed=cfg.packing,
+                              seed=cfg.seed, epoch=0, pad_id=tokenizer.pad_token_id)
+    steps_per_epoch = max(1, math.floor(len(batches) * scale / cfg.grad_accum))
+
+    # Time a few optimizer steps of the real model and adapter on real batches.
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
     model.train()
@@ -83,7 +85,8 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
         "tokens_mean": round(statistics.fmean(lengths), 1), "tokens_median": statistics.median(lengths),
         "tokens_p95": sorted(lengths)[int(0.95 * (len(lengths) - 1))], "tokens_max": max(lengths),
         "truncated": round(counts["truncated"] * scale), "dropped": round(counts["dropped"] * scale),
-        "max_seq_len": cfg.max_seq_len,
+        "max_seq_len": plan.max_seq_len, "batch_tokens": plan.batch_tokens, "row_len": plan.row_len,
+        "batch_plan": plan.reasons,
         "supervised_tokens_per_epoch": round(counts["supervised_tokens"] * scale),
         "tokens_per_epoch": round(counts["kept_tokens"] * scale),
         "steps_per_epoch": steps_per_epoch, "planned_steps": planned_steps,
@@ -93,6 +96,19 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
         "trainable_parameters": sum(p.numel() for p in trainable),
         "device": str(device), "notes": notes,
     }
+
+
+def _plan(cfg: TrainConfig, tokenizer, sample: list[dict], model, device):
+    """The batch plan the run will start from (trainers.autobatch; the run's probe step may shrink it)."""
+    from trainers import autobatch
+
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    lengths = []
+    if not cfg.max_seq_len and device.type == "cuda":
+        limit = getattr(config, "max_position_embeddings", None) or 1 << 20
+        lengths = [len(e.input_ids) for e in D.tokenize(tokenizer, sample, limit)[0]]
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return autobatch.plan_training(cfg, lengths, device=device, config=config, weight_bytes=weights)
 
 
 def _count_lines(path: str | Path) -> int:

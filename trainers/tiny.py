@@ -17,12 +17,13 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 
 from trainers.config import ConfigError, TrainConfig
+from workbench.core import jobs  # the one pid-liveness check (psutil); it never opens the store
 
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 CHAT_TEMPLATE = (
@@ -136,7 +137,7 @@ def ensure_tiny(cfg: TrainConfig, texts: list[str], *, progress: Callable[[int, 
             time.sleep(1.0)
             continue
         try:
-            os.write(fd, str(os.getpid()).encode())
+            os.write(fd, jobs.current().to_text().encode())
             os.close(fd)
             if not (target / MANIFEST).exists():
                 build_tiny(cfg, texts, target, progress=progress)
@@ -146,14 +147,15 @@ def ensure_tiny(cfg: TrainConfig, texts: list[str], *, progress: Callable[[int, 
 
 
 def _holder_alive(lock: Path) -> bool:
+    """Whether the process that wrote the lock still runs (its pid and start time: a reused pid is not it)."""
     try:
-        pid = int(lock.read_text() or "0")
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError, FileNotFoundError):
+        text = lock.read_text()
+        written = lock.stat().st_mtime
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
-    return True
+    if not text.strip():  # created, its holder not written yet: give the winner a moment
+        return time.time() - written < 30
+    return jobs.alive(jobs.Job.from_text(text))
 
 
 def build_tiny(cfg: TrainConfig, texts: list[str], target: Path, *,

@@ -10,7 +10,8 @@ model) and `cleanup`. The run folder is everything it reads and writes:
     data/records.jsonl   the dataset version exported as chat JSONL
     events.jsonl         one JSON object per start/phase/step/eval/checkpoint/end, appended as they happen
     manifest.json        seed, dataset hash, template, base model and revision, library versions, config
-    checkpoints/step-N/  adapter weights, optimizer, scheduler, RNG and loop state (resumable after a kill)
+    checkpoints/step-N/  adapter weights (safetensors), optimizer, scheduler, RNG and loop state (safetensors +
+                         JSON: resuming never unpickles; see trainers/checkpoint.py), resumable after a kill
     adapter/             the final LoRA adapter in peft format (the best validation loss)
     merged/              base + adapter merged (when config.merge)
     cancel               created by the app to stop the run gracefully
@@ -39,6 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from trainers import checkpoint
 from trainers import data as D
 from trainers.config import ConfigError, TrainConfig, read_run_config
 
@@ -77,6 +79,30 @@ class LoopState:
     last_eval_step: int = -1
     tokens_seen: int = 0
     recent_losses: list = field(default_factory=list)
+
+
+class Throughput:
+    """Step times and token counts; the steady state leaves out the first WARMUP steps (compilation)."""
+
+    WARMUP = 3
+
+    def __init__(self):
+        self.steps: list[tuple[float, int, int]] = []  # (seconds, tokens, supervised tokens)
+
+    def add(self, seconds: float, tokens: int, supervised: int) -> None:
+        self.steps.append((seconds, tokens, supervised))
+
+    def summary(self, device: torch.device | None) -> dict:
+        steady = self.steps[self.WARMUP:] if len(self.steps) > self.WARMUP else self.steps
+        seconds = sum(s for s, _, _ in steady)
+        out = {}
+        if seconds > 0:
+            out["steady_tokens_per_s"] = round(sum(t for _, t, _ in steady) / seconds, 1)
+            out["steady_supervised_tokens_per_s"] = round(sum(n for _, _, n in steady) / seconds, 1)
+            out["steady_steps"] = len(steady)
+        if device is not None and device.type == "cuda":
+            out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        return out
 
 
 # ---------------------------------------------------------------- model helpers (shared with pre-flight)
@@ -220,6 +246,7 @@ class TrainingRecipe:
         self.state = LoopState()
         self.reporter = None
         self.started = time.monotonic()
+        self.speed = Throughput()
 
     # ------------------------------------------------------------ setup
 
@@ -240,14 +267,21 @@ class TrainingRecipe:
                                                           max_val_records=cfg.max_val_records, seed=cfg.seed)
         self.base_path = self._resolve_base(train_records)
         self.tokenizer = load_tokenizer(self.base_path)
-        self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, cfg.max_seq_len)
+        self.pad_id = self.tokenizer.pad_token_id
+        model = load_base(self.base_path, cfg, self.device, self.dtype)
+        self.model = wrap_peft(model, cfg)
+        self.peft_model = self.model
+        from trainers import fastloss
+
+        fastloss.prepare(self.model, cfg, self.device)  # GPU only: compiled decoder layers
+        self.plan = self._plan_batches(train_records)
+        cfg = self.cfg = cfg.replace(max_seq_len=self.plan.max_seq_len, batch_tokens=self.plan.batch_tokens)
         self.val_examples, _ = D.tokenize(self.tokenizer, val_records, cfg.max_seq_len)
         if not self.train_examples or not self.val_examples:
             raise ConfigError("no training or validation example keeps an assistant token within max_seq_len; "
                               f"raise max_seq_len (now {cfg.max_seq_len})")
-        self.pad_id = self.tokenizer.pad_token_id
-        self.val_batches = D.eval_batches(self.val_examples, batch_tokens=cfg.batch_tokens, max_len=cfg.max_seq_len,
-                                          packed=cfg.packing, pad_id=self.pad_id)
+        self.val_batches = D.eval_batches(self.val_examples, batch_tokens=cfg.batch_tokens, max_len=self.plan.row_len,
+                                          packed=cfg.packing, pad_id=self.pad_id, fixed_shape=self._fixed_shape)
         micro_per_epoch = len(self._epoch(0))
         self.steps_per_epoch = max(1, micro_per_epoch // (cfg.grad_accum * self.world))
         self.total_steps = cfg.max_steps or max(1, math.ceil(self.steps_per_epoch * cfg.epochs))
@@ -256,12 +290,6 @@ class TrainingRecipe:
                          supervised_tokens_per_epoch=self.train_counts["supervised_tokens"],
                          steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps)
 
-        model = load_base(self.base_path, cfg, self.device, self.dtype)
-        self.model = wrap_peft(model, cfg)
-        self.peft_model = self.model
-        from trainers import fastloss
-
-        fastloss.prepare(self.model, cfg, self.device)  # GPU only: compiled decoder layers
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -282,6 +310,49 @@ class TrainingRecipe:
             self._write_manifest(how, len(train_records), len(val_records))
             self.reporter = _Reporter.create(cfg, self.run_dir)
 
+    def _plan_batches(self, train_records: list[dict]):
+        """max_seq_len, row width and batch_tokens (trainers.autobatch): a resumed run reads the saved plan;
+        else the settings, or on a GPU what the data needs and a memory model checked by a probe step."""
+        from trainers import autobatch
+
+        cfg, model_config = self.cfg, self.peft_model.get_base_model().config
+        plan = autobatch.BatchPlan.load(self.run_dir) if self._latest_checkpoint() is not None else None
+        if plan is None:
+            lengths = []
+            if not cfg.max_seq_len and self.device.type == "cuda":
+                limit = getattr(model_config, "max_position_embeddings", None) or 1 << 20
+                lengths = [len(e.input_ids) for e in D.tokenize(self.tokenizer, train_records, limit)[0]]
+            weights = sum(p.numel() * p.element_size() for p in self.peft_model.parameters())
+            plan = autobatch.plan_training(cfg, lengths, device=self.device, config=model_config,
+                                           weight_bytes=weights)
+            self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, plan.max_seq_len)
+            if not cfg.batch_tokens and self.device.type == "cuda" and self.train_examples:
+                def first_batch(tokens: int) -> dict:
+                    return D.epoch_batches(self.train_examples, batch_tokens=tokens, max_len=plan.row_len,
+                                           packed=cfg.packing, seed=cfg.seed, epoch=0, pad_id=self.pad_id,
+                                           fixed_shape=True)[0]
+
+                plan = autobatch.probe(plan, self._probe_step, first_batch, self.device,
+                                       autobatch.fixed_bytes(model_config, weights))
+            if self.world > 1:  # every rank trains with the smallest plan
+                t = torch.tensor(plan.batch_tokens, device=self.device)
+                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+                plan.batch_tokens = int(t)
+            if self.main:
+                plan.save(self.run_dir)
+        else:
+            self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, plan.max_seq_len)
+        self.events.emit("batch_plan", **plan.to_dict())
+        return plan
+
+    def _probe_step(self, batch: dict) -> None:
+        """One forward and backward pass, gradients dropped: the memory probe of autobatch."""
+        self.model.train()
+        with self._autocast():
+            loss = loss_sum(self.model, to_device(batch, self.device))
+        loss.backward()
+        self.model.zero_grad(set_to_none=True)
+
     def _resolve_base(self, train_records: list[dict]) -> str:
         if self.cfg.base_model != "tiny":
             path = Path(self.cfg.base_model).expanduser()
@@ -291,7 +362,10 @@ class TrainingRecipe:
         if self.world > 1 and not self.main:  # rank 0 builds it; the others wait at the barrier below
             torch.distributed.barrier()
             return self.cfg.tiny_dir
-        folder = tiny.ensure_tiny(self.cfg, tiny_texts(train_records), progress=self._tiny_progress)
+        from trainers.autobatch import CPU_BATCH_TOKENS
+
+        base_cfg = self.cfg.replace(batch_tokens=self.cfg.batch_tokens or CPU_BATCH_TOKENS)  # pre-training's batch
+        folder = tiny.ensure_tiny(base_cfg, tiny_texts(train_records), progress=self._tiny_progress)
         if self.world > 1:
             torch.distributed.barrier()
         return str(folder)
@@ -302,8 +376,15 @@ class TrainingRecipe:
 
     def _epoch(self, epoch: int) -> list[dict]:
         cfg = self.cfg
-        return D.epoch_batches(self.train_examples, batch_tokens=cfg.batch_tokens, max_len=cfg.max_seq_len,
-                               packed=cfg.packing, seed=cfg.seed, epoch=epoch, pad_id=self.pad_id)
+        return D.epoch_batches(self.train_examples, batch_tokens=cfg.batch_tokens, max_len=self.plan.row_len,
+                               packed=cfg.packing, seed=cfg.seed, epoch=epoch, pad_id=self.pad_id,
+                               fixed_shape=self._fixed_shape)
+
+    @property
+    def _fixed_shape(self) -> bool:
+        """On a GPU every packed batch has one shape, so the compiled layers are not compiled again (the
+        last batch of an epoch gets empty rows; an epoch boundary used to cost 3-20 s of recompilation)."""
+        return self.device.type == "cuda"
 
     # ------------------------------------------------------------ train
 
@@ -324,7 +405,9 @@ class TrainingRecipe:
                 group = batches[st.batch_in_epoch: st.batch_in_epoch + per_step]
                 mine = group[self.rank::self.world]
                 lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+                supervised = sum(D.supervised_in(b) for b in group)  # every rank's micro-batches
                 loss, tokens = self._optimizer_step(mine)
+                self.speed.add(time.monotonic() - t0, tokens, supervised)
                 st.batch_in_epoch += per_step
                 st.step += 1
                 st.tokens_seen += tokens
@@ -334,6 +417,7 @@ class TrainingRecipe:
                 self.events.emit("step", step=st.step, total_steps=self.total_steps, epoch=round(
                     st.epoch + st.batch_in_epoch / max(len(batches), 1), 3), loss=round(loss, 5),
                     lr=lr, tokens_per_s=round(tokens / max(step_times[-1], 1e-9), 1),
+                    supervised_tokens_per_s=round(supervised / max(step_times[-1], 1e-9), 1),
                     elapsed_s=round(time.monotonic() - self.started, 1),
                     remaining_s=round(mean_step * (self.total_steps - st.step), 1))
                 self._report({"train/loss": loss, "train/lr": lr})
@@ -445,10 +529,9 @@ class TrainingRecipe:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.peft_model.save_pretrained(tmp / "adapter")
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                   tmp / "training_state.pt")
+        checkpoint.save_state(tmp, {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                                    "rng_cpu": torch.get_rng_state(),
+                                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
         (tmp / "state.json").write_text(json.dumps(asdict(self.state)), encoding="utf-8")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -467,9 +550,12 @@ class TrainingRecipe:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        try:  # never unpickled freely: a run folder may come from someone else
+            saved = checkpoint.load_state(ckpt)
+        except checkpoint.CheckpointError as exc:
+            raise TrainingError(str(exc)) from exc
         weights = load_file(ckpt / "adapter" / "adapter_model.safetensors", device=str(self.device))
         set_peft_model_state_dict(self.peft_model, weights)
-        saved = torch.load(ckpt / "training_state.pt", map_location=self.device, weights_only=False)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng_cpu"].cpu())
@@ -537,7 +623,7 @@ class TrainingRecipe:
         losses = self.state.recent_losses
         return {"step": self.state.step, "train_loss": sum(losses) / len(losses) if losses else None,
                 "eval_loss": self.state.best_val if math.isfinite(self.state.best_val) else None,
-                "best_step": self.state.best_step}
+                "best_step": self.state.best_step, **self.speed.summary(getattr(self, "device", None))}
 
 
 # ---------------------------------------------------------------- outputs and bookkeeping
@@ -625,7 +711,8 @@ class _Reporter:
 
 
 def _oom_advice(cfg: TrainConfig) -> str:
-    return (f"the GPU ran out of memory; lower batch_tokens (now {cfg.batch_tokens}, try {max(cfg.max_seq_len, cfg.batch_tokens // 2)}) "
+    smaller = max(cfg.max_seq_len, cfg.batch_tokens // 2)
+    return (f"the GPU ran out of memory; lower batch_tokens (now {cfg.batch_tokens}, try {smaller}) "
             f"and raise grad_accum (now {cfg.grad_accum}) to keep the effective batch, lower max_seq_len "
             f"(now {cfg.max_seq_len}), turn on gradient_checkpointing, or use method qlora")
 

@@ -44,8 +44,8 @@ def register(sub, common, reporting) -> None:
 
 
 def cmd_agreement(args) -> int:
-    from workbench.labels import agreement
     from workbench.cli.main import _Bar, _emit, _store
+    from workbench.labels import agreement
 
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     options = dict(resamples=args.resamples, seed=args.seed, top=args.top, progress=_Bar(not args.json))

@@ -60,7 +60,8 @@ def cmd_annotations_export(args) -> int:
 
 
 def cmd_annotations_final(args) -> int:
-    from workbench.labels.annotations import apply_final_labels, get_question, status_counts
+    from workbench.labels.adjudication import apply_final_labels, status_counts
+    from workbench.labels.questions import get_question
 
     cli = _cli()
     with cli._store(args) as store:
@@ -78,7 +79,7 @@ def cmd_annotations_final(args) -> int:
 # ---------------------------------------------------------------- questions
 
 def cmd_questions_add(args) -> int:
-    from workbench.labels.annotations import add_question
+    from workbench.labels.questions import add_question, parse_anchors
 
     cli = _cli()
     guidelines = ""
@@ -88,13 +89,7 @@ def cmd_questions_add(args) -> int:
                 guidelines = f.read()
         except OSError as exc:
             raise WorkbenchError(f"cannot read the guidelines file {args.guidelines}: {exc.strerror}") from None
-    anchors = {}
-    for part in (args.anchors or "").split(","):
-        if part.strip():
-            key, sep, text = part.partition("=")
-            if not sep:
-                raise WorkbenchError(f"--anchors {part!r}: expected VALUE=TEXT pairs, for example 1=useless,5=perfect")
-            anchors[key.strip()] = text.strip()
+    anchors = parse_anchors(args.anchors)
     choices = [c for c in (args.choices or "").split(",") if c.strip()] or None
     with cli._store(args) as store:
         q = add_question(store, args.dataset, args.name, args.kind, choices=choices, choices_from=args.choices_from,
@@ -113,7 +108,8 @@ def _question_json(q) -> dict:
 
 
 def cmd_questions_list(args) -> int:
-    from workbench.labels.annotations import list_questions, status_counts
+    from workbench.labels.adjudication import status_counts
+    from workbench.labels.questions import list_questions
 
     cli = _cli()
     with cli._store(args) as store:
@@ -177,8 +173,8 @@ def cmd_users_remove(args) -> int:
 # ---------------------------------------------------------------- parser
 
 def register(sub, common, reporting) -> None:
-    from workbench.labels.annotations import KINDS
     from workbench.core.auth import ROLES
+    from workbench.labels.kinds import NAMES as KINDS
 
     p = sub.add_parser("annotations", parents=[common], help="import, export and apply annotations")
     asub = p.add_subparsers(dest="annotations_command", required=True, metavar="ACTION")

@@ -19,8 +19,8 @@ def _plan_lines(plan_json: dict) -> list[str]:
 
 
 def cmd_balance(args) -> int:
-    from workbench.curation.balance import apply_balance, plan_balance
     from workbench.core.versions import get_version
+    from workbench.curation.balance import apply_balance, plan_balance
 
     if not args.preview and not args.out:
         raise WorkbenchError("name the new dataset with --out NEWNAME (or look first with --preview)")
@@ -50,8 +50,8 @@ def cmd_balance(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from workbench.curation.splits import split_version
     from workbench.core.versions import get_version
+    from workbench.curation.splits import split_version
 
     with _store(args) as store:
         version = get_version(store, args.name)
@@ -71,8 +71,8 @@ def cmd_split(args) -> int:
 
 
 def cmd_leakage(args) -> int:
-    from workbench.curation.splits import leakage_report, near_duplicate_groups
     from workbench.core.versions import get_version
+    from workbench.curation.splits import leakage_report, near_duplicate_groups
 
     with _store(args) as store:
         version = get_version(store, args.name)
@@ -89,8 +89,8 @@ def cmd_leakage(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    from workbench.curation.drift import drift
     from workbench.core.versions import get_version
+    from workbench.curation.drift import drift
 
     with _store(args) as store:
         out = drift(store, get_version(store, args.a), get_version(store, args.b), by=args.by, text=args.text)

@@ -19,8 +19,8 @@ def _groups(text: str | None) -> list[int]:
 
 
 def cmd_dedup(args) -> int:
-    from workbench.inspect import dedup
     from workbench.core.versions import get_version
+    from workbench.inspect import dedup
 
     t0 = time.perf_counter()
     bar = _Bar(not args.json)

@@ -14,7 +14,7 @@ def cmd_score(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- eval, evals, compare (workbench.models.evaluate)
+# ---------------------------------------------------------------- eval, evals, compare (workbench.models: evaluation runs)
 
 def _eval_text(run) -> str:
     m = run.metrics or {}
@@ -33,20 +33,20 @@ def _eval_text(run) -> str:
 
 
 def cmd_eval(args) -> int:
-    from workbench.models import evaluate
     from workbench.cli.main import _store
+    from workbench.models import eval_setup, generator
 
     with _store(args) as store:
         bar = _Bar(not args.json)
         if args.resume is not None:
-            run = evaluate.resume(store, args.resume, progress=bar)
+            run = generator.resume(store, args.resume, progress=bar)
         else:
             if not args.dataset:
                 raise WorkbenchError("say which dataset to evaluate on: --dataset NAME[@VERSION] (or --resume ID)")
-            model = evaluate.resolve_model(store, run_id=args.run, base_model=args.base_model, adapter=args.adapter)
-            settings = evaluate.GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            model = eval_setup.resolve_model(store, run_id=args.run, base_model=args.base_model, adapter=args.adapter)
+            settings = eval_setup.GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                                    top_p=args.top_p, batch_size=args.batch_size, seed=args.seed)
-            run = evaluate.run_eval(store, args.dataset, model=model, split=args.split, settings=settings,
+            run = generator.run_eval(store, args.dataset, model=model, split=args.split, settings=settings,
                                     progress=bar)
         if run.status != "finished":
             detail = f": {run.error.splitlines()[-1]}" if run.error else ""
@@ -58,22 +58,22 @@ def cmd_eval(args) -> int:
 
 
 def cmd_evals(args) -> int:
-    from workbench.models import evaluate
     from workbench.cli.main import _store
+    from workbench.models import evaluation, slices
 
     with _store(args) as store:
         if args.eval_id is not None:
-            run = evaluate.get_eval(store, args.eval_id)
+            run = evaluation.get_eval(store, args.eval_id)
             payload = run.summary()
             text = _eval_text(run)
             if args.by:
-                payload["slices"] = evaluate.slices(store, run.eval_id, args.by)
-                metric = evaluate.primary_metric(run.task)
+                payload["slices"] = slices.slices(store, run.eval_id, args.by)
+                metric = slices.primary_metric(run.task)
                 text += f"\nby {args.by}:\n" + "\n".join(
                     f"  {str(r['value']):<24}{r['n']:>7,}  {metric} {r[metric]:.4f}" for r in payload["slices"])
             _emit(args, payload, text)
             return 0
-        runs = evaluate.list_evals(store)
+        runs = evaluation.list_evals(store)
         if args.dataset:
             from workbench.core.versions import get_version
 
@@ -81,7 +81,7 @@ def cmd_evals(args) -> int:
             runs = [r for r in runs if r.version_id == version.version_id]
         rows = [{k: v for k, v in r.summary().items()
                  if k in ("eval_id", "run_id", "dataset", "version", "split", "model", "status", "items", "generated",
-                          *evaluate.TEXT_METRICS, *evaluate.CLASS_METRICS)} for r in runs]
+                          *slices.TEXT_METRICS, *slices.CLASS_METRICS)} for r in runs]
     text = "\n".join(f"{r['eval_id']:>5}  {r['status']:<9} {r['dataset']}@{r['version']} {r['split']:<6} "
                      f"{r['model'][:40]:<40} " + (f"BLEU {r['bleu']:6.2f}" if r.get("bleu") is not None else
                                                   f"accuracy {r['accuracy']:.3f}" if r.get("accuracy") is not None
@@ -92,11 +92,11 @@ def cmd_evals(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from workbench.models import evaluate
     from workbench.cli.main import _store
+    from workbench.models import compare
 
     with _store(args) as store:
-        rows = evaluate.compare(store, args.a, args.b, n_resamples=args.resamples, seed=args.seed)
+        rows = compare.compare(store, args.a, args.b, n_resamples=args.resamples, seed=args.seed)
     _emit(args, {"a": args.a, "b": args.b, "n_resamples": args.resamples, "seed": args.seed, "comparisons": rows},
           "\n".join(r["statement"] for r in rows))
     return 0
@@ -130,7 +130,7 @@ def register(sub, common, reporting) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default: 64)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default); above 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold when sampling (default: 1)")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default: 16)")
+    p.add_argument("--batch-size", type=int, default=0, help="prompts generated together (default 0: sized from the device)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (default: 0)")
     p.set_defaults(func=cmd_eval)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from workbench.cli.main import _Bar, _emit, _store
 from workbench.core.errors import WorkbenchError
 
+
 def inspect_stats(store, version, *, tokenizer: str | None, max_length: int | None, progress) -> dict:
     """What `workbench stats` adds: token lengths (approximate without --tokenizer) and quality flags."""
-    from workbench.inspect import quality
-    from workbench.inspect import tokens
+    from workbench.inspect import quality, tokens
 
     counter = tokens.load_tokenizer(store, tokenizer)
     out = {"tokens": tokens.token_summary(store, version, counter, max_length=max_length, progress=progress)}
@@ -39,8 +39,8 @@ def inspect_lines(out: dict) -> list[str]:
 
 
 def cmd_pii(args) -> int:
-    from workbench.inspect import pii
     from workbench.core.versions import get_version
+    from workbench.inspect import pii
 
     bar = _Bar(not args.json)
     with _store(args) as store:
@@ -49,7 +49,8 @@ def cmd_pii(args) -> int:
             if not args.out:
                 raise WorkbenchError("--redact needs --out NEWNAME: the dataset that receives the redacted version "
                                      f"(the same name, {version.dataset}, adds a version to it)")
-            types = [t.strip().upper() for t in args.types.split(",") if t.strip()] if args.types else list(pii.TYPES)
+            types = [t.strip().upper() for t in args.types.split(",") if t.strip()] if args.types \
+                else list(pii.PERSONAL)
             new, replaced = pii.redact_version(store, version, args.out, types=types, region=args.phone_region,
                                                progress=bar)
         report = pii.pii_report(store, version, region=args.phone_region, progress=bar)
@@ -58,7 +59,8 @@ def cmd_pii(args) -> int:
         if not info["occurrences"]:
             continue
         fields = ", ".join(f"{f} {n:,}" for f, n in info["by_field"].items())
-        lines.append(f"  {kind:<8} {info['occurrences']:>9,} in {info['records']:,} records ({fields})")
+        note = "" if info["personal"] else "; not personal data, redacted only with --types"
+        lines.append(f"  {kind:<8} {info['occurrences']:>9,} in {info['records']:,} records ({fields}{note})")
         for ex in info["examples"][:3]:
             lines.append(f"           row {ex['row']:,} {ex['field']}: {ex['value']}")
     if args.redact:
@@ -71,8 +73,8 @@ def cmd_pii(args) -> int:
 
 
 def cmd_tokens(args) -> int:
-    from workbench.inspect import tokens
     from workbench.core.versions import get_version
+    from workbench.inspect import tokens
 
     bar = _Bar(not args.json)
     with _store(args) as store:
@@ -116,8 +118,8 @@ def cmd_index(args) -> int:
     """Build a version's text-search index now (the app builds it in the background otherwise)."""
     import time
 
-    from workbench.data import search
     from workbench.core.versions import get_version
+    from workbench.data import search
 
     bar = _Bar(not args.json)
     with _store(args) as store:
@@ -146,9 +148,10 @@ def register(sub, common, reporting) -> None:
                    help="region for phone numbers written without +country code (default: [pii] phone_region "
                         "in workbench.toml, else US; '' for international numbers only)")
     p.add_argument("--redact", action="store_true",
-                   help="write a new version with the personal data replaced by [EMAIL], [PHONE], ... placeholders")
+                   help="write a new version with the personal data replaced by [EMAIL], [NAME], ... placeholders")
     p.add_argument("--types", metavar="T,T", default=None,
-                   help="with --redact: only these types (EMAIL, PHONE, CARD, IBAN, IP, ACCOUNT; default all)")
+                   help="with --redact: these types (EMAIL, PHONE, NAME, ADDRESS, CARD, IBAN, IP, ACCOUNT, ORDER; "
+                        "default all personal types, that is all but ORDER: order/tracking/reference numbers)")
     p.add_argument("--out", metavar="NEWNAME", help="with --redact: the dataset that receives the redacted version")
     p.set_defaults(func=cmd_pii)
 

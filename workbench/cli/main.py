@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -14,6 +15,30 @@ from workbench.core.errors import WorkbenchError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL = 2
+
+
+# C0 controls other than tab and newline, DEL and C1 controls: from data they could drive the terminal
+# (ESC and OSC sequences, carriage returns that hide text). Written as JSON-style escapes, so JSON output
+# stays valid JSON with the same meaning.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """text with control characters shown as \\u001b and the like, for printing to a terminal."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class _SafeStream:
+    """The CLI's output boundary: every write to stdout/stderr goes through terminal_safe."""
+
+    def __init__(self, stream):
+        self.raw = stream
+
+    def write(self, text: str) -> int:
+        return self.raw.write(terminal_safe(text))
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
 
 
 class _Bar:
@@ -25,10 +50,11 @@ class _Bar:
     def __call__(self, fraction: float, message: str) -> None:
         if self.enabled:
             filled = int(30 * fraction)
-            sys.stderr.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {fraction:4.0%} {message[:40]:<40}")
-            sys.stderr.flush()
+            out = getattr(sys.stderr, "raw", sys.stderr)  # its own \r may pass; the message may not
+            out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {fraction:4.0%} {terminal_safe(message[:40]):<40}")
+            out.flush()
             if fraction >= 1.0:
-                sys.stderr.write("\n")
+                out.write("\n")
 
 
 def _store(args, create: bool = True):
@@ -108,10 +134,9 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from workbench.data.browse import stats
-    from workbench.core.versions import get_version
-
     from workbench.cli.inspect import inspect_lines, inspect_stats
+    from workbench.core.versions import get_version
+    from workbench.data.browse import stats
 
     with _store(args) as store:
         version = get_version(store, args.name)
@@ -134,27 +159,32 @@ def cmd_sql(args) -> int:
     from workbench.data.sqlconsole import run_readonly
 
     with _store(args) as store:
-        table = run_readonly(store.cursor(), args.query, max_rows=args.max_rows)
+        table = run_readonly(store.cursor(), args.query, max_rows=args.max_rows, data_dir=store.project.data_dir)
     rows = table.to_pylist()
     payload = {"columns": table.column_names, "rows": rows, "row_count": len(rows)}
-    if args.json:
-        print(json.dumps(payload, default=str, ensure_ascii=False))
-    else:
-        import pandas as pd
+    try:
+        if args.json:
+            print(json.dumps(payload, default=str, ensure_ascii=False))
+        else:
+            import pandas as pd
 
-        with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
-            print(table.to_pandas().to_string(index=False) if rows else "(no rows)")
+            with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+                print(table.to_pandas().to_string(index=False) if rows else "(no rows)")
+    except BrokenPipeError:
+        raise
+    except (OSError, MemoryError) as exc:  # e.g. a full disk behind a redirect
+        raise WorkbenchError(f"could not print the result ({exc}); use --max-rows or a LIMIT") from None
     return 0
 
 
 def cmd_export(args) -> int:
-    from workbench.data.export import export_version
     from workbench.core.versions import get_version
+    from workbench.data.export import export_version
 
     with _store(args) as store:
         redact = tuple(t.strip().upper() for t in args.redact.split(",") if t.strip()) if args.redact else None
-        if args.redact == "all":
-            from workbench.inspect.pii import TYPES as redact
+        if args.redact == "all":  # every personal type; order numbers stay unless named
+            from workbench.inspect.pii import PERSONAL as redact
         out = export_version(store, get_version(store, args.name), args.format, args.out, split=args.split,
                              redact=redact, progress=_Bar(not args.json))
     text = f"wrote {out['records']:,} records to {out['path']} ({args.format})"
@@ -197,16 +227,24 @@ def cmd_demo(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(default) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--project", metavar="DIR", default=None,
+    common.add_argument("--project", metavar="DIR", default=default,
                         help="project folder (default: $WORKBENCH_PROJECT or ./workbench-data)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--debug", action="store_true", default=default, help="show tracebacks for errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The options are accepted before and after the command. Only the main parser has defaults: a
+    # subparser's default would overwrite what was given before the command (`--project DIR init`).
+    common = _common_options(argparse.SUPPRESS)
     reporting = argparse.ArgumentParser(add_help=False)
     reporting.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
     parser = argparse.ArgumentParser(prog="workbench", description="Curate, label, balance, train and evaluate "
-                                     "fine-tuning datasets.", parents=[common])
+                                     "fine-tuning datasets.", parents=[_common_options(None)])
+    parser.set_defaults(debug=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", parents=[common, reporting], help="create a project folder")
@@ -247,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "csv"])
     p.add_argument("--split", help="only records whose split column has this value")
     p.add_argument("--redact", nargs="?", const="all", metavar="TYPES",
-                   help="replace PII with placeholders such as [EMAIL] in the exported text: all types, or a list "
-                        "like EMAIL,PHONE (EMAIL, PHONE, CARD, IBAN, IP, ACCOUNT)")
+                   help="replace PII with placeholders such as [EMAIL] in the exported text: every personal type, or a "
+                        "list like EMAIL,PHONE (NAME, ADDRESS, EMAIL, PHONE, CARD, IBAN, IP, ACCOUNT; ORDER for "
+                        "order and tracking numbers, which are not personal)")
     p.add_argument("--out", required=True, help="output file (a folder for hf)")
     p.set_defaults(func=cmd_export)
 
@@ -280,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _SafeStream(stdout), _SafeStream(stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except WorkbenchError as exc:

@@ -21,8 +21,8 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_create(args) -> int:
-    from workbench.models import review
     from workbench.cli.main import _emit, _store
+    from workbench.models import review
 
     with _store(args) as store:
         r = review.create_review(store, _ids(args.evals), kind=args.kind, questions=_names(args.questions),
@@ -40,8 +40,8 @@ def cmd_create(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from workbench.models import review
     from workbench.cli.main import _emit, _store
+    from workbench.models import review
 
     with _store(args) as store:
         rows = []
@@ -58,8 +58,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_items(args) -> int:
-    from workbench.models import review
     from workbench.cli.main import _emit, _store
+    from workbench.models import review
 
     with _store(args) as store:
         r = review.get_review(store, args.review_id)
@@ -103,24 +103,24 @@ def _results_text(res: dict) -> str:
 
 
 def cmd_results(args) -> int:
-    from workbench.models import review
     from workbench.cli.main import _emit, _store
+    from workbench.models import review_results
 
     with _store(args) as store:
-        res = review.results(store, args.review_id, resamples=args.resamples, seed=args.seed,
+        res = review_results.results(store, args.review_id, resamples=args.resamples, seed=args.seed,
                              confidence=args.confidence)
     _emit(args, res, _results_text(res))
     return 0
 
 
 def cmd_loop(args) -> int:
-    from workbench.models import review
     from workbench.cli.main import _emit, _store
+    from workbench.models import review_actions
 
     with _store(args) as store:
-        out = review.loop(store, args.review_id)
+        out = review_actions.loop(store, args.review_id)
         if args.write_version:
-            v = review.write_edits_version(store, args.review_id)
+            v = review_actions.write_edits_version(store, args.review_id)
             out["written"] = {"version": v.ref, "records": v.row_count}
     text = [f"review {out['review_id']}: {out['flags']} record(s) flagged, {out['edits']} response(s) corrected"]
     text += [f"  judged eval {j['eval_id']} ({j['model']})" + (f", trained on {j['trained_on']}" if j["trained_on"]

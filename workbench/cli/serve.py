@@ -1,17 +1,24 @@
-"""Start the Streamlit app in a subprocess, so the core library never imports streamlit."""
+"""Start the Streamlit app in a subprocess, so the core library never imports streamlit.
+
+The server runs as a job (workbench.core.jobs) in its own process group; when `workbench serve`
+is stopped (Ctrl+C, SIGTERM from a service manager, SIGHUP when its terminal closes) it stops the
+whole server, so nothing is left holding the project's database.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import subprocess
+import signal
 import sys
 from pathlib import Path
 
+from workbench.core import jobs
+from workbench.core.auth import allowed_host_names
 from workbench.core.errors import WorkbenchError
 from workbench.core.project import open_project
 
 APP = Path(__file__).resolve().parents[2] / "pages" / "app.py"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def is_loopback(host: str) -> bool:
@@ -37,20 +44,50 @@ def project_has_users(project) -> bool:
         return has_users(store)
 
 
+def check_exposure(project, host: str, port: int) -> None:
+    """Refuse to offer a project without accounts to a network (without accounts the app is one local
+    user who may do everything); warn that sign-in travels as plain HTTP."""
+    if is_loopback(host):
+        return
+    if not project_has_users(project):
+        raise WorkbenchError(
+            f"refusing to serve on {host} without accounts: anyone who could reach port {port} could read and "
+            "change this project. Add an admin first (`workbench users add NAME --role admin`), or serve on "
+            "127.0.0.1")
+    print(f"note: serving on {host} with sign-in; passwords travel as plain HTTP unless a TLS proxy sits in "
+          "front of the app", file=sys.stderr)
+
+
+class _Stopped(Exception):
+    """A stop signal arrived while the server ran."""
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise _Stopped(signum)
+
+
 def serve(project_dir=None, *, host: str = "127.0.0.1", port: int = 8501) -> int:
     project = open_project(project_dir)
-    if not is_loopback(host):
-        # Without accounts the app is one local user who may do everything: refuse to offer that to a network.
-        if not project_has_users(project):
-            raise WorkbenchError(
-                f"refusing to serve on {host} without accounts: anyone who could reach port {port} could read and "
-                "change this project. Add an admin first (`workbench users add NAME --role admin`), or serve on "
-                "127.0.0.1")
-        print(f"note: serving on {host} with sign-in; passwords travel as plain HTTP unless a TLS proxy sits in "
-              "front of the app", file=sys.stderr)
-    env = dict(os.environ, WORKBENCH_PROJECT=str(project.root))
+    check_exposure(project, host, port)
     print(f"Workbench on http://{host}:{port} (project {project.root}); Ctrl+C stops it", file=sys.stderr)
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stopped)
+    job = None
     try:
-        return subprocess.call(streamlit_command(host, port), env=env)
-    except KeyboardInterrupt:
+        job = jobs.start(streamlit_command(host, port), env={
+            "WORKBENCH_PROJECT": str(project.root),
+            # only these Host headers reach the app (DNS rebinding): see auth.allowed_host_names
+            "STREAMLIT_SERVER_ALLOWED_HOSTS": " ".join(allowed_host_names(
+                host, project.setting("server", "allowed_hosts", [])))})
+        code = jobs.wait(job)
+        return code or 0
+    except (_Stopped, KeyboardInterrupt):
         return 0
+    finally:
+        for sig in STOP_SIGNALS:  # a second signal now would cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        if job is not None:
+            jobs.stop(job)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -7,6 +7,9 @@ than this machine's (see `workbench.cli.serve`).
 
 Every library function that changes data takes the acting `User` and calls `require_role(user,
 action)` itself, so a page that forgets to hide a button cannot be used to go around the check.
+A User that came from a sign-in carries its session, and require_role checks at every call that
+the session is still live: a tab left open after sign-out or expiry cannot write.
+Failed sign-ins slow the next ones down, per account and per address (`wb_signin_failures`).
 `user=None` in those functions means the project's owner working locally (the CLI, a script):
 whoever can run them can already read and write the project files.
 """
@@ -15,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -50,9 +53,25 @@ _hasher = PasswordHasher()  # argon2id with the library's current recommended pa
 
 
 @dataclass(frozen=True)
+class Session:
+    """The sign-in a User came from (only the token's sha256), checked again at every write."""
+    store: Store
+    token_sha256: str
+
+    def live_role(self, *, now: datetime | None = None) -> str | None:
+        """The user's role while the session lives; None once it is ended, expired or its user removed."""
+        rows = self.store.cursor().execute(
+            "SELECT u.role FROM wb_sessions s JOIN wb_users u ON u.name = s.name "
+            "WHERE s.token_sha256 = ? AND s.expires_at > ?", [self.token_sha256, now or now_utc()]).fetchall()
+        return rows[0][0] if rows else None
+
+
+@dataclass(frozen=True)
 class User:
     name: str
     role: str
+    session: Session | None = field(default=None, compare=False, repr=False)
+    """Set for a signed-in user: require_role refuses once this session has ended."""
 
     def can(self, action: str) -> bool:
         return self.role in PERMISSIONS.get(action, frozenset())
@@ -65,19 +84,35 @@ class PermissionDenied(WorkbenchError):
     """The signed-in user's role does not allow this action."""
 
 
+class SessionEnded(PermissionDenied):
+    """The session the user signed in with was ended (signed out, expired, account changed)."""
+
+
+class SignInDelayed(WorkbenchError):
+    """Too many failed sign-ins: no password is checked until `until`."""
+
+    def __init__(self, message: str, until: datetime):
+        super().__init__(message)
+        self.until = until
+
+
 def now_utc() -> datetime:
     """Naive UTC: every timestamp the workbench stores is in UTC."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 
 def require_role(user: User | None, action: str) -> User:
     """The acting user, or PermissionDenied when their role may not do `action`.
 
-    None stands for the local owner (CLI, scripts; see the module docstring)."""
+    None stands for the local owner (CLI, scripts; see the module docstring). A signed-in user's
+    session must still be live now, with the same role: the check runs at the time of the write."""
     if action not in PERMISSIONS:
         raise ValueError(f"unknown action {action!r}")
     user = user or LOCAL_USER
+    if user.session is not None and user.session.live_role() != user.role:
+        raise SessionEnded(f"the session of {user.name} has ended (signed out, expired or the account changed); "
+                           "nothing was saved: sign in again")
     if not user.can(action):
         allowed = " or ".join(sorted(PERMISSIONS[action]))
         raise PermissionDenied(f"{user.name} is a{'n' if user.role[0] in 'aeiou' else ''} {user.role} and may not "
@@ -164,17 +199,77 @@ def remove_user(store: Store, name: str, *, actor: User | None = None) -> None:
     store.retry(write)
 
 
-def authenticate(store: Store, name: str, password: str) -> User | None:
-    """The user when the password matches, else None (the same answer for an unknown name)."""
+# Back-off after failed sign-ins. Each key (an account, an address) has some free tries; every failure
+# after those locks the key for twice as long as the one before, up to MAX_DELAY. Failures are forgotten
+# FORGET after the last one. Locked keys answer at once, without spending argon2 time on the password.
+FREE_TRIES = {"account": 5, "address": 20}  # an address may be shared by a whole office
+FIRST_DELAY = timedelta(seconds=2)
+MAX_DELAY = timedelta(minutes=15)
+FORGET = timedelta(hours=1)
+
+
+def _failure_keys(name: str, address: str | None) -> dict[str, str]:
+    keys = {"account": f"account:{name[:100]}"}
+    if address:
+        keys["address"] = f"address:{address}"
+    return keys
+
+
+def signin_locked_until(store: Store, name: str, address: str | None = None, *,
+                        now: datetime | None = None) -> datetime | None:
+    """When the account or the address may try again, if either is locked now."""
+    now = now or now_utc()
+    keys = list(_failure_keys(name, address).values())
+    rows = store.cursor().execute(
+        f"SELECT max(locked_until) FROM wb_signin_failures WHERE key IN ({', '.join('?' * len(keys))}) "
+        "AND locked_until > ?", [*keys, now]).fetchall()
+    return rows[0][0]
+
+
+def _record_failure(store: Store, name: str, address: str | None, now: datetime) -> None:
+    def write(cur):
+        cur.execute("DELETE FROM wb_signin_failures WHERE last_failure < ? AND coalesce(locked_until, ?) <= ?",
+                    [now - FORGET, now, now])  # forgotten keys (the names tried need not exist)
+        for kind, key in _failure_keys(name, address).items():
+            rows = cur.execute("SELECT failures, last_failure FROM wb_signin_failures WHERE key = ?", [key]).fetchall()
+            failures = 1 + (rows[0][0] if rows and now - rows[0][1] < FORGET else 0)
+            over = failures - FREE_TRIES[kind]
+            until = now + min(FIRST_DELAY * 2 ** min(over - 1, 20), MAX_DELAY) if over > 0 else None
+            cur.execute("INSERT OR REPLACE INTO wb_signin_failures VALUES (?, ?, ?, ?)", [key, failures, now, until])
+
+    store.retry(write)
+
+
+def _delayed(until: datetime, now: datetime) -> SignInDelayed:
+    seconds = max(1, int((until - now).total_seconds() + 0.999))
+    wait = f"{seconds} s" if seconds < 120 else f"{(seconds + 59) // 60} min"
+    return SignInDelayed(f"too many failed sign-ins for this account or from this address; try again in {wait} "
+                         f"(at {until:%H:%M:%S} UTC)", until)
+
+
+def authenticate(store: Store, name: str, password: str, *, address: str | None = None,
+                 now: datetime | None = None) -> User | None:
+    """The user when the password matches, else None (the same answer for an unknown name).
+
+    address: where the attempt comes from (the app passes the client's IP). Raises SignInDelayed,
+    without checking the password, while the account or the address is locked after failures."""
+    now = now or now_utc()
+    until = signin_locked_until(store, name, address, now=now)
+    if until is not None:
+        raise _delayed(until, now)
     rows = store.cursor().execute("SELECT role, password_hash FROM wb_users WHERE name = ?", [name]).fetchall()
     if not rows:
         _hasher.hash(password)  # spend the same time, so a wrong name and a wrong password look alike
+        _record_failure(store, name, address, now)
         return None
     role, digest = rows[0]
     try:
         _hasher.verify(digest, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
+        _record_failure(store, name, address, now)
         return None
+    key = _failure_keys(name, None)["account"]  # the address keeps its count: one right password proves little
+    store.retry(lambda cur: cur.execute("DELETE FROM wb_signin_failures WHERE key = ?", [key]))
     if _hasher.check_needs_rehash(digest):
         new = _hasher.hash(password)
         store.retry(lambda cur: cur.execute("UPDATE wb_users SET password_hash = ? WHERE name = ?", [new, name]))
@@ -213,9 +308,46 @@ def session_user(store: Store, token: str | None, *, now: datetime | None = None
     rows = store.cursor().execute(
         "SELECT u.name, u.role FROM wb_sessions s JOIN wb_users u ON u.name = s.name "
         "WHERE s.token_sha256 = ? AND s.expires_at > ?", [_token_digest(token), now or now_utc()]).fetchall()
-    return User(*rows[0]) if rows else None
+    if not rows:
+        return None
+    name, role = rows[0]
+    return User(name, role, session=Session(store, _token_digest(token)))
 
 
 def end_session(store: Store, token: str | None) -> None:
     if token:
         store.retry(lambda cur: cur.execute("DELETE FROM wb_sessions WHERE token_sha256 = ?", [_token_digest(token)]))
+
+
+# ---------------------------------------------------------------- which host names the server answers
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_host_names(bind_host: str, extra=()) -> list[str]:
+    """The Host header values the app accepts when `workbench serve --host bind_host` runs it: this
+    machine's loopback names, the address it was started on and, on a wildcard address, this
+    machine's own names and addresses, plus `extra` (`[server] allowed_hosts` of workbench.toml, for
+    a DNS name or a proxy in front). Any other name is refused: a web page that re-points its own
+    domain at this machine (DNS rebinding) cannot reach the app."""
+    import socket
+
+    names = list(LOOPBACK_NAMES)
+    if bind_host not in ("", "0.0.0.0", "::"):
+        names.append(bind_host)
+    else:
+        host = socket.gethostname()
+        names += [host, socket.getfqdn()]
+        try:
+            # a sockaddr's first item is the address text, except (int, bytes) on a Python built without IPv6
+            names += [info[4][0] for info in socket.getaddrinfo(host, None) if isinstance(info[4][0], str)]
+        except OSError:
+            pass
+        try:  # the address other machines reach this one on (no packet is sent)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(("192.0.2.1", 9))
+                names.append(probe.getsockname()[0])
+        except OSError:
+            pass
+    names += [str(n) for n in extra]
+    return list(dict.fromkeys(n.strip().lower() for n in names if n and n.strip()))

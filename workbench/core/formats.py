@@ -15,8 +15,11 @@ same records and the same content hash.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, overload
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -25,6 +28,8 @@ from workbench.core.errors import WorkbenchError
 FORMATS = ("chat", "prompt-completion", "alpaca", "classification")
 CANONICAL = ("prompt", "completion", "system", "messages")
 ROLES = ("system", "user", "assistant")
+# (row index, field or None when the record as a whole is wrong, reason)
+BatchErrors = list[tuple[int, str | None, str]]
 
 # The fields each format reads, in the order they are checked; optional ones may be missing.
 FORMAT_FIELDS = {
@@ -84,6 +89,10 @@ def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | No
     if fmt == "auto":
         fmt = _detect(cols, given)
 
+    @overload
+    def pick(flag: str, candidates: tuple[str, ...], what: str, required: Literal[True] = ...) -> str: ...
+    @overload
+    def pick(flag: str, candidates: tuple[str, ...], what: str, required: bool) -> str | None: ...
     def pick(flag: str, candidates: tuple[str, ...], what: str, required: bool = True) -> str | None:
         if flag in given:
             if given[flag] not in cols:
@@ -150,6 +159,10 @@ def _detect(cols: list[str], given: dict) -> str:
 
 # ---------------------------------------------------------------- row by row (exact errors)
 
+@overload
+def _text(obj: dict, col: str, name: str, max_bytes: int, *, required: Literal[True] = ...) -> str: ...
+@overload
+def _text(obj: dict, col: str, name: str, max_bytes: int, *, required: bool) -> str | None: ...
 def _text(obj: dict, col: str, name: str, max_bytes: int, *, required: bool = True) -> str | None:
     if col not in obj or obj[col] is None:
         if not required:
@@ -184,7 +197,7 @@ def convert_row(obj, mapping: Mapping, max_bytes: int) -> dict:
     if not isinstance(obj, dict):
         raise RowError(None, f"expected an object with fields, got {_kind(obj)}")
     fmt, col = mapping.format, mapping.columns
-    row = {"prompt": None, "completion": None, "system": None, "messages": None}
+    row: dict[str, Any] = {"prompt": None, "completion": None, "system": None, "messages": None}
     if fmt == "prompt-completion":
         row["prompt"] = _text(obj, col["prompt"], "prompt", max_bytes)
         row["completion"] = _text(obj, col["completion"], "completion", max_bytes)
@@ -294,7 +307,7 @@ def _as_string(arr: pa.ChunkedArray | pa.Array):
 
 
 def check_batch(table: pa.Table, mapping: Mapping,
-                max_bytes: int) -> tuple[list[tuple[int, str, str]], pa.Table | None]:
+                max_bytes: int) -> tuple[BatchErrors, pa.Table | None]:
     """(errors, canonical table) for a batch: errors as (row index, field, reason); the table only if none.
 
     Chats (nested lists) and our own exports with system/messages columns are converted row by
@@ -340,8 +353,92 @@ def _nesting_reason(name: str) -> str:
     return f"`{name}` is nested more than {MAX_NESTING} levels deep; flatten it or leave the column out"
 
 
-def _too_deep_extras(table: pa.Table, mapping: Mapping) -> list[tuple[int, str, str]]:
-    errors = []
+# JSON text nested deeper than this is refused before any parser sees it: pyarrow's JSON reader
+# overflows its stack (a segfault) and Python's json recurses (RecursionError) on 10,000s of levels.
+# Depths between MAX_NESTING and this are parsed and named by the column checks.
+MAX_JSON_DEPTH = 200
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\\n]++|\\.)*+"|[\[\]{}]')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_OPENS_OR_NEWLINE = bytes(b for b in range(256) if b not in b"[{\n")
+_SCAN_CHUNK = 1 << 22
+
+
+def _outside_strings(data: bytes) -> bytes:
+    """The brackets of data that lie outside JSON strings, in order (escaped quotes and backslashes
+    are blanked first, then every other piece between quotes is a string)."""
+    plain = data.replace(b"\\\\", b"..").replace(b'\\"', b"..")
+    return b"".join(plain.split(b'"')[0::2]).translate(None, _NOT_BRACKETS)
+
+
+def json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep the brackets of one JSON text nest, counting only brackets outside strings. A scan of
+    bytes, not a parse, so it cannot recurse; any answer above limit only means 'more than limit'."""
+    if data.count(b"[") + data.count(b"{") <= limit:  # an upper bound, and the common case
+        return limit
+    brackets = _outside_strings(data)
+    deepest, level = 0, 0
+    for start in range(0, len(brackets), _SCAN_CHUNK):  # vectorised, in chunks to bound memory
+        arr = np.frombuffer(brackets, np.uint8, count=min(_SCAN_CHUNK, len(brackets) - start), offset=start)
+        levels = np.cumsum(np.where((arr == ord("[")) | (arr == ord("{")), 1, -1), dtype=np.int64) + level
+        deepest, level = max(deepest, int(levels.max())), int(levels[-1])
+        if deepest > limit:
+            break
+    return deepest
+
+
+def lines_too_deep(buf: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if some line of JSON-lines text nests deeper than limit. Only lines with more than limit
+    opening brackets (rare: a long chat) are scanned one by one."""
+    marks = np.frombuffer(buf.translate(None, _NOT_OPENS_OR_NEWLINE), np.uint8)
+    opens_per_line = np.diff(np.concatenate(([-1], np.flatnonzero(marks == ord("\n")), [len(marks)]))) - 1
+    busy = np.flatnonzero(opens_per_line > limit)
+    if not busy.size:
+        return False
+    newlines = np.flatnonzero(np.frombuffer(buf, np.uint8) == ord("\n"))
+    starts, ends = np.concatenate(([0], newlines + 1)), np.concatenate((newlines, [len(buf)]))
+    return any(json_depth(buf[starts[i]: ends[i]], limit) > limit for i in busy)
+
+
+def jsonl_file_too_deep(path, block_bytes: int = 4 << 20) -> bool:
+    """True if some line of a JSON-lines file nests deeper than MAX_JSON_DEPTH, read block by block."""
+    with open(path, "rb") as f:
+        pending: list[bytes] = []
+        while block := f.read(block_bytes):
+            cut = block.rfind(b"\n") + 1
+            if not cut:  # a long line: keep its pieces until it ends
+                pending.append(block)
+                continue
+            if lines_too_deep(b"".join(pending) + block[:cut]):
+                return True
+            pending = [block[cut:]]
+        return lines_too_deep(b"".join(pending))
+
+
+def too_deep_reason(line: bytes, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """For a JSON line nested deeper than limit, the column check's message naming the top-level key
+    that holds the deep value (a token scan, no parse); None if the line is not that deep."""
+    if json_depth(line, limit) <= limit:
+        return None
+    level, key = 0, None
+    for token in _JSON_TOKEN.finditer(line):
+        t = token.group()
+        if t[:1] == b'"':
+            if level == 1:
+                key = t
+        else:
+            level += 1 if t in (b"[", b"{") else -1
+            if level > limit:
+                break
+    try:
+        name = json.loads(key) if key is not None else None
+    except ValueError:
+        name = None
+    return _nesting_reason(name) if isinstance(name, str) else \
+        f"nested more than {MAX_NESTING} levels deep; flatten the deep values or leave them out"
+
+
+def _too_deep_extras(table: pa.Table, mapping: Mapping) -> BatchErrors:
+    errors: BatchErrors = []
     for name in table.column_names:
         if name not in mapping.consumed() and _type_depth(table.schema.field(name).type) > MAX_NESTING:
             valid = pc.is_valid(table.column(name)).to_pylist()
@@ -354,8 +451,8 @@ def _row_wise(mapping: Mapping) -> bool:
         mapping.format == "prompt-completion" and ("system" in mapping.columns or "messages" in mapping.columns))
 
 
-def _check_rows(table: pa.Table, mapping: Mapping, max_bytes: int):
-    errors: list[tuple[int, str, str]] = []
+def _check_rows(table: pa.Table, mapping: Mapping, max_bytes: int) -> tuple[BatchErrors, pa.Table | None]:
+    errors: BatchErrors = []
     rows: list[dict] = []
     if mapping.format == "chat":
         col = mapping.columns["messages"]
@@ -375,8 +472,8 @@ def _check_rows(table: pa.Table, mapping: Mapping, max_bytes: int):
     return errors, _with_extras(canon, table, mapping)
 
 
-def _column_errors(table: pa.Table, mapping: Mapping, max_bytes: int) -> list[tuple[int, str, str]]:
-    errors: list[tuple[int, str, str]] = []
+def _column_errors(table: pa.Table, mapping: Mapping, max_bytes: int) -> BatchErrors:
+    errors: BatchErrors = []
     for name in FORMAT_FIELDS[mapping.format]:
         col = mapping.columns.get(name)
         if col is None:

@@ -155,7 +155,7 @@ CREATE TABLE IF NOT EXISTS wb_runs (
     created_by VARCHAR
 );
 """),
-    Migration(7, "models.evaluate", "evaluation runs and their per-item results", """
+    Migration(7, "models.evaluation", "evaluation runs and their per-item results", """
 CREATE SEQUENCE IF NOT EXISTS wb_eval_seq START 1;
 CREATE TABLE IF NOT EXISTS wb_evals (
     eval_id INTEGER PRIMARY KEY,
@@ -262,5 +262,15 @@ CREATE TABLE IF NOT EXISTS wb_review_actions (
     who VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
+"""),
+    Migration(9, "core.auth", "failed sign-ins, for the back-off (per account and per address)", """
+CREATE TABLE IF NOT EXISTS wb_signin_failures (
+    key VARCHAR PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_failure TIMESTAMP NOT NULL,
+    locked_until TIMESTAMP
+);
+-- Session cookies used to be readable by scripts (now HttpOnly): end the sessions they carried.
+DELETE FROM wb_sessions;
 """),
 )

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import duckdb
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.project import Project, open_project
 from workbench.core.schema import MIGRATIONS
-
 
 # Keep quarantined raw rows readable but bounded.
 QUARANTINE_RAW_CHARS = 100_000
@@ -55,7 +54,7 @@ class Store:
         remove_orphans(self)
 
     @classmethod
-    def open(cls, project_dir=None, *, create: bool = True) -> "Store":
+    def open(cls, project_dir=None, *, create: bool = True) -> Store:
         return cls(open_project(project_dir, create=create))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -131,7 +130,7 @@ class Store:
             self._local.cursor = None
         self.con.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,11 +16,11 @@ import math
 
 import numpy as np
 
-from workbench.curation.balance import mix
-from workbench.data.browse import category_column
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store, quote_ident
 from workbench.core.versions import Version, version_columns
+from workbench.curation.balance import mix
+from workbench.data.browse import category_column
 
 ALPHA = 0.05
 LENGTH_BINS = (0, 25, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from workbench.curation.balance import (Progress, child_info, largest_remainder, near_duplicate_groups, seeded_keys,
-                               seeded_uniform, value_codes)
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store, quote_ident
 from workbench.core.versions import ROW_COLUMN, Version, version_columns, write_version
+from workbench.curation.balance import Progress, child_info, near_duplicate_groups, value_codes
+from workbench.curation.targets import largest_remainder, seeded_keys, seeded_uniform
 
 SPLIT_COLUMN = "split"
 GROUPINGS = ("exact", "near-dup", "none")
@@ -296,24 +296,6 @@ def split_version(store: Store, version: Version, ratios, *, stratify: str | Non
     progress(0.45, "assigning splits")
     assigned = assign_splits(strata, clusters, ratios, seed)
     names = list(ratios)
-    name_array = pa.array(names, pa.string())
-
-    def batches():
-        cur = store.con.cursor()
-        done = 0
-        try:
-            reader = cur.sql(f"SELECT * FROM {version.table_name}").to_arrow_reader(65_536)
-            for batch in reader:
-                table = pa.Table.from_batches([batch])
-                rows = table.column(ROW_COLUMN).to_numpy()
-                drop = [ROW_COLUMN] + ([SPLIT_COLUMN] if SPLIT_COLUMN in table.column_names else [])
-                yield table.drop_columns(drop).append_column(
-                    SPLIT_COLUMN, name_array.take(pa.array(assigned[rows])))
-                done += len(rows)
-                progress(0.5 + 0.5 * done / max(n, 1), f"writing {done:,} of {n:,} records")
-        finally:
-            cur.close()
-
     had_split = SPLIT_COLUMN in {c for c, _ in version_columns(store, version)}
     counts = {s: int(c) for s, c in zip(names, np.bincount(assigned, minlength=len(names)))}
     n_clusters = int(len(np.unique(clusters[clusters >= 0])))
@@ -322,15 +304,11 @@ def split_version(store: Store, version: Version, ratios, *, stratify: str | Non
               "stratify": stratify, "group": group, "seed": seed,
               "near_threshold": threshold if group == "near-dup" else None, "replaced_split_column": had_split,
               "rounding": "largest remainder per stratum (Hamilton)", "counts": counts}
-    new = write_version(store, out or version.dataset, batches(), kind="split", fmt=version.format, recipe=recipe,
+    batches = _with_split_column(store, version, assigned, names, progress)
+    new = write_version(store, out or version.dataset, batches, kind="split", fmt=version.format, recipe=recipe,
                         info=child_info(version), parent_id=version.version_id, created_by=created_by)
     leakage = leakage_report(store, new, groups=tables[1] if group == "near-dup" else None)
-    by_stratum = {}
-    if stratify:
-        table = np.zeros((len(values), len(names)), dtype=np.int64)
-        np.add.at(table, (strata, assigned), 1)
-        by_stratum = {str(v) if v is not None else None: {s: int(x) for s, x in zip(names, row)}
-                      for v, row in zip(values, table)}
+    by_stratum = _counts_by_stratum(strata, values, assigned, names) if stratify else {}
     report = {"dataset": new.dataset, "version": new.number, "content_hash": new.content_hash, "parent": version.ref,
               "records": new.row_count, "counts": counts, "ratios": ratios, "stratify": stratify, "group": group,
               "seed": seed, "clusters": n_clusters, "clustered_records": clustered, "by_category": by_stratum,
@@ -338,6 +316,33 @@ def split_version(store: Store, version: Version, ratios, *, stratify: str | Non
               "seconds": round(time.perf_counter() - started, 2)}
     progress(1.0, "done")
     return SplitResult(new, report)
+
+
+def _with_split_column(store: Store, version: Version, assigned: np.ndarray, names: list[str],
+                       progress: Progress):
+    """The version's records in order with `split` set to names[assigned[row]] (an old `split` replaced)."""
+    name_array = pa.array(names, pa.string())
+    n = version.row_count
+    cur = store.con.cursor()
+    done = 0
+    try:
+        for batch in cur.sql(f"SELECT * FROM {version.table_name}").to_arrow_reader(65_536):
+            table = pa.Table.from_batches([batch])
+            rows = table.column(ROW_COLUMN).to_numpy()
+            drop = [ROW_COLUMN] + ([SPLIT_COLUMN] if SPLIT_COLUMN in table.column_names else [])
+            yield table.drop_columns(drop).append_column(SPLIT_COLUMN, name_array.take(pa.array(assigned[rows])))
+            done += len(rows)
+            progress(0.5 + 0.5 * done / max(n, 1), f"writing {done:,} of {n:,} records")
+    finally:
+        cur.close()
+
+
+def _counts_by_stratum(strata: np.ndarray, values: list, assigned: np.ndarray, names: list[str]) -> dict:
+    """{stratum value: {split: records}}."""
+    table = np.zeros((len(values), len(names)), dtype=np.int64)
+    np.add.at(table, (strata, assigned), 1)
+    return {str(v) if v is not None else None: {s: int(x) for s, x in zip(names, row)}
+            for v, row in zip(values, table)}
 
 
 def leakage_report(store: Store, version: Version, *, groups: pa.Table | None = None) -> dict:

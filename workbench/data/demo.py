@@ -8,9 +8,9 @@ import random
 import re
 from bisect import bisect
 from collections import deque
+from collections.abc import Iterator
 from itertools import accumulate, product
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -66,7 +66,14 @@ _CONTEXTS = [
 _PII = ["[You can reach me at|Please reply to|My email is] {email} [if anything is unclear|instead of my old address].",
         "[My phone number is|Call me back on|You can call me on] {phone}[, any time after 5pm| if that's easier].",
         "The card I used was {card}[, in case that helps you find the payment| (exp 12/27)].",
-        "I paid with my card {card} and my number is {phone}."]
+        "I paid with my card {card} and my number is {phone}.",
+        "[Please send the replacement to|My address is|I live at] {address}[, in case you need it|]."]
+# Postal addresses (fictional) for the PII template above: US forms with and without unit/city/ZIP, German.
+_STREETS = "Oak Maple Cedar Elm Pine Willow Lake Hill River Church Mill Station Highland Sunset Lincoln Franklin".split()
+_SUFFIXES = ["Street", "St", "Avenue", "Ave", "Road", "Rd", "Lane", "Drive", "Boulevard", "Court", "Way", "Place"]
+_CITIES = [("Springfield", "IL", "627"), ("Portland", "OR", "972"), ("Austin", "TX", "787"), ("Madison", "WI", "537"),
+           ("Denver", "CO", "802"), ("Salem", "MA", "019"), ("Fairview", "TN", "370")]
+_DE = [("Linden", "straße", "10115 Berlin"), ("Garten", "weg", "80331 München"), ("Schiller", "straße", "50667 Köln")]
 _EMPATHY = [
     "Thank you for reaching out, and I'm [sorry|really sorry] for the trouble you've had with your {product}.",
     "Thanks for your patience while I looked into this[ for you|], and apologies for the inconvenience.",
@@ -218,8 +225,10 @@ def _draws(rng: np.random.Generator, n: int, batch: int = 2048) -> Iterator[list
         yield from (rng.random((min(batch, n - lo), len(_SIZES))) * _SIZES).astype(np.int64).tolist()
 
 
-def generate_tickets(n: int, *, seed: int = 7, start: int = 0) -> Iterator[dict]:
-    """Yield n tickets (ids from T{start+1:06d}); a shorter n gives a prefix; each start has its own stream."""
+def generate_tickets(n: int, *, seed: int = 7, start: int = 0, labels: bool = False) -> Iterator[dict]:
+    """Yield n tickets (ids from T{start+1:06d}); a shorter n gives a prefix; each start has its own stream.
+    labels: each ticket also has "pii": [(field, type, value)] of the names, addresses, emails, phones, cards
+    and order/tracking/reference numbers put in it (None for a near-duplicate, whose edit may change them)."""
     rng = np.random.default_rng([seed, start])
     near_cut, exact_cut = round((NEAR_DUP_RATE + EXACT_DUP_RATE) * _M), round(EXACT_DUP_RATE * _M)
     recent: deque = deque(maxlen=500)  # (ticket, customer name) of the last 500 original tickets
@@ -234,7 +243,7 @@ def generate_tickets(n: int, *, seed: int = 7, start: int = 0) -> Iterator[dict]
             old, name = recent[src % len(recent)]
             prompt = old["prompt"] if dup < exact_cut else _edit(old["prompt"], name, edit, edit_arg)
             yield {"id": tid, "prompt": prompt, "completion": old["completion"], "category": old["category"],
-                   "priority": old["priority"], "channel": channel}
+                   "priority": old["priority"], "channel": channel, **({"pii": None} if labels else {})}
             continue
         cat = CATEGORIES[bisect(_CAT_CUM, cat_u)]
         problems, details, requests, actions, nexts = _TEXT[cat]
@@ -252,6 +261,8 @@ def generate_tickets(n: int, *, seed: int = 7, start: int = 0) -> Iterator[dict]
             slots["email"] = f"{_MAIL_NAMES[name]}.{_MAIL_NAMES[_LAST[mail_last]]}{mail_num}@{_EMAIL_DOMAINS[domain_i]}"
             slots["phone"] = _PHONES[phone_i].format(phone_num)
             slots["card"] = _CARDS[card_i]
+            slots["address"] = _address(mail_num * 17 + phone_num, mail_last + phone_num, card_i + phone_i,
+                                        mail_num + domain_i)
         parts.append(requests[request_i % len(requests)])
         sig = name if sig_p < 0.6 * _M else f"{name} {_LAST[sig_last]}"
         prompt = (_OPENINGS[opening_i] + " ".join(parts) + f"\n\n{_CLOSINGS[closing_i]}\n{sig}").format_map(slots)
@@ -262,8 +273,36 @@ def generate_tickets(n: int, *, seed: int = 7, start: int = 0) -> Iterator[dict]
                       f"{nexts[next_i % len(nexts)]}\n\n{footer}{_SIGNOFFS[signoff_i]}").format_map(slots)
         ticket = {"id": tid, "prompt": prompt, "completion": completion, "category": cat,
                   "priority": PRIORITIES[bisect(_PRIO_CUM[cat], prio_u)], "channel": channel}
+        if labels:
+            ticket["pii"] = _labels(slots, prompt, completion, sig, _GREETINGS[greeting_i], last4 + 1000, days + 3)
         recent.append((ticket, name))
         yield ticket
+
+
+def _address(num: int, street: int, form: int, city: int) -> str:
+    """A fictional postal address from existing draws (no extra random column, so other draws stay as they were)."""
+    house, road, suffix = num + 1, _STREETS[street % len(_STREETS)], _SUFFIXES[(num + form) % len(_SUFFIXES)]
+    town, state, zip3 = _CITIES[city % len(_CITIES)]
+    if form % 4 == 0:
+        return f"{house} {road} {suffix}, {town}, {state} {zip3}{num % 100:02d}"
+    if form % 4 == 1:
+        return f"{house} {road} {suffix}, Apt {num % 40 + 1}, {town}, {state} {zip3}{num % 100:02d}"
+    if form % 4 == 2:
+        return f"{house} {road} {suffix}"
+    stem, kind, place = _DE[city % len(_DE)]
+    return f"{stem}{kind} {num % 120 + 1}, {place}"
+
+
+def _labels(slots: dict, prompt: str, completion: str, sig: str, greeting: str, last4: int, days: int) -> list:
+    """(field, type, value) of the personal data and order numbers the generator put in a ticket."""
+    refs = [slots["order"], slots["tracking"], f"RF-{last4}{days}", f"WC-{last4}"]
+    out = []
+    for field, text, names in (("prompt", prompt, [sig]), ("completion", completion,
+                                                          [slots["name"]] * ("{name}" in greeting) + [slots["agent"]])):
+        found = [("NAME", v) for v in names] + [("ORDER", v) for v in refs if re.search(rf"\b{v}\b", text)]
+        found += [(k.upper(), slots[k]) for k in ("email", "phone", "card", "address") if k in slots]
+        out += [(field, kind, value) for kind, value in found if value in text]
+    return out
 
 
 def _edit(text: str, name: str, kind: int, arg: int) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from workbench.data.demo import make_demo_files
 from workbench.core.errors import WorkbenchError
-from workbench.data.importer import import_file
 from workbench.core.project import init_project
 from workbench.core.store import Store
 from workbench.core.versions import get_version
+from workbench.data.demo import make_demo_files
+from workbench.data.importer import import_file
 
 DEMO_DATASET = "support-tickets"
 
@@ -38,7 +38,8 @@ DEMO_QUESTIONS = {
 
 def load_demo_annotations(store: Store, path) -> None:
     """The demo annotators' labels as the questions `category` and `urgency` (once)."""
-    from workbench.labels.annotations import import_annotations, list_questions, update_question
+    from workbench.labels.annotations import import_annotations
+    from workbench.labels.questions import list_questions, update_question
 
     have = {q.name for q in list_questions(store, DEMO_DATASET)}
     for name, spec in DEMO_QUESTIONS.items():

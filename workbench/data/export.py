@@ -1,7 +1,9 @@
 """Export a dataset version as chat JSONL, alpaca, prompt-completion, CSV, Parquet or a HF DatasetDict.
 
 Every export re-imports to the same records and the same content hash. CSV cells that a
-spreadsheet would run as a formula are prefixed with a quote; the importer undoes that.
+spreadsheet would run as a formula are prefixed with a quote; such a file then ends its header with
+the empty column CSV_ESCAPE_MARKER, and the importer undoes the quotes only in files that carry it
+(a cell like `'-) wink` written by another tool keeps its apostrophe).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ EXPORT_FORMATS = ("chat", "alpaca", "prompt-completion", "csv", "parquet", "hf")
 # A leading =, +, -, @, tab or CR makes spreadsheets evaluate a cell; a leading quote marks our escape.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 _UNESCAPE_RE = "^'[=+\\-@\\t\\r']"
+# The last, empty column of a CSV export in which some cell was escaped: the only files the importer unescapes.
+CSV_ESCAPE_MARKER = "_workbench_escaped_formulas"
 
 
 def export_version(store: Store, version: Version, fmt: str, out: str | os.PathLike, *,
@@ -132,24 +136,29 @@ def _select(fmt: str, source_format: str, extras: list[str], has: dict, text_col
 
 
 def _csv_source(cur, source: str) -> str:
-    """Text cells escaped against formulas; floats printed as the content hash reads them."""
+    """Text cells escaped against formulas (and the marker column added if any was); floats printed
+    as the content hash reads them."""
     cols = cur.execute(f"DESCRIBE {source}").fetchall()
-    parts = []
+    parts, risky = [], []
+    starts = ", ".join(quote_literal(s) if s not in ("\t", "\r") else f"chr({ord(s)})" for s in FORMULA_START)
     for name, typ, *_ in cols:
         c = quote_ident(name)
         if typ == "VARCHAR":
-            starts = ", ".join(quote_literal(s) if s not in ("\t", "\r") else f"chr({ord(s)})" for s in FORMULA_START)
+            risky.append(f"bool_or(left({c}, 1) IN ({starts}))")
             parts.append(f"CASE WHEN left({c}, 1) IN ({starts}) THEN '''' || {c} ELSE {c} END AS {c}")
         elif typ in ("DOUBLE", "FLOAT"):
             parts.append(f"CASE WHEN {c} = trunc({c}) AND abs({c}) < 1e15 THEN CAST(CAST({c} AS BIGINT) AS VARCHAR)"
                          f" ELSE CAST({c} AS VARCHAR) END AS {c}")
         else:
             parts.append(c)
+    if risky and cur.execute(f"SELECT {' OR '.join(risky)} FROM {source}").fetchone()[0]:
+        parts.append(f"NULL::VARCHAR AS {quote_ident(CSV_ESCAPE_MARKER)}")
     return f"(SELECT {', '.join(parts)} FROM {source})"
 
 
 def unescape_csv(arr: pa.Array) -> pa.Array:
-    """Undo the export's formula escape: a leading quote before = + - @ tab CR or quote."""
+    """Undo the export's formula escape: a leading quote before = + - @ tab CR or quote.
+    Only for files that end their header with CSV_ESCAPE_MARKER."""
     marked = pc.fill_null(pc.match_substring_regex(arr, _UNESCAPE_RE), False)
     if not pc.any(marked).as_py():
         return arr

@@ -14,9 +14,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -24,11 +24,22 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from workbench.core.errors import WorkbenchError
-from workbench.data.export import unescape_csv, unescape_csv_value
-from workbench.core.formats import CANONICAL, Mapping, RowError, check_batch, convert_row, \
-    resolve_mapping
+from workbench.core.formats import (
+    CANONICAL,
+    MAX_JSON_DEPTH,
+    MAX_NESTING,
+    Mapping,
+    RowError,
+    check_batch,
+    convert_row,
+    json_depth,
+    jsonl_file_too_deep,
+    resolve_mapping,
+    too_deep_reason,
+)
 from workbench.core.store import QUARANTINE_RAW_CHARS, Store
 from workbench.core.versions import Version, check_name, write_version
+from workbench.data.export import CSV_ESCAPE_MARKER, unescape_csv, unescape_csv_value
 
 KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "hf")
 MAX_REPORTED_ERRORS = 1000
@@ -116,6 +127,8 @@ def detect_kind(path: Path) -> str:
 def _single_json_document(path: Path) -> bool:
     with open(path, "rb") as f:
         first = f.readline()
+    if json_depth(first) > MAX_JSON_DEPTH:
+        return True  # not parsed here: the document reader says it is too deep
     try:
         json.loads(first)
         return False  # the first line is a whole object: JSON lines
@@ -139,6 +152,8 @@ def _fast_batches(path: Path, kind: str) -> Iterator[tuple[pa.Table, float]]:
     """(batch, fraction of the file read) in file order."""
     size = max(path.stat().st_size, 1) if kind != "hf" else 1
     if kind == "jsonl":
+        if jsonl_file_too_deep(path, BLOCK_BYTES):
+            raise _SlowPath()  # Arrow's reader would overflow its stack; each line is checked on its own
         with open(path, "rb") as f:
             reader = pajson.open_json(f, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
             for batch in reader:
@@ -155,11 +170,12 @@ def _fast_batches(path: Path, kind: str) -> Iterator[tuple[pa.Table, float]]:
                 convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
                                                      strings_can_be_null=True, quoted_strings_can_be_null=True),
             )
+            ours = header[-1] == CSV_ESCAPE_MARKER  # our own export: undo its formula escapes
+            keep = len(header) - 1 if ours else len(header)
             for batch in reader:
-                table = pa.Table.from_batches([batch])
-                for i, name in enumerate(table.column_names):
-                    table = table.set_column(i, name, unescape_csv(table.column(name)))
-                yield table, min(f.tell() / size, 0.99)
+                # One new table, not one per column (set_column copies the schema: quadratic when wide).
+                columns = [unescape_csv(c) if ours else c for c in batch.columns[:keep]]
+                yield pa.Table.from_arrays(columns, names=batch.schema.names[:keep]), min(f.tell() / size, 0.99)
     elif kind == "parquet":
         pf = pq.ParquetFile(path)
         total = max(pf.metadata.num_rows, 1)
@@ -197,9 +213,12 @@ def _csv_header(path: Path, delimiter: str) -> list[str]:
 
 
 def _load_json_records(path: Path) -> list:
+    raw = path.read_bytes()
+    if json_depth(raw) > MAX_JSON_DEPTH:  # checked before parsing: json recurses once per level
+        raise WorkbenchError(f"{path.name}: nested more than {MAX_NESTING} levels deep; flatten the deep values "
+                             "or leave them out")
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            data = json.load(f)
+        data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise WorkbenchError(f"{path.name}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
                              f"{exc.start}); save the file as UTF-8") from None
@@ -272,6 +291,10 @@ def _exact_rows(path: Path, kind: str) -> Iterator[tuple[int, object, str]]:
                         raw.decode("utf-8", "replace")
                     continue
                 text = text.rstrip("\r\n")
+                deep = too_deep_reason(raw)
+                if deep:
+                    yield lineno, RowError(None, deep), text[:1000]
+                    continue
                 try:
                     yield lineno, json.loads(text), text
                 except json.JSONDecodeError as exc:
@@ -303,6 +326,28 @@ def _guarded(batches: Iterator, on_error: type | None, path: Path | None = None)
         if on_error is not None:
             raise on_error() from None
         raise WorkbenchError(f"{path.name}: cannot read the file ({str(exc).splitlines()[0]})") from None
+
+
+def _coalesced(batches: Iterator, rows: int = 8192, nbytes: int = 64 << 20) -> Iterator:
+    """(table, fraction) batches joined up to `rows` rows: every later step costs a little per column and
+    batch, and a wide file's 4 MB blocks hold a row or two (quadratic in the columns otherwise)."""
+    pending: list[pa.Table] = []
+    read = 0.0  # the fraction of the file read by the end of pending
+
+    def joined() -> pa.Table:
+        return pending[0] if len(pending) == 1 else pa.concat_tables(pending).combine_chunks()
+
+    for table, fraction in batches:
+        if pending and table.schema != pending[0].schema:
+            yield joined(), read
+            pending = []
+        pending.append(table)
+        read = fraction
+        if sum(t.num_rows for t in pending) >= rows or sum(t.nbytes for t in pending) >= nbytes:
+            yield joined(), read
+            pending = []
+    if pending:
+        yield joined(), read
 
 
 def _prefetch(items: Iterator, depth: int = 4) -> Iterator:
@@ -382,6 +427,7 @@ def _exact_csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, object, s
     if not header:
         raise WorkbenchError(f"{path.name}: the first line should name the columns, and it is empty")
     first_line = state["line"] + 1
+    ours = header[-1] == CSV_ESCAPE_MARKER
     for row in records:
         start, first_line = first_line, state["line"] + 1
         raw = delimiter.join(row)
@@ -392,8 +438,10 @@ def _exact_csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, object, s
             yield start, RowError(None, bad), raw
         elif len(row) != len(header):
             yield start, RowError(None, f"has {len(row)} fields; the header has {len(header)}"), raw
+        elif ours:
+            yield start, {h: (unescape_csv_value(v) if v != "" else None) for h, v in zip(header[:-1], row)}, raw
         else:
-            yield start, {h: (unescape_csv_value(v) if v != "" else None) for h, v in zip(header, row)}, raw
+            yield start, {h: (v if v != "" else None) for h, v in zip(header, row)}, raw
 
 
 # ---------------------------------------------------------------- the import
@@ -453,7 +501,7 @@ def import_file(
         return state["mapping"]
 
     def fast() -> Iterator[pa.Table]:
-        for table, fraction in _prefetch(_guarded(_fast_batches(path, kind), _SlowPath)):
+        for table, fraction in _prefetch(_coalesced(_guarded(_fast_batches(path, kind), _SlowPath))):
             mapping = mapping_for(table.column_names)
             try:
                 table.validate(full=True)  # the JSON reader lets invalid UTF-8 through
@@ -539,8 +587,7 @@ def _latest_version_id(store: Store, dataset: str) -> int | None:
 
 
 def _count_skipped(batches: Iterator[pa.Table], result: ImportResult) -> Iterator[pa.Table]:
-    for t in batches:
-        yield t
+    yield from batches
     result.skipped = result.error_count  # known once every row is read, before the version's recipe is written
 
 

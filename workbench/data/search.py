@@ -23,8 +23,9 @@ same way. Blocks are visited in order of their first record, so a page stops as 
 records are certain.
 
 The index lives in cache/search_v<id>_<hash16>/ (written aside, renamed into place, never read
-half-written); about 0.4 of the version's text size on disk (278 MB for the 1M-ticket benchmark). Build it with `build` (the Datasets
-page starts it in the background for versions of `MIN_RECORDS` or more); until it exists, `browse`
+half-written); about 0.4 of the version's text size on disk (278 MB for the 1M-ticket benchmark).
+Build it with `build`
+(the Datasets page starts it in the background for versions of `MIN_RECORDS` or more); until it exists, `browse`
 scans with DuckDB.
 """
 
@@ -37,9 +38,9 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -271,7 +272,7 @@ class SearchIndex:
     records: ipc.RecordBatchFileReader
 
     @classmethod
-    def open(cls, folder: Path) -> "SearchIndex":
+    def open(cls, folder: Path) -> SearchIndex:
         meta = json.loads((folder / "meta.json").read_text())
         arrays = {name: np.load(folder / f"{name}.npy")  # about 45 MB for 1M records, read once
                   for name in ("rows", "rec_off", "block_start", "block_cat", "text_off", "text_len", "bloom")}

@@ -1,21 +1,22 @@
 """Read-only SQL console for `workbench sql` and the app's SQL page.
 
 Users may query the project's own tables and views, nothing else: no writes, no
-settings, no files, no network. Defence in depth, because the caller's cursor
-belongs to a read-write connection whose global settings we must not touch:
+settings, no files, no network. Two walls:
 
-1. DuckDB's own parser must see exactly one SELECT statement.
-2. The query's AST (`json_serialize_sql`) is walked: table functions must be on
-   an allow-list, every table name must resolve to a catalog table/view or an
-   in-scope CTE, functions that reach outside are refused, and so are unknown
-   functions and types (DuckDB would auto-install an extension from the network).
-3. It runs in a transaction that is always rolled back, with a row cap and a
-   timer that interrupts it.
+1. A walker, for clear messages: DuckDB's parser must see exactly one SELECT; its AST
+   (`json_serialize_sql`) is walked so that table functions are on an allow-list, every
+   table name resolves to a catalog table/view or an in-scope CTE, system views that show
+   settings or paths are hidden, and functions that reach outside or are unknown are refused.
+2. The engine itself (sandbox.py): the query runs in a separate in-memory DuckDB that cannot
+   read files outside the project's `data/` folder, cannot install or load extensions and cannot
+   change its configuration, holding a snapshot of the tables the query names (never the
+   account tables). So a function nobody listed cannot reach outside either.
+
+It has a row cap, a byte cap and a timeout that returns even when DuckDB does not stop.
 """
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 
 import duckdb
@@ -35,6 +36,13 @@ BLOCKED_FUNCTIONS = frozenset({
     "sniff_csv", "json_execute_serialized_sql", "checkpoint", "force_checkpoint",
 })
 BLOCKED_PREFIXES = ("read_", "file_", "parquet_", "iceberg_", "delta_", "__internal")
+# System views that are safe to show; the others show settings, paths, logs and table DDL.
+SYSTEM_VIEWS = frozenset({
+    ("information_schema", "tables"), ("information_schema", "columns"), ("information_schema", "schemata"),
+    ("information_schema", "views"), ("main", "duckdb_tables"), ("main", "duckdb_views"),
+    ("main", "duckdb_columns"), ("main", "duckdb_schemas"), ("main", "duckdb_types"),
+    ("main", "duckdb_constraints"), ("main", "duckdb_indexes"),
+})
 # Table-reference node types whose children the walker knows how to check.
 KNOWN_REFS = frozenset({"BASE_TABLE", "TABLE_FUNCTION", "JOIN", "SUBQUERY", "EMPTY",
                         "EXPRESSION_LIST", "PIVOT", "SHOW_REF"})
@@ -65,7 +73,7 @@ class _Catalog:
     types: frozenset
 
     @classmethod
-    def load(cls, cursor) -> "_Catalog":
+    def load(cls, cursor) -> _Catalog:
         def rows(sql):
             return [tuple(str(x).lower() for x in row) for row in cursor.execute(sql).fetchall()]
         return cls(
@@ -77,12 +85,12 @@ class _Catalog:
 
 
 # Tables no query may read, even an admin's: password hashes can be cracked offline.
-PRIVATE_TABLES = frozenset({"wb_users", "wb_sessions"})
+PRIVATE_TABLES = frozenset({"wb_users", "wb_sessions", "wb_signin_failures"})
 
 
-def _resolves(ref: dict, catalog: _Catalog) -> bool:
-    """True if DuckDB would bind ref to a catalog entry rather than a replacement
-    scan: an unknown name, even a schema-qualified one, is read as a *file*."""
+def _resolve(ref: dict, catalog: _Catalog) -> tuple | None:
+    """The catalog entry (database, schema, name) DuckDB would bind ref to, or None where it would
+    try a replacement scan: an unknown name, even a schema-qualified one, is read as a *file*."""
     name = ref.get("table_name", "").lower()
     schema, db = ref.get("schema_name", "").lower(), ref.get("catalog_name", "").lower()
     current = catalog.current
@@ -93,7 +101,19 @@ def _resolves(ref: dict, catalog: _Catalog) -> bool:
     else:  # DuckDB's search path for unqualified names
         candidates = {("temp", "main"), (current, "main"), ("system", "main"),
                       ("system", "pg_catalog")}
-    return any((d, s, name) in catalog.relations for d, s in candidates)
+    order = sorted(candidates, key=lambda c: (c[0] == "system", c[1] == "pg_catalog"))
+    return next(((d, s, name) for d, s in order if (d, s, name) in catalog.relations), None)
+
+
+def _check_relation(node: dict, catalog: _Catalog) -> None:
+    """A table name must be a table or view of this project, or one of the harmless system views."""
+    found = _resolve(node, catalog)
+    if found is None:
+        raise WorkbenchError(f"`{node['table_name']}` is not a table or view in this project "
+                             "(the SQL console cannot read files)")
+    if found[0] == "system" and found[1:] not in SYSTEM_VIEWS:
+        raise WorkbenchError(f"`{node['table_name']}` is a system view that the SQL console does not show; "
+                             "query the project's tables, information_schema.tables or information_schema.columns")
 
 
 def _walk(node, scope: frozenset, catalog: _Catalog) -> None:
@@ -145,18 +165,29 @@ def _inspect(node: dict, scope: frozenset, catalog: _Catalog) -> None:
                              "console does not show it (`workbench users list` lists the accounts)")
     elif kind == "SHOW_REF" and node.get("table_name") and node.get("show_type") != "SHOW_SPECIAL":
         # `SHOW name`; SHOW_SPECIAL names (SHOW TABLES etc.) are fixed by the parser
-        if not _resolves(node, catalog):
-            raise WorkbenchError(f"`{node['table_name']}` is not a table or view in this project")
+        _check_relation(node, catalog)
     elif kind == "BASE_TABLE":
         name = node.get("table_name", "")
         unqualified = not node.get("schema_name") and not node.get("catalog_name")
-        if not (unqualified and name.lower() in scope) and not _resolves(node, catalog):
-            raise WorkbenchError(f"`{name}` is not a table or view in this project "
-                                 "(the SQL console cannot read files)")
+        if not (unqualified and name.lower() in scope):
+            _check_relation(node, catalog)
 
 
-def check_readonly(cursor, sql: str) -> None:
-    """Raise WorkbenchError if sql is not a single read-only query over the project's own tables/views."""
+def _table_names(node) -> set[str]:
+    """Every table name the AST mentions, lower case (CTE names too: a superset is fine)."""
+    if isinstance(node, list):
+        return set().union(*(_table_names(item) for item in node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    names = {str(node["table_name"]).lower()} if node.get("type") in ("BASE_TABLE", "SHOW_REF") \
+        and node.get("table_name") else set()
+    return names.union(*(_table_names(value) for value in node.values()))
+
+
+def check_readonly(cursor, sql: str) -> set[str]:
+    """Raise WorkbenchError if sql is not a single read-only query over the project's own tables/views.
+
+    Returns the table names the query mentions, lower case."""
     try:
         statements = duckdb.extract_statements(sql)
         if len(statements) != 1:
@@ -168,6 +199,7 @@ def check_readonly(cursor, sql: str) -> None:
             reason = next((r for r, kinds in _REASONS.items() if kind in kinds), "is not a plain query")
             raise WorkbenchError(
                 f"only SELECT queries are allowed in the SQL console; `{kind.name}` {reason}")
+        # json_serialize_sql only parses (binding would read files); blocked for users, fine for us.
         tree = json.loads(cursor.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
         catalog = _Catalog.load(cursor)
     except duckdb.Error as exc:
@@ -175,54 +207,27 @@ def check_readonly(cursor, sql: str) -> None:
     if tree.get("error") or len(tree.get("statements", [])) != 1:
         raise WorkbenchError(f"SQL error: {tree.get('error_message', 'could not analyse the query')}")
     _walk(tree["statements"], frozenset(), catalog)
+    return _table_names(tree["statements"])
 
 
-def run_readonly(cursor, sql: str, *, max_rows: int = 10_000, timeout_s: float = 30.0) -> pa.Table:
-    """Run one read-only query on a DuckDB cursor and return at most max_rows rows as an Arrow table.
+def run_readonly(cursor, sql: str, *, max_rows: int = 10_000, max_bytes: int = 64 << 20,
+                 timeout_s: float = 30.0, data_dir=None) -> pa.Table:
+    """Run one read-only query over the project's tables and return at most max_rows rows as an Arrow table.
 
+    cursor is a cursor of the project's store; it is only read from (a snapshot of the tables the query
+    names), never used to run the query. data_dir (default: `data/` beside the database file) is the
+    only folder the query's engine may read, for the dataset versions' Parquet files.
     Raises WorkbenchError with a clear one-line message for anything refused or failing.
     The schema metadata key b"workbench.truncated" is b"true" when rows were cut off.
     """
-    check_readonly(cursor, sql)
-    try:  # fails if the caller's cursor already has a transaction open
-        cursor.execute("BEGIN TRANSACTION")
+    from workbench.data import sandbox
+
+    names = check_readonly(cursor, sql)
+    try:
+        snapshot = sandbox.take_snapshot(cursor, names, PRIVATE_TABLES, data_dir=data_dir)
     except duckdb.Error as exc:
         raise _sql_error(exc) from None
-    fired, done = threading.Event(), threading.Event()
-
-    def stop() -> None:  # an interrupt sent before DuckDB starts executing is lost: repeat it until the end
-        fired.set()
-        while not done.is_set():
-            cursor.interrupt()
-            done.wait(0.1)
-
-    timer = threading.Timer(timeout_s, stop)
-    timer.start()
-    reader = None
-    try:
-        # Stream batches so a huge result is never materialised; stop past max_rows.
-        reader = cursor.sql(sql).to_arrow_reader(max(1, min(max_rows + 1, 65_536)))
-        batches, count = [], 0
-        for batch in reader:
-            batches.append(batch)
-            count += batch.num_rows
-            if count > max_rows:
-                break
-        table = pa.Table.from_batches(batches, schema=reader.schema)
-    except (duckdb.Error, pa.ArrowException) as exc:
-        if fired.is_set():
-            raise WorkbenchError(f"query stopped after {timeout_s:g} s; add a filter or LIMIT") from None
-        raise _sql_error(exc) from None
-    finally:
-        done.set()
-        timer.cancel()
-        timer.join()  # so a late interrupt cannot hit the ROLLBACK below
-        if reader is not None:
-            reader.close()  # DuckDB refuses new statements while a result is open
-        cursor.execute("ROLLBACK")
-    metadata = dict(table.schema.metadata or {})
-    metadata[b"workbench.truncated"] = b"true" if table.num_rows > max_rows else b"false"
-    return table.slice(0, max_rows).replace_schema_metadata(metadata)
+    return sandbox.run(snapshot, sql, max_rows=max_rows, max_bytes=max_bytes, timeout_s=timeout_s)
 
 
 def example_query(dataset: str, category_column: str | None) -> str:

@@ -2,32 +2,16 @@
 
 Exact duplicates: records whose text fields are equal after normalisation (lower case, runs of
 ASCII whitespace collapsed to one space, trimmed), compared field by field over system, prompt,
-completion and messages. DuckDB hashes the normalised fields (64-bit `hash`) and groups on the hash;
-at a million distinct records the chance of any false match is about 3e-8.
+completion and messages. The normalised fields are hashed (64-bit) and grouped on the hash; at a
+million distinct records the chance of any false match is about 3e-8.
 
-Near duplicates: MinHash LSH over shingles of the normalised text (system, prompt and completion;
-the message contents for multi-turn chats):
+Near duplicates: MinHash LSH over shingles of the normalised text, every candidate verified by
+its true Jaccard similarity (the kernel and its parameters are in `workbench.inspect.minhash`).
+Clusters are connected components of exact groups and near pairs. Only one record of each exact
+group enters the near stage.
 
-- a text of at least `SHORT_WORDS` words is cut into word 3-grams; a shorter one into character
-  4-grams (a one-word change in a 10-word ticket leaves too few word 3-grams in common to say
-  anything). Shingles of the two kinds never match each other.
-- DuckDB hashes each shingle (64-bit, kept as 32 bits); per record the set of shingle hashes is kept
-  sorted for the exact Jaccard check below.
-- `NUM_PERM` MinHash values per record come from the multiply-add-shift family
-  h(x) = ((a x + b) mod 2^64) >> 32 (a, b random 64-bit; strongly universal for 32-bit x), computed
-  in numpy a permutation at a time over all shingles of a chunk of records.
-- Banded LSH: b bands of r rows, with r the largest that still makes a pair exactly at the
-  threshold a candidate with probability >= `MIN_CANDIDATE_P` (0.8 -> 18 bands of 7 rows).
-- Candidates whose MinHash estimate (64 permutations) is more than 0.25 below the threshold are
-  dropped (5 standard deviations at J = 0.8); every other candidate is verified by its true
-  Jaccard similarity of the shingle sets (not the estimate), so the result holds no false
-  positives and misses a pair at the threshold with probability < 2%. Buckets larger than `MAX_BUCKET` yield star pairs (each member with the
-  first), not all pairs.
-- Clusters are connected components (exact groups and verified near pairs merged), so A~B and
-  B~C put A and C together even when A and C are further apart.
-
-Only one record of each exact group enters the near stage. Results are cached per version in the
-project's cache folder (file names carry version id, content hash and parameters).
+Results are cached per version in the project's cache folder (file names carry version id,
+content hash and parameters).
 """
 
 from __future__ import annotations
@@ -41,89 +25,48 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
-from workbench.data.browse import category_column
+from workbench.core.auth import require_role
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store, quote_ident, quote_literal
 from workbench.core.versions import ROW_COLUMN, Version, iter_version, scan_strings, version_columns, write_version
+from workbench.data.browse import category_column
+from workbench.inspect.minhash import (
+    CHAR_SHINGLE,
+    DEFAULT_THRESHOLD,
+    NUM_PERM,
+    PAIR_SCHEMA,
+    SHINGLE_WORDS,
+    SHORT_WORDS,
+    jaccard_pairs,
+    merge_groups,
+    near_pairs,
+    near_text_sql,
+    norm_sql,
+    norm_stage1,
+    norm_stage2,
+    shingle_csr,
+    shingles_of_rows,
+    sorted_groups,
+    text_columns,
+)
 
 ALGO = 1  # bump when results of the same parameters would change; old cache files are then ignored
-SHINGLE_WORDS = 3
-SHORT_WORDS = 16
-CHAR_SHINGLE = 4
-NUM_PERM = 128
-MIN_CANDIDATE_P = 0.98
-MAX_BUCKET = 64
-SEED = 1
-CHUNK_RECORDS = 20_000
-VERIFY_PAIRS = 100_000
-PREFILTER_PERM = 64  # candidates whose estimate on 64 permutations is below threshold - margin skip the exact check
-PREFILTER_MARGIN = 0.25  # 0.25 is 5 standard deviations of that estimate at J = 0.8: a miss is < 1e-6
-DEFAULT_THRESHOLD = 0.8
 
 
 def _noop(fraction: float, message: str) -> None:
     pass
 
 
-# ---------------------------------------------------------------- SQL building blocks
-
-def norm_sql(expr: str) -> str:
-    """SQL for the normalised text of expr: lower case, ASCII whitespace runs -> ' ', trimmed.
-
-    `regexp_replace` is ~20x slower than `replace` in DuckDB, so newlines and double spaces go by
-    `replace` and the regex only runs on the few texts that still hold a tab, CR, VT, FF or a run
-    of more than four blanks. Use it in a SELECT over a sub-query that names the
-    first stage (`_norm1`), so the first stage is computed once: see `_normalised`."""
-    return _norm2(_norm1(expr))
-
-
-def _norm1(expr: str) -> str:
-    return f"replace(replace(replace(lower({expr}), chr(10), ' '), '  ', ' '), '  ', ' ')"
-
-
-def _norm2(col: str) -> str:
-    rare = " OR ".join(f"contains({col}, chr({c}))" for c in (9, 13, 11, 12))  # memchr, unlike a regex search
-    return (f"trim(CASE WHEN contains({col}, '  ') OR {rare} "
-            f"THEN regexp_replace({col}, '[\\t\\n\\r\\v\\f ]+', ' ', 'g') ELSE {col} END)")
-
-
-def _text_columns(store: Store, version: Version) -> list[str]:
-    names = {c for c, _ in version_columns(store, version)}
-    return [c for c in ("system", "prompt", "completion", "messages") if c in names]
-
-
 def _exact_key_sql(store: Store, version: Version, where: str = "") -> str:
     """SQL selecting _row and h, the hash of the record's normalised text fields."""
-    cols = _text_columns(store, version)
+    cols = text_columns(store, version)
     if not cols:
         raise WorkbenchError(f"{version.ref} has no text columns (prompt, completion, system, messages) to compare")
-    first = ", ".join(f"{_norm1(f'coalesce(CAST({quote_ident(c)} AS VARCHAR), {quote_literal(chr(32))})')} AS f{i}"
+    first = ", ".join(f"{norm_stage1(f'coalesce(CAST({quote_ident(c)} AS VARCHAR), {quote_literal(chr(32))})')} AS f{i}"
                       for i, c in enumerate(cols))
-    key = "hash(" + ", ".join(_norm2(f"f{i}") for i in range(len(cols))) + ")"
+    key = "hash(" + ", ".join(norm_stage2(f"f{i}") for i in range(len(cols))) + ")"
     return (f"SELECT {ROW_COLUMN}, {key} AS h FROM (SELECT {ROW_COLUMN}, {first} FROM {version.table_name} {where})")
-
-
-def _near_text_sql(store: Store, version: Version) -> str:
-    cols = _text_columns(store, version)
-    plain = "concat_ws(' ', " + ", ".join(quote_ident(c) for c in cols if c != "messages") + ")" \
-        if any(c != "messages" for c in cols) else "''"
-    if "messages" in cols:
-        return (f"CASE WHEN messages IS NOT NULL THEN "
-                f"array_to_string(json_extract_string(messages, '$[*].content'), ' ') ELSE {plain} END")
-    return plain
-
-
-def _shingle_sql(text: str, words: str) -> str:
-    """SQL for the list of 64-bit shingle hashes of a normalised text column `text` whose words
-    (split on ' ') are the list column `words`."""
-    parts = ", ".join(f"{words}[i + {k}]" for k in range(SHINGLE_WORDS))
-    return (f"CASE WHEN len({words}) >= {SHORT_WORDS} THEN "
-            f"list_transform(range(1, len({words}) - {SHINGLE_WORDS - 2}), lambda i: hash({parts})) "
-            f"ELSE list_transform(range(1, greatest(length({text}) - {CHAR_SHINGLE - 2}, 2)), "
-            f"lambda i: hash('c', substr({text}, i, {CHAR_SHINGLE}))) END")
 
 
 # ---------------------------------------------------------------- results and cache
@@ -193,7 +136,7 @@ def is_cached(store: Store, version: Version, *, near: bool = True, threshold: f
     return all(f.exists() for f in files)
 
 
-def cluster_sizes(result: "DedupResult") -> list[tuple[int, int]]:
+def cluster_sizes(result: DedupResult) -> list[tuple[int, int]]:
     """(cluster size, number of clusters of that size), smallest size first."""
     sizes, counts = np.unique(_sizes(result.groups), return_counts=True)
     return [(int(s), int(c)) for s, c in zip(sizes, counts)]
@@ -208,10 +151,6 @@ def _check_threshold(threshold: float) -> float:
         raise WorkbenchError(f"threshold {threshold} is outside 0.3..1.0; give a Jaccard similarity like 0.8 "
                              "(lower finds looser matches)")
     return round(threshold, 3)
-
-
-GROUP_SCHEMA = pa.schema([(ROW_COLUMN, pa.int64()), ("group", pa.int64())])
-PAIR_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64()), ("jaccard", pa.float32())])
 
 
 def _write(table: pa.Table, path: Path) -> None:
@@ -283,7 +222,7 @@ def exact_groups(store: Store, version: Version) -> pa.Table:
     faster than DuckDB's lower/replace chain (`exact_groups_sql`, which gives the same groups)."""
     from workbench.core import textkernels
 
-    cols = _text_columns(store, version)
+    cols = text_columns(store, version)
     if not cols:
         raise WorkbenchError(f"{version.ref} has no text columns (prompt, completion, system, messages) to compare")
     fields = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" for c in cols)
@@ -302,7 +241,7 @@ def exact_groups(store: Store, version: Version) -> pa.Table:
     finally:
         cur.close()
     if not rows:
-        return _sorted_groups(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return sorted_groups(np.zeros(0, np.int64), np.zeros(0, np.int64))
     rows, keys = np.concatenate(rows), np.concatenate(keys)
     order = np.lexsort((rows, keys))  # by key, then row: a group's first row is its smallest
     keys, rows = keys[order], rows[order]
@@ -311,7 +250,7 @@ def exact_groups(store: Store, version: Version) -> pa.Table:
     start = np.flatnonzero(first)
     size = np.diff(np.append(start, len(keys)))
     member = np.repeat(size > 1, size)
-    return _sorted_groups(rows[member], np.repeat(rows[start], size)[member])
+    return sorted_groups(rows[member], np.repeat(rows[start], size)[member])
 
 
 def exact_groups_sql(store: Store, version: Version) -> pa.Table:
@@ -324,223 +263,7 @@ def exact_groups_sql(store: Store, version: Version) -> pa.Table:
         table = cur.sql(sql).to_arrow_table()
     finally:
         cur.close()
-    return _sorted_groups(table.column(ROW_COLUMN).to_numpy(), table.column("group").to_numpy())
-
-
-def _sorted_groups(rows: np.ndarray, groups: np.ndarray) -> pa.Table:
-    order = np.argsort(rows, kind="stable")
-    return pa.table({ROW_COLUMN: pa.array(rows[order].astype(np.int64)),
-                     "group": pa.array(groups[order].astype(np.int64))}, schema=GROUP_SCHEMA)
-
-
-# ---------------------------------------------------------------- near: MinHash LSH
-
-def lsh_bands(threshold: float, num_perm: int = NUM_PERM, min_p: float = MIN_CANDIDATE_P) -> tuple[int, int]:
-    """(bands, rows): the most rows per band for which a pair at `threshold` is a candidate with
-    probability >= min_p (fewer rows = more candidates to verify, fewer misses)."""
-    for r in range(num_perm, 0, -1):
-        b = num_perm // r
-        if 1 - (1 - threshold ** r) ** b >= min_p:
-            return b, r
-    return num_perm, 1
-
-
-def _permutations(num_perm: int = NUM_PERM, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64) * np.uint64(2)
-    return a, b
-
-
-def minhash_signatures(values: np.ndarray, starts: np.ndarray, num_perm: int = NUM_PERM,
-                       seed: int = SEED) -> np.ndarray:
-    """MinHash signatures (len(starts) x num_perm, uint32) of sets given as one array of 32-bit
-    hashes `values` cut at `starts` (each set non-empty, values of a set contiguous)."""
-    a, b = _permutations(num_perm, seed)
-    x = values.astype(np.uint64)
-    out = np.empty((len(starts), num_perm), np.uint32)
-    with np.errstate(over="ignore"):
-        for p in range(num_perm):
-            h = (x * a[p] + b[p]) >> np.uint64(32)
-            out[:, p] = np.minimum.reduceat(h, starts).astype(np.uint32)
-    return out
-
-
-def shingle_sets(texts: list[str]) -> list[set[str]]:
-    """The shingles of already normalised texts, as Python strings (for tests and small inputs)."""
-    out = []
-    for t in texts:
-        words = t.split(" ")
-        if len(words) >= SHORT_WORDS:
-            out.append({" ".join(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)})
-        else:
-            out.append({t[i:i + CHAR_SHINGLE] for i in range(max(len(t) - CHAR_SHINGLE + 1, 1))})
-    return out
-
-
-def _band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """One 64-bit key per record and band (a random linear hash of the band's r values)."""
-    rng = np.random.default_rng(SEED + 1)
-    mult = rng.integers(1, 2**63, size=sig.shape[1], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    keys = np.zeros((sig.shape[0], bands), np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(bands):
-            for j in range(k * rows, (k + 1) * rows):
-                keys[:, k] += sig[:, j].astype(np.uint64) * mult[j]
-    return keys
-
-
-def _bucket_pairs(keys: np.ndarray) -> np.ndarray:
-    """Candidate pairs (i < j, as i << 32 | j) of records that share a key: all pairs within
-    buckets of up to MAX_BUCKET records, star pairs (each with the first) in larger ones."""
-    order = np.argsort(keys, kind="stable")
-    k = keys[order]
-    if len(k) < 2:
-        return np.zeros(0, np.uint64)
-    new = np.r_[True, k[1:] != k[:-1]]
-    starts = np.flatnonzero(new)
-    sizes = np.diff(np.r_[starts, len(k)])
-    run_start = np.repeat(starts, sizes)
-    offset = np.arange(len(k)) - run_start  # position within its bucket
-    size_of = np.repeat(sizes, sizes)
-    small = (size_of <= MAX_BUCKET) & (offset > 0)
-    # all pairs: element at offset o pairs with the o elements before it
-    e = np.flatnonzero(small)
-    cnt = offset[e]
-    left = np.repeat(e, cnt) - (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)) - 1
-    right = np.repeat(e, cnt)
-    big = np.flatnonzero((size_of > MAX_BUCKET) & (offset > 0))
-    left = np.r_[left, run_start[big]]
-    right = np.r_[right, big]
-    i, j = order[left].astype(np.uint64), order[right].astype(np.uint64)
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    return (lo << np.uint64(32)) | hi
-
-
-def jaccard_pairs(indptr: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """True Jaccard similarity of sets a[k] and b[k], sets given in CSR form (sorted unique values)."""
-    out = np.empty(len(a), np.float64)
-    for lo in range(0, len(a), VERIFY_PAIRS):
-        pa_, pb = a[lo:lo + VERIFY_PAIRS], b[lo:lo + VERIFY_PAIRS]
-        la, lb = indptr[pa_ + 1] - indptr[pa_], indptr[pb + 1] - indptr[pb]
-        idx = np.arange(len(pa_), dtype=np.uint64)
-
-        def gather(docs, lens):
-            pos = np.repeat(indptr[docs] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-            return (np.repeat(idx, lens) << np.uint64(32)) | values[pos].astype(np.uint64)
-
-        keys = np.sort(np.concatenate([gather(pa_, la), gather(pb, lb)]))
-        same = keys[1:] == keys[:-1]
-        inter = np.bincount((keys[1:][same] >> np.uint64(32)).astype(np.int64), minlength=len(pa_))
-        out[lo:lo + len(pa_)] = inter / (la + lb - inter)
-    return out
-
-
-def _shingles_of_rows(cur, version: Version, text_sql: str, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(_row, 64-bit shingle hash) of the records matching `where`."""
-    sql = (f"WITH t1 AS (SELECT {ROW_COLUMN}, {_norm1(f'coalesce({text_sql}, {quote_literal(chr(32))})')} AS x1 "
-           f"FROM {version.table_name} WHERE {where}), "
-           f"t2 AS (SELECT {ROW_COLUMN}, {_norm2('x1')} AS x FROM t1), "
-           f"t3 AS (SELECT {ROW_COLUMN}, x, string_split(x, ' ') AS w FROM t2) "
-           f"SELECT {ROW_COLUMN}, unnest({_shingle_sql('x', 'w')}) AS h FROM t3")
-    table = cur.sql(sql).to_arrow_table()
-    return table.column(ROW_COLUMN).to_numpy(), table.column("h").to_numpy().astype(np.uint64)
-
-
-def _sorted_unique(x: np.ndarray) -> np.ndarray:
-    """np.unique by sorting (numpy 2's hash-based unique is several times slower on 64-bit keys)."""
-    x = np.sort(x)
-    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
-
-
-def _csr(row: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted unique 32-bit shingle hashes per record: (record rows, starts, values)."""
-    key = _sorted_unique((row.astype(np.uint64) << np.uint64(32)) | (h >> np.uint64(32)))
-    r = (key >> np.uint64(32)).astype(np.int64)
-    vals = (key & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-    return r[starts], starts, vals
-
-
-def near_pairs(store: Store, version: Version, exact: pa.Table, *, threshold: float = DEFAULT_THRESHOLD,
-               progress=None) -> tuple[pa.Table, dict]:
-    """Verified near-duplicate pairs (a, b, jaccard) between exact-group representatives, a < b."""
-    progress = progress or _noop
-    bands, rows = lsh_bands(threshold)
-    rows_e = exact.column(ROW_COLUMN).to_numpy()
-    skip = rows_e[rows_e != exact.column("group").to_numpy()]  # non-first members of exact groups
-    text_sql = _near_text_sql(store, version)
-    n = version.row_count
-    cur = store.con.cursor()
-    doc_rows, indptr_parts, value_parts, key_parts, sig_parts = [], [0], [], [], []
-    total_values = 0
-    try:
-        cur.register("wb_dedup_skip", pa.table({ROW_COLUMN: pa.array(skip, pa.int64())}))
-        for lo in range(0, n, CHUNK_RECORDS):
-            progress(0.8 * lo / max(n, 1), f"hashing records {lo:,}-{min(lo + CHUNK_RECORDS, n):,} of {n:,}")
-            row, h = _shingles_of_rows(cur, version, text_sql,
-                                       f"{ROW_COLUMN} >= {lo} AND {ROW_COLUMN} < {lo + CHUNK_RECORDS} AND "
-                                       f"{ROW_COLUMN} NOT IN (SELECT {ROW_COLUMN} FROM wb_dedup_skip)")
-            if len(row) == 0:
-                continue
-            docs, starts, vals = _csr(row, h)
-            sig = minhash_signatures(vals, starts)
-            key_parts.append(_band_keys(sig, bands, rows))
-            sig_parts.append(sig[:, :PREFILTER_PERM].copy())
-            doc_rows.append(docs)
-            value_parts.append(vals)
-            indptr_parts.append(total_values + np.r_[starts[1:], len(vals)])
-            total_values += len(vals)
-    finally:
-        cur.close()
-    if not doc_rows:
-        return pa.table({"a": [], "b": [], "jaccard": []}, schema=PAIR_SCHEMA), {"candidate_pairs": 0}
-    doc_row = np.concatenate(doc_rows)
-    values = np.concatenate(value_parts)
-    indptr = np.concatenate([np.asarray(p, np.int64).ravel() for p in indptr_parts])
-    keys = np.concatenate(key_parts)
-    sigs = np.concatenate(sig_parts)
-    del key_parts, value_parts, sig_parts
-    progress(0.8, f"finding candidate pairs in {bands} bands")
-    cand = _sorted_unique(np.concatenate([_bucket_pairs(keys[:, k]) for k in range(bands)]))
-    del keys
-    i = (cand >> np.uint64(32)).astype(np.int64)
-    j = (cand & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    likely = _estimate(sigs, i, j) >= threshold - PREFILTER_MARGIN
-    i, j = i[likely], j[likely]
-    del sigs
-    progress(0.9, f"verifying {len(i):,} of {len(cand):,} candidate pairs")
-    sim = jaccard_pairs(indptr, values, i, j)
-    ok = sim >= threshold - 1e-9
-    a, b = doc_row[i[ok]], doc_row[j[ok]]
-    pairs = pa.table({"a": pa.array(np.minimum(a, b)), "b": pa.array(np.maximum(a, b)),
-                      "jaccard": pa.array(sim[ok].astype(np.float32))}, schema=PAIR_SCHEMA)
-    return pairs, {"candidate_pairs": int(len(cand)), "verified_pairs": int(len(i)), "bands": bands, "rows_per_band": rows,
-                   "representatives": int(len(doc_row))}
-
-
-def _estimate(sigs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """MinHash estimate of Jaccard for pairs (share of equal signature values)."""
-    out = np.empty(len(i), np.float32)
-    for lo in range(0, len(i), VERIFY_PAIRS):
-        a, b = sigs[i[lo:lo + VERIFY_PAIRS]], sigs[j[lo:lo + VERIFY_PAIRS]]
-        out[lo:lo + len(a)] = (a == b).mean(1)
-    return out
-
-
-def merge_groups(exact: pa.Table, pairs: pa.Table) -> pa.Table:
-    """Connected components of exact groups and near pairs, as _row, group (= smallest _row)."""
-    src = np.r_[exact.column(ROW_COLUMN).to_numpy(), pairs.column("a").to_numpy()].astype(np.int64)
-    dst = np.r_[exact.column("group").to_numpy(), pairs.column("b").to_numpy()].astype(np.int64)
-    if len(src) == 0:
-        return pa.table({ROW_COLUMN: pa.array([], pa.int64()), "group": pa.array([], pa.int64())}, schema=GROUP_SCHEMA)
-    nodes, inv = np.unique(np.r_[src, dst], return_inverse=True)
-    m = len(nodes)
-    graph = coo_matrix((np.ones(len(src), np.int8), (inv[:len(src)], inv[len(src):])), shape=(m, m))
-    _, label = connected_components(graph, directed=False)
-    smallest = np.full(label.max() + 1, np.iinfo(np.int64).max)
-    np.minimum.at(smallest, label, nodes)
-    return _sorted_groups(nodes, smallest[label])
+    return sorted_groups(table.column(ROW_COLUMN).to_numpy(), table.column("group").to_numpy())
 
 
 def exact_group_of(exact: pa.Table, rows: np.ndarray) -> np.ndarray:
@@ -608,10 +331,10 @@ def cluster_records(store: Store, result: DedupResult, group: int) -> pa.Table:
     try:
         table = cur.sql(f"SELECT * FROM {v.table_name} WHERE {ROW_COLUMN} IN ({in_list}) ORDER BY {ROW_COLUMN}"
                         ).to_arrow_table()
-        row, h = _shingles_of_rows(cur, v, _near_text_sql(store, v), f"{ROW_COLUMN} IN ({in_list})")
+        row, h = shingles_of_rows(cur, v, near_text_sql(store, v), f"{ROW_COLUMN} IN ({in_list})")
     finally:
         cur.close()
-    docs, starts, vals = _csr(row, h)
+    docs, starts, vals = shingle_csr(row, h)
     indptr = np.r_[starts, len(vals)]
     sim = jaccard_pairs(indptr, vals, np.zeros(len(docs), np.int64), np.arange(len(docs)))
     by_row = dict(zip(docs.tolist(), sim.tolist()))
@@ -676,55 +399,58 @@ def split_column(store: Store, version: Version) -> str | None:
 def leakage(store: Store, result: DedupResult, *, limit: int = 200) -> dict | None:
     """Duplicates that straddle splits (None when the version has no `split` column): clusters and
     records involved, pairs per split pair (exact vs near), and the first `limit` pairs."""
-    v = result.version
-    col = split_column(store, v)
+    col = split_column(store, result.version)
     if col is None:
         return None
+    return _with_tables(store, {"wb_dedup_g": result.groups, "wb_dedup_e": result.exact},
+                        lambda cur: _leakage(cur, result.version, col, limit))
+
+
+def _leakage(cur, v: Version, col: str, limit: int) -> dict:
+    """leakage() on a cursor that sees the clusters as wb_dedup_g (merged) and wb_dedup_e (exact)."""
     s = f"CAST(v.{quote_ident(col)} AS VARCHAR)"
+    splits = dict(cur.sql(f"SELECT {s} AS s, count(*) FROM {v.table_name} v GROUP BY ALL ORDER BY 1").fetchall())
+    cur.execute(f"CREATE TEMP TABLE wb_dedup_ls AS SELECT d.{ROW_COLUMN}, d.\"group\", "
+                f"coalesce(e.\"group\", d.{ROW_COLUMN}) AS ex, {s} AS s FROM wb_dedup_g d "
+                f"LEFT JOIN wb_dedup_e e USING ({ROW_COLUMN}) JOIN {v.table_name} v USING ({ROW_COLUMN})")
+    try:  # wb_dedup_lx: the records of clusters that lie in more than one split
+        cur.execute("CREATE TEMP TABLE wb_dedup_lx AS SELECT * FROM wb_dedup_ls WHERE \"group\" IN "
+                    "(SELECT \"group\" FROM wb_dedup_ls GROUP BY 1 HAVING count(DISTINCT s) > 1)")
+        n_clusters, n_records = cur.sql("SELECT count(DISTINCT \"group\"), count(*) FROM wb_dedup_lx").fetchall()[0]
+        merged, exact = _split_pair_counts(cur, '"group"'), _split_pair_counts(cur, "ex")
+        by_pair = [{"splits": [x, y], "pairs": n, "exact_pairs": exact.get((x, y), 0),
+                    "near_pairs": n - exact.get((x, y), 0)} for (x, y), n in sorted(merged.items())]
+        leaked = dict(cur.sql("SELECT s, count(*) FROM wb_dedup_lx GROUP BY 1 ORDER BY 1").fetchall())
+        pairs = cur.sql(f"SELECT a.{ROW_COLUMN} AS a, a.s AS split_a, b.{ROW_COLUMN} AS b, b.s AS split_b, "
+                        "CASE WHEN a.ex = b.ex THEN 'exact' ELSE 'near' END AS kind, a.\"group\" "
+                        f"FROM wb_dedup_lx a JOIN wb_dedup_lx b ON a.\"group\" = b.\"group\" AND a.s < b.s "
+                        f"ORDER BY a.\"group\", a.{ROW_COLUMN}, b.{ROW_COLUMN} LIMIT {int(limit)}").to_arrow_table()
+    finally:
+        cur.execute("DROP TABLE IF EXISTS wb_dedup_ls; DROP TABLE IF EXISTS wb_dedup_lx")
+    return {"split_column": col, "splits": splits, "clusters": int(n_clusters), "records": int(n_records),
+            "records_by_split": leaked, "pairs": sum(p["pairs"] for p in by_pair),
+            "exact_pairs": sum(p["exact_pairs"] for p in by_pair),
+            "near_pairs": sum(p["near_pairs"] for p in by_pair), "by_pair": by_pair,
+            "examples": pairs.to_pylist()}
 
-    def run(cur):
-        splits = dict(cur.sql(f"SELECT {s} AS s, count(*) FROM {v.table_name} v GROUP BY ALL ORDER BY 1").fetchall())
-        cur.execute(f"CREATE TEMP TABLE wb_dedup_ls AS SELECT d.{ROW_COLUMN}, d.\"group\", "
-                    f"coalesce(e.\"group\", d.{ROW_COLUMN}) AS ex, {s} AS s FROM wb_dedup_g d "
-                    f"LEFT JOIN wb_dedup_e e USING ({ROW_COLUMN}) JOIN {v.table_name} v USING ({ROW_COLUMN})")
-        try:
-            cur.execute("CREATE TEMP TABLE wb_dedup_lx AS SELECT * FROM wb_dedup_ls WHERE \"group\" IN "
-                        "(SELECT \"group\" FROM wb_dedup_ls GROUP BY 1 HAVING count(DISTINCT s) > 1)")
-            n_clusters, n_records = cur.sql("SELECT count(DISTINCT \"group\"), count(*) FROM wb_dedup_lx").fetchall()[0]
 
-            def pair_counts(key: str) -> dict:
-                rows = cur.sql(f"WITH c AS (SELECT {key} AS k, s, count(*) AS n FROM wb_dedup_lx GROUP BY ALL) "
-                               "SELECT a.s, b.s, sum(a.n * b.n) FROM c a JOIN c b ON a.k = b.k AND a.s < b.s "
-                               "GROUP BY ALL").fetchall()
-                return {(x, y): int(n) for x, y, n in rows}
-
-            merged, exact = pair_counts('"group"'), pair_counts("ex")
-            by_pair = [{"splits": [x, y], "pairs": n, "exact_pairs": exact.get((x, y), 0),
-                        "near_pairs": n - exact.get((x, y), 0)} for (x, y), n in sorted(merged.items())]
-            leaked = dict(cur.sql("SELECT s, count(*) FROM wb_dedup_lx GROUP BY 1 ORDER BY 1").fetchall())
-            pairs = cur.sql(f"SELECT a.{ROW_COLUMN} AS a, a.s AS split_a, b.{ROW_COLUMN} AS b, b.s AS split_b, "
-                            "CASE WHEN a.ex = b.ex THEN 'exact' ELSE 'near' END AS kind, a.\"group\" "
-                            f"FROM wb_dedup_lx a JOIN wb_dedup_lx b ON a.\"group\" = b.\"group\" AND a.s < b.s "
-                            f"ORDER BY a.\"group\", a.{ROW_COLUMN}, b.{ROW_COLUMN} LIMIT {int(limit)}").to_arrow_table()
-        finally:
-            cur.execute("DROP TABLE IF EXISTS wb_dedup_ls; DROP TABLE IF EXISTS wb_dedup_lx")
-        return {"split_column": col, "splits": splits, "clusters": int(n_clusters), "records": int(n_records),
-                "records_by_split": leaked, "pairs": sum(p["pairs"] for p in by_pair),
-                "exact_pairs": sum(p["exact_pairs"] for p in by_pair),
-                "near_pairs": sum(p["near_pairs"] for p in by_pair), "by_pair": by_pair,
-                "examples": pairs.to_pylist()}
-
-    return _with_tables(store, {"wb_dedup_g": result.groups, "wb_dedup_e": result.exact}, run)
+def _split_pair_counts(cur, key: str) -> dict[tuple[str, str], int]:
+    """Pairs of records in the same cluster (key '"group"') or exact group (key 'ex') per pair of splits."""
+    rows = cur.sql(f"WITH c AS (SELECT {key} AS k, s, count(*) AS n FROM wb_dedup_lx GROUP BY ALL) "
+                   "SELECT a.s, b.s, sum(a.n * b.n) FROM c a JOIN c b ON a.k = b.k AND a.s < b.s "
+                   "GROUP BY ALL").fetchall()
+    return {(x, y): int(n) for x, y, n in rows}
 
 
 # ---------------------------------------------------------------- resolving: a new version without the copies
 
 def resolve(store: Store, version: Version, *, near: bool = True, threshold: float = DEFAULT_THRESHOLD,
             keep: dict | None = None, keep_all=(), out: str | None = None, created_by: str | None = None,
-            progress=None) -> tuple[Version, dict]:
+            progress=None, user=None) -> tuple[Version, dict]:
     """Write a new version that keeps one record per duplicate cluster (the first, or keep[group])
     and every record of the clusters in keep_all. The source version is untouched; the new one's
     parent is the source and its recipe lists the parameters and the dropped rows."""
+    require_role(user, "write_version")
     progress = progress or _noop
     result = find_duplicates(store, version, near=near, threshold=threshold,
                              progress=lambda f, m: progress(0.5 * f, m))
@@ -748,22 +474,25 @@ def resolve(store: Store, version: Version, *, near: bool = True, threshold: flo
     mask = np.ones(version.row_count, bool)
     mask[dropped] = False
 
-    def batches():
-        offset = 0
-        for batch in iter_version(store, version):
-            n = batch.num_rows
-            yield batch.filter(pa.array(mask[offset:offset + n]))
-            offset += n
-            progress(0.5 + 0.5 * offset / max(version.row_count, 1), f"writing {offset:,} of {version.row_count:,}")
-
     recipe = {"op": "dedup", "source": version.ref, "source_version_id": version.version_id,
               "source_content_hash": version.content_hash, "near": near, "threshold": result.threshold,
               "shingles": {"words": SHINGLE_WORDS, "short_words": SHORT_WORDS, "chars": CHAR_SHINGLE},
               "num_perm": NUM_PERM, "keep": "chosen" if keep else "first",
               "chosen": {str(g): r for g, r in keep.items()},
               "kept_all_clusters": keep_all, "dropped": int(len(dropped)), "dropped_rows": dropped.tolist()}
-    new = write_version(store, out or version.dataset, batches(), kind="dedup", fmt=version.format, recipe=recipe,
-                        info=version.info, parent_id=version.version_id, created_by=created_by)
+    new = write_version(store, out or version.dataset, _kept_batches(store, version, mask, progress), kind="dedup",
+                        fmt=version.format, recipe=recipe, info=version.info, parent_id=version.version_id,
+                        created_by=created_by)
     progress(1.0, "done")
     return new, {"version": new.ref, "records": new.row_count, "dropped": int(len(dropped)),
                  "source": version.ref, "source_records": version.row_count}
+
+
+def _kept_batches(store: Store, version: Version, keep: np.ndarray, progress):
+    """The version's records where keep[row] is True, in order (the second half of resolve's progress)."""
+    offset = 0
+    for batch in iter_version(store, version):
+        n = batch.num_rows
+        yield batch.filter(pa.array(keep[offset:offset + n]))
+        offset += n
+        progress(0.5 + 0.5 * offset / max(version.row_count, 1), f"writing {offset:,} of {version.row_count:,}")

@@ -13,12 +13,25 @@ Types and their rules (a candidate must pass its check; look-alikes that fail ar
              Decision on version strings: a dotted quad right after "v", "ver", "version",
              "release", "build" or "firmware", or one with more than four parts (1.2.3.4.5), is a
              version number, not an address; any other dotted quad in prose is reported as an IP.
-    ACCOUNT  a long account/order/tracking number: 8+ digits, optionally after a short prefix such
-             as `ORD-`, `#` or `1Z`, that is none of the above
+    NAME     a person's name after a cue (greeting, sign-off, "my name is", a title), ADDRESS a street
+             address with a house number and a street suffix: rules in `workbench.inspect.pii_names`
+    ACCOUNT  a number after an account cue ("account", "acct", "customer/member/client/policy number",
+             "... ID", "... no."), or a long number (8+ digits, no letter prefix, no cue) that is none
+             of the above: bank and customer numbers are written that way, so it counts as personal
+    ORDER    an order, tracking or reference number: a number after an order cue ("order", "tracking",
+             "reference", "ref", "ticket", "case", "invoice", "claim", "confirmation", "shipment",
+             "parcel", "package", "return", "RMA", "booking", "transaction", "receipt"; optionally
+             "number"/"no."/"ID"/"is"/":" between) of 5+ digits or 4+ after a letter prefix (WC-1234),
+             or a long number with a letter or '#' prefix and no cue (ORD-12345678, 1Z..., #12345678),
+             or a UPS tracking number (1Z and 16 letters or digits).
+             NOT personal: it is counted and shown, but not redacted unless asked for, and records
+             with only ORDER hits do not count as records with personal data.
 
 How the scan runs on a million records: DuckDB extracts every *candidate* with one RE2 pattern
 (`regexp_extract_all`, all text columns, in chunks of rows for a progress bar); only the distinct
-candidate strings go through Python, where the checks above decide their type; DuckDB joins the
+candidate strings go through Python, where the checks above decide their type (prefixed and cued
+ORDER/ACCOUNT numbers, most candidates in support tickets, are decided in SQL by the same patterns, see
+`_settled_in_sql`); DuckDB joins the
 verdicts back and writes the hits (`_row`, field, type, value) to the version's cache. The same
 pattern and checks run per text in `find_pii`, which the tests use as the brute-force reference.
 A chat's `messages` column is scanned as its turns' contents joined by newlines (not as JSON text,
@@ -26,8 +39,10 @@ whose escapes such as `\\n4111...` would hide a number).
 
 Redaction (`redact_version`, `workbench pii NAME --redact --out NEW`) writes a new version in which
 every value found in a record is replaced, in all of the record's text fields, by its type's
-placeholder ([EMAIL], [PHONE], [CARD], [IBAN], [IP], [ACCOUNT]); `redacted_batches` streams the same
-records for an export that must not carry personal data.
+placeholder ([EMAIL], [PHONE], [NAME], [ADDRESS], [CARD], [IBAN], [IP], [ACCOUNT], [ORDER]); by default
+the personal types (all but ORDER). NAME and ADDRESS values are replaced as whole words only ("Ben" in
+"Benefits" stays). `redacted_batches` streams the same records for an export that must not carry
+personal data.
 """
 
 from __future__ import annotations
@@ -35,22 +50,33 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from workbench.core.auth import require_role
 from workbench.core.errors import WorkbenchError
-from workbench.inspect.cache import cache_path, copy_query, parquet_sql
 from workbench.core.store import Store, quote_ident
 from workbench.core.versions import ROW_COLUMN, Version, get_version, version_columns, write_version
+from workbench.inspect.cache import cache_path, copy_query, parquet_sql
+from workbench.inspect.pii_names import (
+    ADDRESS_CANDIDATE,
+    NAME_CANDIDATE,
+    address_hits,
+    is_address_candidate,
+    is_name_candidate,
+    name_hits,
+)
 
-TYPES = ("EMAIL", "PHONE", "CARD", "IBAN", "IP", "ACCOUNT")
+TYPES = ("EMAIL", "PHONE", "NAME", "ADDRESS", "CARD", "IBAN", "IP", "ACCOUNT", "ORDER")
+PERSONAL = tuple(t for t in TYPES if t != "ORDER")  # ORDER numbers identify a purchase, not a person
 PLACEHOLDERS = {t: f"[{t}]" for t in TYPES}
+WORD_TYPES = ("NAME", "ADDRESS")  # replaced as whole words
 DEFAULT_REGION = "US"
-ALGO = 1
+ALGO = 2
 CHUNK_ROWS = 100_000
 EXAMPLES = 5
 
@@ -61,21 +87,38 @@ _IBAN = r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,32}\b"
 _VERSION_WORDS = r"(?:[Vv]ersion|VERSION|[Vv]er\.?|[Vv]|[Rr]elease|[Bb]uild|[Ff]irmware)[ :]*"
 _IPV4 = rf"\b(?:{_VERSION_WORDS})?[0-9]{{1,3}}(?:\.[0-9]{{1,3}}){{3}}(?:\.[0-9]+)*\b"
 _IPV6 = r"(?:\b[0-9A-Fa-f]{1,4}|::?[0-9A-Fa-f]{1,4})(?::{1,2}[0-9A-Fa-f]{0,4}){2,7}"
-_ACCOUNT = r"(?:#|\b[A-Z0-9]{1,4}-?|\b)[0-9]{8,}\b"
+_LONG_NUMBER = r"(?:#|\b[A-Z0-9]{1,4}-?|\b)[0-9]{8,}\b"
 _CARD = r"\b[0-9](?:[ -]?[0-9]){12,18}\b"
 _PHONE = r"(?:\+|\(|\b)[0-9][0-9 ().-]{5,20}[0-9]"
-CANDIDATE = "|".join(f"(?:{p})" for p in (_EMAIL, _IBAN, _IPV4, _IPV6, _ACCOUNT, _CARD, _PHONE))
+# A number after a cue word: the cue decides ORDER or ACCOUNT, whatever the number looks like.
+_ORDER_CUE = (r"(?:[Oo]rder|ORDER|[Pp]urchase|[Tt]racking|TRACKING|[Rr]eference|REFERENCE|[Rr]ef\.?|REF|[Tt]icket|"
+              r"[Cc]ase|[Ii]nvoice|[Cc]laim|[Cc]onfirmation|[Ss]hipment|[Pp]arcel|[Pp]ackage|[Rr]eturn|RMA|[Bb]ooking|"
+              r"[Tt]ransaction|[Rr]eceipt)")
+_ACCOUNT_CUE = (r"(?:[Aa]ccount|ACCOUNT|[Aa]cct\.?|(?:[Cc]ustomer|[Mm]ember(?:ship)?|[Cc]lient|[Pp]olicy|[Ss]ubscriber|"
+                r"[Ll]oyalty) (?:[Nn]umber|[Nn]o\.?|ID|[Ii]d|#))")
+_CUE_TAIL = r"(?: (?:[Nn]umber|[Nn]o\.?|[Nn]r\.?|ID|[Ii]d|[Cc]ode))?(?: is| was)?:? ?"
+_REF = r"#?(?:1Z[0-9A-Z]{16}|[A-Z][A-Z0-9]{0,3}-?[0-9]{4,}|[0-9]{1,3}[A-Z][A-Z0-9]{0,2}-?[0-9]{4,}|[0-9]{5,})\b"
+_CUED = rf"\b(?:{_ACCOUNT_CUE}|{_ORDER_CUE}){_CUE_TAIL}{_REF}"
+_UPS = r"\b1Z[0-9A-Z]{16}\b"  # a UPS tracking number
+CANDIDATE = "|".join(f"(?:{p})" for p in (_EMAIL, _CUED, NAME_CANDIDATE, ADDRESS_CANDIDATE, _IBAN, _IPV4, _IPV6,
+                                          _UPS, _LONG_NUMBER, _CARD, _PHONE))
 _CANDIDATE_RE = re.compile(CANDIDATE, re.ASCII)
 
 _EMAIL_RE = re.compile(rf"^{_EMAIL}$", re.ASCII)
 _VERSION_RE = re.compile(rf"^{_VERSION_WORDS}", re.ASCII)
-_ACCOUNT_RE = re.compile(r"(?:[A-Z0-9]{1,4}-?|#)?[0-9]{8,}", re.ASCII)
-# An account number whose prefix holds a letter or '#' (ORD-12345678, 1Z..., #12345678) can be nothing
-# else unless it starts like an IBAN: such candidates (most of them in support tickets) are settled in SQL.
-PREFIXED_ACCOUNT = (r"(?:#|[A-Z][A-Z0-9]{0,3}|[0-9][A-Z][A-Z0-9]{0,2}|[0-9]{2}[A-Z][A-Z0-9]?|[0-9]{3}[A-Z])"
-                    r"-?[0-9]{8,}")
+_LONG_NUMBER_RE = re.compile(r"(?:[A-Z0-9]{1,4}-?|#)?[0-9]{8,}", re.ASCII)
+# Cued numbers (value in group 1): anchored for DuckDB's regexp_extract, fullmatch in Python.
+ORDER_CUED = rf"^{_ORDER_CUE}{_CUE_TAIL}({_REF})$"
+ACCOUNT_CUED = rf"^{_ACCOUNT_CUE}{_CUE_TAIL}({_REF})$"
+_ORDER_CUED_RE = re.compile(ORDER_CUED, re.ASCII)
+_ACCOUNT_CUED_RE = re.compile(ACCOUNT_CUED, re.ASCII)
+# A long number whose prefix holds a letter or '#' (ORD-12345678, 1Z..., #12345678) is an ORDER number
+# unless it starts like an IBAN; such candidates and cued numbers (most of them in support tickets) are
+# settled in SQL.
+PREFIXED_ORDER = (r"(?:(?:#|[A-Z][A-Z0-9]{0,3}|[0-9][A-Z][A-Z0-9]{0,2}|[0-9]{2}[A-Z][A-Z0-9]?|[0-9]{3}[A-Z])"
+                  r"-?[0-9]{8,}|1Z[0-9A-Z]{16})")
 IBAN_HEAD = r"^[A-Z]{2}[0-9]{2}"
-_PREFIXED_RE = re.compile(PREFIXED_ACCOUNT, re.ASCII)
+_PREFIXED_RE = re.compile(PREFIXED_ORDER, re.ASCII)
 _CARD_RE = re.compile(r"[0-9](?:[ -]?[0-9]){12,18}", re.ASCII)
 _IBAN_HEAD_RE = re.compile(IBAN_HEAD, re.ASCII)
 
@@ -159,7 +202,7 @@ def _iban(candidate: str) -> list[Hit] | None:
         return None
     # The candidate may run into the next word (DE89 3704 ... 00 AND): keep the country's length.
     seen, end = 0, 0
-    for end, ch in enumerate(candidate, 1):
+    for end, ch in enumerate(candidate, 1):  # noqa: B007 (the stop position is used below)
         seen += ch != " "
         if seen == need:
             break
@@ -185,8 +228,21 @@ def _phones(candidate: str, region: str | None) -> list[tuple[int, int]]:
         candidate, region or "ZZ", leniency=phonenumbers.Leniency.VALID)]
 
 
-def is_prefixed_account(candidate: str) -> bool:
+def is_prefixed_order(candidate: str) -> bool:
     return bool(_PREFIXED_RE.fullmatch(candidate)) and not _IBAN_HEAD_RE.match(candidate)
+
+
+def _cued(candidate: str) -> tuple[Hit, ...] | None:
+    """An ORDER or ACCOUNT number after its cue word (an IBAN after the cue stays an IBAN); None when the
+    candidate is no cued number."""
+    for kind, pattern in (("ACCOUNT", _ACCOUNT_CUED_RE), ("ORDER", _ORDER_CUED_RE)):
+        m = pattern.fullmatch(candidate)
+        if m:
+            value = m.group(1)
+            if _IBAN_HEAD_RE.match(value):
+                return tuple(_iban(value) or (Hit(kind, value),))
+            return (Hit(kind, value),)
+    return None
 
 
 @lru_cache(maxsize=50_000)
@@ -195,8 +251,16 @@ def classify(candidate: str, region: str | None = DEFAULT_REGION) -> tuple[Hit, 
     if "@" in candidate:
         value = candidate.lstrip(".'")  # a quote or full stop before the address is prose, not address
         return (Hit("EMAIL", value),) if email_ok(value) else ()
-    if is_prefixed_account(candidate):
-        return (Hit("ACCOUNT", candidate),)
+    if is_prefixed_order(candidate):
+        return (Hit("ORDER", candidate),)
+    if candidate[:1].isalpha():
+        hits = _cued(candidate)
+        if hits is not None:
+            return hits
+        if is_name_candidate(candidate):
+            return tuple(Hit(k, v) for k, v in name_hits(candidate))
+    if is_address_candidate(candidate):
+        return tuple(Hit(k, v) for k, v in address_hits(candidate))
     for check in (_ip, _iban, _card):
         hits = check(candidate)
         if hits is not None:
@@ -212,7 +276,7 @@ def classify(candidate: str, region: str | None = DEFAULT_REGION) -> tuple[Hit, 
                     if m.group() != candidate:
                         hits += [h for h in classify(m.group(), region) if h.type != "PHONE"]
             return tuple(hits)
-    if _ACCOUNT_RE.fullmatch(candidate):
+    if _LONG_NUMBER_RE.fullmatch(candidate):
         return (Hit("ACCOUNT", candidate),)
     return ()
 
@@ -235,7 +299,10 @@ def redact_text(text: str | None, hits, placeholders: dict[str, str] = PLACEHOLD
         return text
     for value, kind in sorted({(h[1], h[0]) if isinstance(h, tuple) else (h.value, h.type) for h in hits},
                               key=lambda vk: -len(vk[0])):  # longer values first: a phone inside a longer hit
-        text = text.replace(value, placeholders[kind])
+        if kind in WORD_TYPES:  # a name as a whole word only: "Ben" stays in "Benefits"
+            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", lambda _, p=placeholders[kind]: p, text)
+        else:
+            text = text.replace(value, placeholders[kind])
     return text
 
 
@@ -250,6 +317,20 @@ def mask(value: str, kind: str) -> str:
 
 
 # ---------------------------------------------------------------- a whole version
+
+def _settled_in_sql() -> str:
+    """A SQL expression of `cand`: the struct (type, value) of an ORDER or ACCOUNT number that needs no
+    Python check (a prefixed number, or a cued one that does not start like an IBAN), else NULL; the same
+    decisions as `classify`."""
+    def cued(kind: str, pattern: str) -> str:
+        value = f"regexp_extract(cand, '{pattern}', 1)"
+        return (f"WHEN regexp_full_match(cand, '{pattern}') AND NOT regexp_matches({value}, '{IBAN_HEAD}') "
+                f"THEN {{'type': '{kind}', 'value': {value}}}")
+    return (f"CASE WHEN cand LIKE '%@%' THEN NULL "
+            f"WHEN regexp_full_match(cand, '{PREFIXED_ORDER}') AND NOT regexp_matches(cand, '{IBAN_HEAD}') "
+            f"THEN {{'type': 'ORDER', 'value': cand}} {cued('ACCOUNT', ACCOUNT_CUED)} {cued('ORDER', ORDER_CUED)} "
+            f"ELSE NULL END")
+
 
 def _region(store: Store, region: str | None) -> str:
     if region is None:
@@ -302,7 +383,8 @@ def scan(store: Store, version: Version, *, region: str | None = None, progress:
     fields = text_columns(store, version)
     cur = store.con.cursor()
     try:
-        cur.execute("CREATE OR REPLACE TEMP TABLE wb_pii_candidates (_row BIGINT, field VARCHAR, cand VARCHAR)")
+        cur.execute("CREATE OR REPLACE TEMP TABLE wb_pii_candidates (_row BIGINT, field VARCHAR, cand VARCHAR, "
+                    "s STRUCT(type VARCHAR, value VARCHAR))")
         pattern = CANDIDATE.replace("'", "''")
         unions = " UNION ALL ".join(
             f"SELECT {ROW_COLUMN}, '{f}' AS field, unnest(regexp_extract_all({_scanned_text(f)}, '{pattern}')) "
@@ -311,11 +393,11 @@ def scan(store: Store, version: Version, *, region: str | None = None, progress:
         n = max(version.row_count, 1)
         for lo in range(0, n, CHUNK_ROWS):
             progress(0.9 * lo / n, f"scanning records {lo + 1:,}–{min(lo + CHUNK_ROWS, n):,}")
-            cur.execute(f"INSERT INTO wb_pii_candidates {unions}", {"lo": lo, "hi": lo + CHUNK_ROWS})
+            cur.execute(f"INSERT INTO wb_pii_candidates SELECT *, {_settled_in_sql()} FROM ({unions})",
+                        {"lo": lo, "hi": lo + CHUNK_ROWS})
         progress(0.9, "checking candidates")
-        prefixed = (f"(regexp_full_match(cand, '{PREFIXED_ACCOUNT}') AND NOT regexp_matches(cand, '{IBAN_HEAD}'))")
         distinct = [r[0] for r in cur.execute(
-            f"SELECT DISTINCT cand FROM wb_pii_candidates WHERE NOT {prefixed}").fetchall()]
+            "SELECT DISTINCT cand FROM wb_pii_candidates WHERE s IS NULL").fetchall()]
         verdicts = {"cand": [], "type": [], "value": []}
         check = classify.__wrapped__  # distinct values: a cache would only cost
         for cand in distinct:
@@ -326,11 +408,11 @@ def scan(store: Store, version: Version, *, region: str | None = None, progress:
         cur.register("wb_pii_verdicts", pa.table(verdicts, schema=pa.schema(
             [("cand", pa.string()), ("type", pa.string()), ("value", pa.string())])))
         progress(0.95, "writing hits")
-        copy_query(cur, f"SELECT _row, field, type, value FROM ("
-                        f"SELECT c._row, c.field, v.type, v.value FROM wb_pii_candidates c "
-                        f"JOIN wb_pii_verdicts v USING (cand) "
-                        f"UNION ALL SELECT _row, field, 'ACCOUNT', cand FROM wb_pii_candidates WHERE {prefixed}) "
-                        f"ORDER BY _row, field", path)
+        copy_query(cur, "SELECT _row, field, type, value FROM ("
+                        "SELECT c._row, c.field, v.type, v.value FROM wb_pii_candidates c "
+                        "JOIN wb_pii_verdicts v ON c.s IS NULL AND c.cand = v.cand "
+                        "UNION ALL SELECT _row, field, s.type, s.value FROM wb_pii_candidates WHERE s IS NOT NULL) "
+                        "ORDER BY _row, field", path)
     finally:
         try:
             cur.execute("DROP TABLE IF EXISTS wb_pii_candidates")
@@ -342,11 +424,13 @@ def scan(store: Store, version: Version, *, region: str | None = None, progress:
 
 def pii_report(store: Store, version: Version, *, region: str | None = None, progress: Progress | None = None,
                examples: int = EXAMPLES) -> dict:
-    """Counts per type (records, occurrences, by field) with masked examples."""
+    """Counts per type (records, occurrences, by field, personal or not) with masked examples;
+    records_with_pii counts the records with a personal type (ORDER numbers alone do not count)."""
     path = scan(store, version, region=region, progress=progress)
     src = parquet_sql(path)
     cur = store.cursor()
-    by_type = {t: {"records": 0, "occurrences": 0, "by_field": {}, "examples": []} for t in TYPES}
+    by_type = {t: {"records": 0, "occurrences": 0, "by_field": {}, "examples": [], "personal": t in PERSONAL}
+               for t in TYPES}
     for kind, records, occ in cur.execute(
             f"SELECT type, count(DISTINCT {ROW_COLUMN}), count(*) FROM {src} GROUP BY type").fetchall():
         by_type[kind].update(records=records, occurrences=occ)
@@ -357,18 +441,20 @@ def pii_report(store: Store, version: Version, *, region: str | None = None, pro
             f"SELECT type, {ROW_COLUMN}, field, value FROM (SELECT *, row_number() OVER (PARTITION BY type "
             f"ORDER BY {ROW_COLUMN}) AS k FROM {src}) WHERE k <= {int(examples)} ORDER BY type, k").fetchall():
         by_type[kind]["examples"].append({"row": row + 1, "field": field, "value": mask(value, kind)})
-    with_any = cur.execute(f"SELECT count(DISTINCT {ROW_COLUMN}) FROM {src}").fetchall()[0][0]
+    with_any = cur.execute(f"SELECT count(DISTINCT {ROW_COLUMN}) FROM {src} WHERE type IN ({_sql_list(PERSONAL)})"
+                           ).fetchall()[0][0]
     return {"dataset": version.dataset, "version": version.number, "records": version.row_count,
             "records_with_pii": with_any, "counts": {t: v["occurrences"] for t, v in by_type.items()},
-            "types": by_type, "phone_region": _region(store, region)}
+            "types": by_type, "personal_types": list(PERSONAL), "phone_region": _region(store, region)}
 
 
-def pii_rows_sql(path, kinds=None) -> str:
-    """A subquery of the `_row`s that hold PII (of some types), for browse filters."""
-    where = ""
-    if kinds:
-        where = " WHERE type IN (" + ", ".join(f"'{k}'" for k in kinds if k in TYPES) + ")"
-    return f"SELECT DISTINCT {ROW_COLUMN} FROM {parquet_sql(path)}{where}"
+def _sql_list(kinds) -> str:
+    return ", ".join(f"'{k}'" for k in kinds if k in TYPES)
+
+
+def pii_rows_sql(path, kinds=PERSONAL) -> str:
+    """A subquery of the `_row`s that hold PII of some types (default: the personal ones), for browse filters."""
+    return f"SELECT DISTINCT {ROW_COLUMN} FROM {parquet_sql(path)} WHERE type IN ({_sql_list(kinds or PERSONAL)})"
 
 
 def _check_types(types) -> tuple[str, ...]:
@@ -379,7 +465,7 @@ def _check_types(types) -> tuple[str, ...]:
     return types
 
 
-def redacted_batches(store: Store, version: Version, *, types=TYPES, region: str | None = None,
+def redacted_batches(store: Store, version: Version, *, types=PERSONAL, region: str | None = None,
                      progress: Progress | None = None, replaced: dict | None = None) -> Iterator[pa.Table]:
     """The version's records in order (record columns only), with the PII of the chosen types replaced by
     placeholders; for a new version (`redact_version`) or for an export that must not carry PII.
@@ -390,7 +476,7 @@ def redacted_batches(store: Store, version: Version, *, types=TYPES, region: str
     replaced = replaced if replaced is not None else {}
     for t in types:
         replaced.setdefault(t, 0)
-    kinds = ", ".join(f"'{t}'" for t in types)
+    kinds = _sql_list(types)
     fields = text_columns(store, version)
     cur = store.con.cursor()
     hits_cur = store.con.cursor()
@@ -426,10 +512,11 @@ def redacted_batches(store: Store, version: Version, *, types=TYPES, region: str
         hits_cur.close()
 
 
-def redact_version(store: Store, version: Version, out: str, *, types=TYPES, region: str | None = None,
-                   progress: Progress | None = None, created_by: str | None = None) -> tuple[Version, dict]:
+def redact_version(store: Store, version: Version, out: str, *, types=PERSONAL, region: str | None = None,
+                   progress: Progress | None = None, created_by: str | None = None, user=None) -> tuple[Version, dict]:
     """A new version of dataset `out` with the PII of the chosen types replaced by placeholders; its recipe
     records the source, the types, the placeholders and how many values were replaced."""
+    require_role(user, "write_version")
     types = _check_types(types)
     progress = progress or (lambda fraction, message: None)
     region = _region(store, region)

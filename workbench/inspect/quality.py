@@ -32,19 +32,19 @@ import json
 import os
 import re
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from workbench.core.errors import WorkbenchError
-from workbench.inspect.cache import cache_path, parquet_sql, partial_path
 from workbench.core.store import Store
 from workbench.core.textkernels import string_buffers
 from workbench.core.versions import ROW_COLUMN, Version, version_columns
+from workbench.inspect.cache import cache_path, parquet_sql, partial_path
 
 FLAGS = {
     "empty": "prompt or response is empty or whitespace only",

@@ -1,11 +1,10 @@
 """Token lengths of a dataset version, counted the way training will see them.
 
-With a base model's tokenizer, each record is rendered with the model's chat template exactly as
-`trainers.data.render` does (assistant turns located as character spans: from the end of the
-prompt that asks for the turn, `add_generation_prompt=True`, to the end of the text including the
-turn, so the end-of-turn marker counts as supervised), encoded with the fast tokenizer in batches,
-and a token is *supervised* (a completion/assistant token) when its first character lies in an
-assistant span, the first token of a record excepted, as in `trainers.data.tokenize`. A tokenizer
+With a base model's tokenizer, which tokens are *supervised* (carry a loss) is decided by
+`trainers.supervision`, the one definition training uses too: each record is rendered with the
+model's chat template (assistant turns located as character spans, the end-of-turn marker
+included), encoded with the fast tokenizer in batches, and a token is supervised when its first
+character lies in an assistant span, the first token of a record excepted. A tokenizer
 without a chat template sees the message contents joined by a blank line, with its own special
 tokens added.
 
@@ -24,20 +23,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
-from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trainers import supervision
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import canonical_to_messages
-from workbench.inspect.cache import cache_path, parquet_sql, partial_path
 from workbench.core.store import Store
 from workbench.core.versions import ROW_COLUMN, Version
+from workbench.inspect.cache import cache_path, parquet_sql, partial_path
 
 APPROXIMATE = "approximate"
 APPROX_RULE = "approximate: ceil(UTF-8 bytes / 4) tokens per message; chat-template markers not counted"
@@ -47,7 +45,6 @@ LENGTH_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens")
 SPAN = pa.struct([("start", pa.int32()), ("stop", pa.int32())])
 SCHEMA = pa.schema([(ROW_COLUMN, pa.int64()), ("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()),
                     ("total_tokens", pa.int32()), ("spans", pa.list_(SPAN))])
-VERIFY_RECORDS = 8  # records of each conversation shape rendered both ways before trusting the fast path
 ALGO = 1  # bump when counts of the same tokenizer would change; old cache files are then ignored
 
 Progress = Callable[[float, str], None]
@@ -66,7 +63,7 @@ class TokenCounter:
     name: str
     tokenizer: object | None = None
     source: str = ""
-    renderer: "ChatRenderer | None" = field(default=None, repr=False)
+    renderer: ChatRenderer | None = field(default=None, repr=False)
 
     @property
     def approximate(self) -> bool:
@@ -155,107 +152,21 @@ def tokenizer_choices(store: Store) -> list[str]:
 
 # ---------------------------------------------------------------- rendering
 
-class ChatRenderer:
-    """(text, assistant character spans) of a conversation, as `trainers.data.render` finds them.
-
-    Calling the chat template costs about 0.1 ms; three calls a record would dominate counting a
-    million records. So each conversation shape (its sequence of roles) is rendered once with
-    marker contents, and the template's text between the contents is kept; a record is then filled
-    in by string joins. A shape takes this fast path only when the markers come out verbatim (the
-    template neither trims nor escapes contents) and every prefix the spans need is a prefix of the
-    whole; otherwise, and for contents a trimming template would change, the template itself is
-    called. tests/test_tokens.py checks both paths against the template on random conversations.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.template = getattr(tokenizer, "chat_template", None)
-        self._shapes: dict[tuple[str, ...], tuple | None] = {}
-        self._checked: dict[tuple[str, ...], int] = {}
-        self._nonce = secrets.token_hex(4)
+class ChatRenderer(supervision.ChatRenderer):
+    """`trainers.supervision.ChatRenderer` (the one definition of supervised tokens, shared with training);
+    a tokenizer without a chat template renders the contents joined by a blank line (`_plain`), and a
+    template that cannot be split into turns raises a WorkbenchError."""
 
     def render(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
         if not self.template:
             return _plain(messages)
-        roles = tuple(m["role"] for m in messages)
-        if roles not in self._shapes:
-            self._shapes[roles] = self._compile(roles)
-        shape = self._shapes[roles]
-        contents = [m["content"] for m in messages]
-        if shape is None or (shape[0] == "stripped" and any(c != c.strip() for c in contents)):
-            return self.slow(messages)
-        _, pieces, spans = shape
-        text = pieces[0] + "".join(c + p for c, p in zip(contents, pieces[1:]))
-        ends = [0]
-        for c in contents:
-            ends.append(ends[-1] + len(c))
-        fast = text, [(ends[k0] + o0, ends[k1] + o1) for (k0, o0), (k1, o1) in spans]
-        checked = self._checked.get(roles, 0)
-        if checked < VERIFY_RECORDS:  # the first records of each shape are rendered both ways
-            slow = self.slow(messages)
-            if slow != fast:
-                self._shapes[roles] = None
-                return slow
-            self._checked[roles] = checked + 1
-        return fast
+        return super().render(messages)
 
     def slow(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        """The chat template called per prefix: the reference the fast path must equal."""
-        apply = self.tokenizer.apply_chat_template
-        full = apply(messages, tokenize=False)
-        spans = []
-        for i, m in enumerate(messages):
-            if m["role"] != "assistant":
-                continue
-            prefix = apply(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-            upto = full if i + 1 == len(messages) else apply(messages[: i + 1], tokenize=False)
-            if not (upto.startswith(prefix) and full.startswith(upto)):
-                raise WorkbenchError("the chat template does not render a conversation turn by turn, so assistant "
-                                     "tokens cannot be located")
-            spans.append((len(prefix), len(upto)))
-        return full, spans
-
-    def _compile(self, roles: tuple[str, ...]):
-        for kind, pad in (("any", " \n"), ("stripped", "")):
-            shape = self._compile_with(roles, pad)
-            if shape is not None:
-                return (kind, *shape)
-        return None
-
-    def _compile_with(self, roles: tuple[str, ...], pad: str):
-        # Quotes, backslash, markup and control characters inside the marker: a template that escapes
-        # contents (tojson, e) cannot render it verbatim, so such a template never takes the fast path.
-        marks = [f"{pad}\u27e6wb{self._nonce}:{i} \"'\\<&>\n\t\x08\u27e7{pad[::-1]}" for i in range(len(roles))]
-        msgs = [{"role": r, "content": m} for r, m in zip(roles, marks)]
         try:
-            full, char_spans = self.slow(msgs)
-        except Exception:  # a template that rejects this shape: the slow path will say so per record
-            return None
-        pieces, pos = [], 0
-        starts = []
-        for mark in marks:
-            at = full.find(mark, pos)
-            if at < 0 or full.find(mark, at + 1) >= 0:
-                return None
-            pieces.append(full[pos:at])
-            starts.append(at)
-            pos = at + len(mark)
-        pieces.append(full[pos:])
-        if any(m in p for p in pieces for m in marks):
-            return None
-
-        def locate(char: int) -> tuple[int, int]:
-            """(k, offset): a position after k contents; in a record it is at ends[k] + offset."""
-            k = sum(1 for s, m in zip(starts, marks) if s + len(m) <= char)
-            if k < len(marks) and starts[k] < char:
-                raise ValueError("a span boundary inside a content")
-            return k, char - sum(len(m) for m in marks[:k])
-
-        try:
-            spans = [(locate(start), locate(stop)) for start, stop in char_spans]
-        except ValueError:
-            return None
-        return pieces, spans
+            return super().slow(messages)
+        except supervision.TemplateError as exc:
+            raise WorkbenchError(str(exc)) from None
 
 
 def _plain(messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -270,14 +181,12 @@ def _plain(messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     return text, spans
 
 
-def _first_token_at(enc, pos: int, text_len: int, n: int) -> int:
-    """Index of the first token whose first character is at or after pos."""
-    if pos >= text_len:
-        return n
-    k = enc.char_to_token(pos)
-    if k is None:  # pos falls in text no token covers (some normalisers drop characters)
-        return bisect_left([s for s, _ in enc.offsets], pos)
-    return k if enc.token_to_chars(k)[0] >= pos else k + 1
+def _starts(enc, text_len: int, special: bool) -> list[int]:
+    """Each token's first character; special tokens added by the tokenizer sit at 0 (leading) or the end."""
+    if not special:
+        return [a for a, _ in enc.offsets]
+    return [(text_len if k else 0) if sp else a for k, ((a, _), sp) in enumerate(zip(enc.offsets,
+                                                                                    enc.special_tokens_mask))]
 
 
 def count_records(counter: TokenCounter, records: list[dict]) -> list[tuple[int, int, list[tuple[int, int]]]]:
@@ -296,14 +205,8 @@ def count_records(counter: TokenCounter, records: list[dict]) -> list[tuple[int,
     encs = counter.tokenizer.backend_tokenizer.encode_batch([t for t, _ in rendered], add_special_tokens=add_special)
     out = []
     for enc, (text, char_spans) in zip(encs, rendered):
-        n = len(enc)
-        spans = []
-        for a, b in char_spans:
-            start = max(_first_token_at(enc, a, len(text), n), 1)  # a record's first token is never predicted
-            stop = _first_token_at(enc, b, len(text), n)
-            if stop > start:
-                spans.append((start, stop))
-        out.append((n, sum(b - a for a, b in spans), spans))
+        spans = supervision.token_spans(_starts(enc, len(text), add_special), char_spans, len(text))
+        out.append((len(enc), sum(b - a for a, b in spans), spans))
     return out
 
 
@@ -345,8 +248,8 @@ def _approx_sql(version: Version, columns: set[str]) -> str:
 def count_tokens(store: Store, version: Version, counter: TokenCounter | None = None, *,
                  progress: Progress | None = None, batch_rows: int = BATCH_ROWS) -> Path:
     """Count every record's tokens once per version and tokenizer; returns the cache file."""
-    from workbench.inspect.cache import copy_query
     from workbench.core.versions import version_columns
+    from workbench.inspect.cache import copy_query
 
     counter = counter or approximate()
     progress = progress or _noop

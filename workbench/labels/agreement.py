@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,7 +62,10 @@ def answer_text(value) -> str | None:
         number = float(text)
     except ValueError:
         return text
-    return str(int(number)) if number.is_integer() and math.isfinite(number) else text
+    if not math.isfinite(number):
+        return text
+    # One spelling per number, as for numbers read as numbers: "2.0" -> "2", "1.50" -> "1.5".
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def read_answers_file(path, *, item_col: str, annotator_col: str, value_col: str, question: str | None = None,
@@ -142,14 +145,14 @@ def _empty(x) -> bool:
 def stored_answers(store, dataset: str, question: str) -> tuple[pd.DataFrame, dict]:
     """The latest answer per (item, annotator) of a stored question, and what the question says:
     {dataset, question, kind, labels (its choices, in order), gold (adjudicated item -> value)}."""
-    from workbench.labels import annotations
+    from workbench.labels import adjudication, annotations, questions
 
-    q = annotations.get_question(store, dataset, question)
+    q = questions.get_question(store, dataset, question)
     if q.kind == "text":
         raise WorkbenchError(f"{question!r} asks for free text (corrected responses); agreement needs choices, "
                              "tags or ratings. Pick a single-choice, multi-label, rating or accept-reject question")
     df = annotations.answers(store, q)
-    status = annotations.item_status(store, q)
+    status = adjudication.item_status(store, q)
     final = {"agreed", "majority", "disputed", "open"}
     adjudicated = status[~status["status"].isin(final) & status["final"].notna()]
     gold = dict(zip(adjudicated["item"].astype(str), adjudicated["final"].astype(str)))
@@ -449,14 +452,14 @@ def consensus(answers: pd.DataFrame, *, method: str = "majority", labels=None, g
 def write_consensus(store, dataset: str, question: str, *, method: str = "majority", column: str | None = None,
                     created_by: str | None = None, user=None) -> dict:
     """Write the consensus labels of a stored question as a new version of its dataset."""
-    from workbench.labels import annotations
+    from workbench.labels import adjudication
 
     answers, info = stored_answers(store, dataset, question)
     result = consensus(answers, method=method, labels=info["labels"], gold=info["gold"])
     recipe = {"source": "consensus", "method": method, "annotators": int(answers["annotator"].nunique()),
               "answers": len(answers), "from_gold": result["from_gold"], "tied_left_out": len(result["tied"])}
-    version = annotations.write_labels_version(store, dataset, question, result["labels"], column=column,
-                                               recipe=recipe, created_by=created_by, user=user)
+    version = adjudication.write_labels_version(store, dataset, question, result["labels"], column=column,
+                                                recipe=recipe, created_by=created_by, user=user)
     return {"version": version.ref, "records": version.row_count, "labels": len(result["labels"]),
             "method": method, "from_gold": result["from_gold"], "tied_left_out": len(result["tied"])}
 

@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from workbench.core.auth import now_utc
 from workbench.core.store import Store
 
-
 LEASE_SECONDS = 600.0
 
 
@@ -43,7 +42,7 @@ class Task:
             raise ValueError(f"overlap must be at least 1, got {self.overlap}")
 
 
-_locks: "weakref.WeakKeyDictionary[Store, dict[str, threading.Lock]]" = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[Store, dict[str, threading.Lock]] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 

@@ -1,7 +1,8 @@
-"""Blind human review of evaluation runs: pairwise A/B judgements or 1-5 ratings, the reviewers'
-queue, results with intervals and agreement, and the way back to the training data.
+"""Blind human review of evaluation runs: pairwise A/B judgements or 1-5 ratings, and the reviewers'
+queue. This module owns `wb_reviews`, `wb_review_items` and `wb_ratings`; the results with intervals
+and agreement are in `review_results`, the way back to the training data in `review_actions`.
 
-A *review* is made from evaluation runs (workbench.models.evaluate) answered on the same test items:
+A *review* is made from evaluation runs (workbench.models.evaluation) answered on the same test items:
 
 - **pairwise**: two or more runs; each sampled test item shows the answers of two runs side by side
   and the reviewer says which is better (or a tie), with an optional reason. With more than two runs
@@ -18,13 +19,6 @@ Ratings are append-only rows in `wb_ratings` (who, what, when); the current judg
 is their latest row, and nothing entered is lost by a change. A pairwise judgement is stored as the
 side the reviewer chose ('left', 'right', 'tie'): the fact they saw; the run it means comes from the
 recorded order.
-
-Back to the data: from a judged item, `neighbours` lists the training records most like it (in the
-version the judged run was trained on, when known), `flag` sends them to the relabelling queue
-(`workbench.models.evaluate.flag_records`), `edit_response` records a corrected response for a training
-record or the test reference, and `write_edits_version` turns the edits into a new dataset version
-whose recipe names the review. `loop` follows a review to the versions, training runs, evaluations
-and later reviews that came from it.
 """
 
 from __future__ import annotations
@@ -38,12 +32,13 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from workbench.models import evaluate
-from workbench.labels import assignment
 from workbench.core.auth import LOCAL_USER, User, now_utc, require_role
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store
-from workbench.core.versions import ROW_COLUMN, Version, get_version
+from workbench.core.versions import ROW_COLUMN, Version
+from workbench.labels import assignment
+from workbench.models import evaluation
+from workbench.models.eval_items import records
 
 KINDS = ("pairwise", "rating")
 CHOICES = ("left", "right", "tie")
@@ -53,8 +48,6 @@ DEFAULT_ANCHORS = {"1": "very poor", "3": "acceptable", "5": "excellent"}
 DEFAULT_QUESTIONS = ("follows policy", "tone", "resolves the issue")
 MAX_REASON_CHARS = 2_000
 MAX_EDIT_CHARS = 200_000
-
-
 
 
 # ---------------------------------------------------------------- the review
@@ -143,12 +136,14 @@ def check_questions(questions) -> tuple[dict, ...]:
     return tuple(out)
 
 
+
+
+
 def eligible_items(store: Store, evals: list[int]) -> list[int]:
     """Test items that every run has answered, in item order."""
-    rows = store.cursor().execute(
-        "SELECT item FROM wb_eval_outputs WHERE eval_id IN (SELECT unnest(?::INTEGER[])) GROUP BY item "
-        "HAVING count(DISTINCT eval_id) = ? ORDER BY item", [list(evals), len(set(evals))]).fetchall()
-    return [r[0] for r in rows]
+    return evaluation.answered_by_all(store, evals)
+
+
 
 
 def plan_items(seed: int, items: list[int], evals: list[int], kind: str, sample_size: int) -> list[dict]:
@@ -175,6 +170,9 @@ def plan_items(seed: int, items: list[int], evals: list[int], kind: str, sample_
             for pos, u in enumerate(order)]
 
 
+
+
+
 def create_review(store: Store, evals: list[int], *, kind: str = "pairwise", questions=None,
                   sample_size: int | None = None, overlap: int = 2, reviewers: list[str] | None = None,
                   seed: int | None = None, show_reference: bool = True, name: str | None = None,
@@ -188,36 +186,13 @@ def create_review(store: Store, evals: list[int], *, kind: str = "pairwise", que
     if kind not in KINDS:
         raise WorkbenchError(f"kind {kind!r}; expected one of {', '.join(KINDS)}")
     evals = [int(e) for e in evals]
-    if len(set(evals)) != len(evals):
-        raise WorkbenchError("the same evaluation run is given twice; give each run once")
-    if kind == "pairwise" and len(evals) < 2:
-        raise WorkbenchError("a pairwise review compares two or more evaluation runs; give at least two "
-                             "(or make a rating review of one run)")
-    if not evals:
-        raise WorkbenchError("give the evaluation run(s) to review (see `workbench evals`)")
-    runs = [evaluate.get_eval(store, e) for e in evals]
-    first = runs[0]
-    for r in runs[1:]:
-        if r.items_hash != first.items_hash:
-            raise WorkbenchError(f"evaluations {first.eval_id} ({first.ref} {first.split}) and {r.eval_id} "
-                                 f"({r.ref} {r.split}) were not run on the same test items; review runs from the "
-                                 "same leaderboard")
+    first = _check_runs(store, evals, kind)
+    runs = [evaluation.get_eval(store, e) for e in evals]
     _check_blind_text(runs, name=name or "", instructions=instructions or "")
     qs = check_questions(questions if questions is not None else DEFAULT_QUESTIONS) if kind == "rating" else ()
     if not isinstance(overlap, int) or not 1 <= overlap <= 100:
         raise WorkbenchError(f"overlap is {overlap!r}; expected reviewers per item from 1 to 100")
-    people = None
-    if reviewers:
-        from workbench.core import auth
-
-        people = sorted({str(p).strip() for p in reviewers if str(p).strip()})
-        unknown = [p for p in people if auth.has_users(store) and auth.get_user(store, p) is None]
-        if unknown:
-            raise WorkbenchError(f"no user named {unknown[0]!r}; add reviewers with "
-                                 f"`workbench users add NAME --role reviewer`")
-        if len(people) < overlap:
-            raise WorkbenchError(f"{len(people)} reviewer(s) cannot give {overlap} judgements per item; name at "
-                                 f"least {overlap} reviewers or lower the overlap")
+    people = _check_reviewers(store, reviewers, overlap) if reviewers else None
     items = eligible_items(store, evals)
     if not items:
         raise WorkbenchError("these runs have no test item that all of them answered yet; wait for the "
@@ -227,24 +202,9 @@ def create_review(store: Store, evals: list[int], *, kind: str = "pairwise", que
         raise WorkbenchError(f"sample size {sample_size}; expected 1 to {len(items):,} (the test items every run "
                              "answered)")
     seed = int(seed) if seed is not None else secrets.randbelow(2**31)
-    plan = plan_items(seed, items, evals, kind, size)
-    version = evaluate.version_of(store, first)
-    from workbench.data.browse import category_column
-
-    cat = category_column(store, version)
-    cur = store.cursor()
-    facts = cur.execute(
-        f"SELECT i.item, i._row, {'CAST(v.' + _q(cat) + ' AS VARCHAR)' if cat else 'NULL'} FROM wb_eval_items i "
-        f"LEFT JOIN {version.table_name} v ON v.{ROW_COLUMN} = i._row WHERE i.eval_id = ? AND i.item IN "
-        "(SELECT unnest(?::INTEGER[]))", [first.eval_id, sorted({p["eval_item"] for p in plan})]).fetchall()
-    row_of = {i: (r, c) for i, r, c in facts}
-    review_id = cur.execute("SELECT nextval('wb_review_seq')").fetchall()[0][0]
+    table = _plan_table(store, first, plan_items(seed, items, evals, kind, size))
+    review_id = store.cursor().execute("SELECT nextval('wb_review_seq')").fetchall()[0][0]
     name = (name or "").strip() or f"Review {review_id}"
-    table = pd.DataFrame({
-        "item": [p["item"] for p in plan], "pos": [p["pos"] for p in plan],
-        "eval_item": [p["eval_item"] for p in plan], "_row": [row_of[p["eval_item"]][0] for p in plan],
-        "category": [row_of[p["eval_item"]][1] for p in plan], "left_eval": [p["shown"][0] for p in plan],
-        "right_eval": pd.array([p["shown"][1] if len(p["shown"]) > 1 else None for p in plan], dtype="Int32")})
 
     def write(cur):
         cur.execute(f"INSERT INTO wb_reviews ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -258,6 +218,57 @@ def create_review(store: Store, evals: list[int], *, kind: str = "pairwise", que
 
     store.retry(write)
     return get_review(store, review_id)
+
+
+def _check_runs(store: Store, evals: list[int], kind: str):
+    """The first run (A), once the runs make a review: distinct, enough of them, on the same test items."""
+    if len(set(evals)) != len(evals):
+        raise WorkbenchError("the same evaluation run is given twice; give each run once")
+    if kind == "pairwise" and len(evals) < 2:
+        raise WorkbenchError("a pairwise review compares two or more evaluation runs; give at least two "
+                             "(or make a rating review of one run)")
+    if not evals:
+        raise WorkbenchError("give the evaluation run(s) to review (see `workbench evals`)")
+    runs = [evaluation.get_eval(store, e) for e in evals]
+    first = runs[0]
+    for r in runs[1:]:
+        if r.items_hash != first.items_hash:
+            raise WorkbenchError(f"evaluations {first.eval_id} ({first.ref} {first.split}) and {r.eval_id} "
+                                 f"({r.ref} {r.split}) were not run on the same test items; review runs from the "
+                                 "same leaderboard")
+    return first
+
+
+def _check_reviewers(store: Store, reviewers: list[str], overlap: int) -> list[str]:
+    from workbench.core import auth
+
+    people = sorted({str(p).strip() for p in reviewers if str(p).strip()})
+    unknown = [p for p in people if auth.has_users(store) and auth.get_user(store, p) is None]
+    if unknown:
+        raise WorkbenchError(f"no user named {unknown[0]!r}; add reviewers with "
+                             f"`workbench users add NAME --role reviewer`")
+    if len(people) < overlap:
+        raise WorkbenchError(f"{len(people)} reviewer(s) cannot give {overlap} judgements per item; name at "
+                             f"least {overlap} reviewers or lower the overlap")
+    return people
+
+
+def _plan_table(store: Store, first, plan: list[dict]) -> pd.DataFrame:
+    """The plan as the rows of wb_review_items, with each item's record `_row` and category."""
+    from workbench.data.browse import category_column
+
+    version = evaluation.version_of(store, first)
+    cat = category_column(store, version)
+    row_of = evaluation.item_rows(store, first.eval_id, sorted({p["eval_item"] for p in plan}))
+    cat_of = {r[ROW_COLUMN]: r.get(cat) for r in records(store, version, sorted(set(row_of.values())))} if cat else {}
+    category = [cat_of.get(row_of[p["eval_item"]]) for p in plan]
+    return pd.DataFrame({
+        "item": [p["item"] for p in plan], "pos": [p["pos"] for p in plan],
+        "eval_item": [p["eval_item"] for p in plan], "_row": [row_of[p["eval_item"]] for p in plan],
+        "category": [None if c is None else str(c) for c in category], "left_eval": [p["shown"][0] for p in plan],
+        "right_eval": pd.array([p["shown"][1] if len(p["shown"]) > 1 else None for p in plan], dtype="Int32")})
+
+
 
 
 def _check_blind_text(runs, **texts) -> None:
@@ -274,21 +285,18 @@ def _check_blind_text(runs, **texts) -> None:
                                      "reviewers see it, so leave model and run names out")
 
 
-def _q(name: str) -> str:
-    from workbench.core.store import quote_ident
 
-    return quote_ident(name)
 
 
 def review_items(store: Store, review: Review | int) -> pd.DataFrame:
     """The stored plan (owner's view): item, pos, eval_item, _row, category, left_eval, right_eval."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     return store.cursor().execute(
         "SELECT item, pos, eval_item, _row, category, left_eval, right_eval FROM wb_review_items "
         "WHERE review_id = ? ORDER BY pos", [review.review_id]).df()
 
 
-def _as_review(store: Store, review: Review | int) -> Review:
+def as_review(store: Store, review: Review | int) -> Review:
     return review if isinstance(review, Review) else get_review(store, review)
 
 
@@ -323,7 +331,7 @@ def _check_reviewer(review: Review, user: User | None) -> User:
 def next_item(store: Store, review: Review | int, user: User | None = None, *, exclude=(),
               lease_seconds: float | None = None) -> str | None:
     """The next item this reviewer should judge (claimed for a while), or None when they are done."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     user = _check_reviewer(review, user)
     lease = lease_seconds if lease_seconds is not None else float(
         store.project.setting("review", "lease_seconds", assignment.LEASE_SECONDS))
@@ -331,18 +339,18 @@ def next_item(store: Store, review: Review | int, user: User | None = None, *, e
 
 
 def skip(store: Store, review: Review | int, user: User | None = None) -> None:
-    review = _as_review(store, review)
+    review = as_review(store, review)
     user = _check_reviewer(review, user)
     assignment.release_claims(store, review.task, user.name)
 
 
 def progress(store: Store, review: Review | int, user: User | None = None) -> dict:
     """done / remaining for this reviewer; complete / total items of the review."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     return assignment.progress(store, review.task, (user or LOCAL_USER).name)
 
 
-def _prompt_messages(version: Version, record: dict) -> list[dict]:
+def prompt_messages(version: Version, record: dict) -> list[dict]:
     from workbench.core.formats import canonical_to_messages
 
     if version.format == "classification":
@@ -355,22 +363,19 @@ def _prompt_messages(version: Version, record: dict) -> list[dict]:
 
 def blind_item(store: Store, review: Review | int, item: str, user: User | None = None) -> BlindItem:
     """What the reviewer is shown for one item: the prompt, the answers in display order, maybe the reference."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     user = _check_reviewer(review, user)
-    cur = store.cursor()
-    rows = cur.execute("SELECT eval_item, _row, category, left_eval, right_eval FROM wb_review_items "
-                       "WHERE review_id = ? AND item = ?", [review.review_id, str(item)]).fetchall()
+    rows = store.cursor().execute("SELECT eval_item, _row, category, left_eval, right_eval FROM wb_review_items "
+                                  "WHERE review_id = ? AND item = ?", [review.review_id, str(item)]).fetchall()
     if not rows:
         raise WorkbenchError(f"review {review.review_id} has no item {item!r}")
     eval_item, row, category, left, right = rows[0]
     shown = [left] + ([right] if right is not None else [])
-    outs = dict(cur.execute("SELECT eval_id, output FROM wb_eval_outputs WHERE item = ? AND eval_id IN "
-                            "(SELECT unnest(?::INTEGER[]))", [eval_item, shown]).fetchall())
-    reference = cur.execute("SELECT reference FROM wb_eval_items WHERE eval_id = ? AND item = ?",
-                            [review.evals[0], eval_item]).fetchall()[0][0]
-    version = evaluate.version_of(store, evaluate.get_eval(store, review.evals[0]))
-    (record,) = evaluate.records(store, version, [row]) or [{}]
-    return BlindItem(review.review_id, str(item), review.kind, _prompt_messages(version, record),
+    outs = evaluation.outputs(store, eval_item, shown)
+    reference = evaluation.reference(store, review.evals[0], eval_item)
+    version = evaluation.version_of(store, evaluation.get_eval(store, review.evals[0]))
+    (record,) = records(store, version, [row]) or [{}]
+    return BlindItem(review.review_id, str(item), review.kind, prompt_messages(version, record),
                      tuple(outs.get(e, "") for e in shown), reference if review.show_reference else None,
                      review.questions, review.instructions, category, my_judgement(store, review, item, user))
 
@@ -381,7 +386,7 @@ _LATEST = ("SELECT item, reviewer, question, value, reason, created_at FROM wb_r
 
 
 def my_judgement(store: Store, review: Review | int, item: str, user: User | None = None) -> dict:
-    review = _as_review(store, review)
+    review = as_review(store, review)
     rows = store.cursor().execute(
         f"SELECT question, value, reason FROM ({_LATEST}) WHERE item = $item AND reviewer = $who",
         {"rid": review.review_id, "item": str(item), "who": (user or LOCAL_USER).name}).fetchall()
@@ -394,7 +399,7 @@ def my_judgement(store: Store, review: Review | int, item: str, user: User | Non
 
 def my_items(store: Store, review: Review | int, user: User | None = None, *, limit: int = 200) -> list[str]:
     """Items this reviewer judged, newest first (to go back and change a judgement)."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     rows = store.cursor().execute(
         "SELECT item FROM wb_ratings WHERE review_id = ? AND reviewer = ? GROUP BY item "
         "ORDER BY max(created_at) DESC LIMIT ?", [review.review_id, (user or LOCAL_USER).name, int(limit)]).fetchall()
@@ -408,7 +413,7 @@ def submit(store: Store, review: Review | int, item: str, *, choice: str | None 
     ('left', 'right' or 'tie') with an optional reason; for rating reviews a 1-5 answer to every
     question. Appends rows (an earlier judgement stays in the history); returns what was stored.
     Committed (in DuckDB's write-ahead log) when this returns."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     user = _check_reviewer(review, user)
     item = str(item)
     exists = store.cursor().execute("SELECT 1 FROM wb_review_items WHERE review_id = ? AND item = ?",
@@ -455,32 +460,28 @@ def submit(store: Store, review: Review | int, item: str, *, choice: str | None 
 
 def revision(store: Store, review: Review | int) -> tuple[int, int]:
     """(rating rows, newest rating id): changes whenever a judgement is added, so results can be cached."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     return tuple(store.cursor().execute("SELECT count(*), coalesce(max(rating_id), 0) FROM wb_ratings "
                                         "WHERE review_id = ?", [review.review_id]).fetchall()[0])
 
 
 def history(store: Store, review: Review | int, item: str | None = None) -> pd.DataFrame:
     """Every rating row, oldest first: nothing entered is ever lost."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     where, params = ("AND item = ?", [str(item)]) if item is not None else ("", [])
     return store.cursor().execute(
         f"SELECT item, reviewer, question, value, reason, created_at, source FROM wb_ratings WHERE review_id = ? "
         f"{where} ORDER BY created_at, rating_id", [review.review_id, *params]).df()
 
 
-# ---------------------------------------------------------------- results (owner)
-
-def run_label(run) -> str:
-    return f"eval {run.eval_id} · {run.model_label}"
-
+# ---------------------------------------------------------------- judgements (owner)
 
 def judgements(store: Store, review: Review | int) -> pd.DataFrame:
     """The current judgements, unblinded: one row per (item, reviewer, question) with the runs behind them.
 
     Columns: item, reviewer, question, value, reason, eval_item, _row, category, left_eval, right_eval and,
     for pairwise reviews, winner_eval (NaN for a tie)."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     df = store.cursor().execute(
         f"SELECT l.item, l.reviewer, l.question, l.value, l.reason, i.eval_item, i._row, i.category, i.left_eval, "
         f"i.right_eval FROM ({_LATEST}) l JOIN wb_review_items i ON i.review_id = $rid AND i.item = l.item "
@@ -491,228 +492,11 @@ def judgements(store: Store, review: Review | int) -> pd.DataFrame:
     return df
 
 
-def _agreement(items, reviewers, values, *, level: str, labels, resamples: int, seed: int) -> dict:
-    """Krippendorff's alpha (workbench.labels.agreement / metrics.agreement) with its interval and reading."""
-    from metrics import agreement as ag
-    from metrics.interpret import reading
-    from workbench.labels import agreement
+# ---------------------------------------------------------------- what was done from a review
 
-    answers = agreement.answers_frame(items, reviewers, values)
-    if answers.empty:
-        return {"krippendorff_alpha": None, "level": level, "reason": "no judgements yet", "reading": "Not computed."}
-    ratings = agreement.to_ratings(answers, level=level, labels=labels)
-    alpha = ag.krippendorff_alpha(ratings, level=level, resamples=resamples, seed=seed)
-    pct = ag.percent_agreement(ratings)
-    return {"krippendorff_alpha": alpha.value, "ci_low": alpha.ci_low, "ci_high": alpha.ci_high, "level": level,
-            "n_items": alpha.n_items, "n_reviewers": int(answers["annotator"].nunique()),
-            "percent_agreement": pct.value, "reason": alpha.reason,
-            "reading": reading("krippendorff_alpha", alpha.value, ci_low=alpha.ci_low, ci_high=alpha.ci_high,
-                               reason=alpha.reason)}
-
-
-def results(store: Store, review: Review | int, *, confidence: float = 0.95, resamples: int = 1000, seed: int = 0,
-            user: User | None = None) -> dict:
-    """Everything the Results view and `workbench review results --json` show (plain JSON types).
-
-    Pairwise: `win_rates` (every pair: B's wins over A with a Wilson interval over decided judgements,
-    ties apart), `win_rate` (the first pair: B over A), `bradley_terry` (more than two runs),
-    `position_bias` (overall and `by_reviewer`), `by_category`. Rating: `ratings` (mean per question
-    per run with a t interval), `by_category`. Both: `agreement` (Krippendorff's alpha: nominal over
-    A/B/tie, ordinal per rating question), `progress`, `runs`, `seed`."""
-    from metrics import ratings as mr
-
-    require_role(user, "read_all")  # results name the runs: never for reviewers
-    review = _as_review(store, review)
-    runs = {e: evaluate.get_eval(store, e) for e in review.evals}
-    labels = {e: run_label(r) for e, r in runs.items()}
-    df = judgements(store, review)
-    prog = assignment.progress(store, review.task, "")
-    out = {"review_id": review.review_id, "name": review.name, "kind": review.kind, "seed": review.seed,
-           "sample_size": review.sample_size, "overlap": review.overlap, "show_reference": review.show_reference,
-           "runs": [{"eval_id": e, "letter": chr(ord("A") + k), "model": runs[e].model_label, "run_id": runs[e].run_id,
-                     "dataset": runs[e].ref, "split": runs[e].split, "label": labels[e]}
-                    for k, e in enumerate(review.evals)],
-           "progress": {"complete": prog["complete"], "total": prog["total"]},
-           "n_items": int(df["item"].nunique()) if len(df) else 0,
-           "n_judgements": int(len(df[["item", "reviewer"]].drop_duplicates())) if len(df) else 0,
-           "n_reviewers": int(df["reviewer"].nunique()) if len(df) else 0,
-           "confidence": confidence}
-    if review.kind == "pairwise":
-        out.update(_pairwise_results(review, df, labels, mr, confidence))
-        letters = {e: chr(ord("A") + k) for k, e in enumerate(review.evals)}
-        # agreement over which run won (A, B, ... or tie), so a reviewer's side does not matter
-        values = [letters[int(w)] if not pd.isna(w) else "tie" for w in df["winner_eval"]] if len(df) else []
-        labels_order = [letters[e] for e in review.evals] + ["tie"]
-        out["agreement"] = _agreement(list(df["item"]), list(df["reviewer"]), values, level="nominal",
-                                      labels=labels_order, resamples=resamples, seed=seed)
-    else:
-        out.update(_rating_results(review, df, labels, mr, confidence))
-        out["agreement"] = {q: _agreement(list(g["item"]), list(g["reviewer"]), list(g["value"]), level="ordinal",
-                                          labels=[str(s) for s in SCALE], resamples=resamples, seed=seed)
-                            for q, g in ((q, df[df["question"] == q]) for q in review.question_names)}
-    out["krippendorff_alpha"] = (out["agreement"]["krippendorff_alpha"] if review.kind == "pairwise" else
-                                 {q: a["krippendorff_alpha"] for q, a in out["agreement"].items()})
-    return out
-
-
-def _pair_rows(df: pd.DataFrame, a: int, b: int) -> pd.DataFrame:
-    return df[((df["left_eval"] == a) & (df["right_eval"] == b)) | ((df["left_eval"] == b) & (df["right_eval"] == a))]
-
-
-def _winners(rows: pd.DataFrame, a: int, b: int, labels: dict) -> list[str]:
-    return [labels[a] if w == a else labels[b] if w == b else "tie" for w in rows["winner_eval"]]
-
-
-def _win_json(mr, rows, a, b, labels, confidence) -> dict:
-    w = mr.win_rate(_winners(rows, a, b, labels), a=labels[a], b=labels[b], confidence=confidence)
-    return {**w.to_json(), "eval_a": a, "eval_b": b}
-
-
-def _pairwise_results(review: Review, df: pd.DataFrame, labels: dict, mr, confidence: float) -> dict:
-    pairs = list(combinations(review.evals, 2))
-    win_rates = [_win_json(mr, _pair_rows(df, a, b), a, b, labels, confidence) for a, b in pairs]
-    out = {"win_rates": win_rates, "win_rate": win_rates[0]["win_rate"], "ci_low": win_rates[0]["ci_low"],
-           "ci_high": win_rates[0]["ci_high"], "ties": win_rates[0]["ties"]}
-    judged = [(labels[int(left)], labels[int(right)], labels[int(w)] if not pd.isna(w) else mr.TIE)
-              for left, right, w in zip(df["left_eval"], df["right_eval"], df["winner_eval"])] if len(df) else []
-    out["position_bias"] = mr.position_bias(judged, confidence=confidence) if judged else None
-    by_rev = []
-    for who, g in df.groupby("reviewer", sort=True) if len(df) else ():
-        mine = [(labels[int(left)], labels[int(right)], labels[int(w)] if not pd.isna(w) else mr.TIE)
-                for left, right, w in zip(g["left_eval"], g["right_eval"], g["winner_eval"])]
-        bias = mr.position_bias(mine, confidence=confidence)
-        by_rev.append({"reviewer": who, **{k: bias[k] for k in ("left_wins", "right_wins", "ties", "n",
-                                                                 "left_win_rate", "ci_low", "ci_high", "biased")}})
-    out["position_bias_by_reviewer"] = by_rev
-    out["bradley_terry"] = None
-    if len(review.evals) > 2 and judged:
-        try:
-            bt = mr.bradley_terry(judged)
-        except ValueError:  # someone never lost or never won: a small prior keeps the strengths finite
-            bt = mr.bradley_terry(judged, prior=0.5)
-            bt["prior"] = 0.5
-        out["bradley_terry"] = bt
-    by_cat = []
-    if len(df):
-        for cat, g in df.groupby(df["category"].fillna("(none)"), sort=True):
-            for a, b in pairs:
-                rows = _pair_rows(g, a, b)
-                if len(rows):
-                    w = mr.win_rate(_winners(rows, a, b, labels), a=labels[a], b=labels[b], confidence=confidence)
-                    by_cat.append({"category": cat, "eval_a": a, "eval_b": b, "wins_a": w.wins_a,
-                                   "wins_b": w.wins_b, "ties": w.ties, "n": w.n, "win_rate": w.win_rate,
-                                   "ci_low": w.ci_low, "ci_high": w.ci_high})
-    out["by_category"] = by_cat
-    reasons = df[df["reason"].notna()] if len(df) else df
-    out["reasons"] = [{"item": r.item, "reviewer": r.reviewer, "winner": labels[int(r.winner_eval)]
-                       if not pd.isna(r.winner_eval) else "tie", "reason": r.reason} for r in reasons.itertuples()]
-    return out
-
-
-def _rating_results(review: Review, df: pd.DataFrame, labels: dict, mr, confidence: float) -> dict:
-    rows, by_cat = [], []
-    for q in review.question_names:
-        for e in review.evals:
-            g = df[(df["question"] == q) & (df["left_eval"] == e)] if len(df) else df
-            m = mr.mean_with_ci([float(v) for v in g["value"]] if len(g) else [], confidence)
-            rows.append({"question": q, "eval_id": e, "run": labels[e], **_finite(m)})
-            if len(g):
-                for cat, h in g.groupby(g["category"].fillna("(none)"), sort=True):
-                    mc = mr.mean_with_ci([float(v) for v in h["value"]], confidence)
-                    by_cat.append({"category": cat, "question": q, "eval_id": e, "run": labels[e], **_finite(mc)})
-    return {"ratings": rows, "by_category": by_cat}
-
-
-def _finite(d: dict) -> dict:
-    """NaN -> None, so the JSON output stays valid."""
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
-
-
-def worst_items(store: Store, review: Review | int, *, limit: int = 50) -> list[dict]:
-    """Judged items with the runs' answers (owner's view), the most disliked first: for pairwise reviews
-    the items where B lost most often, for ratings the lowest mean rating. Each: item, eval_item, _row,
-    category, prompt, reference, outputs {eval_id: text}, judgements (per reviewer), score."""
-    review = _as_review(store, review)
-    df = judgements(store, review)
-    if not len(df):
-        return []
-    if review.kind == "pairwise":
-        base = review.evals[0]
-        df["score"] = np.where(df["winner_eval"] == base, -1.0, np.where(df["winner_eval"].isna(), 0.0, 1.0))
-    else:
-        df["score"] = df["value"].astype(float)
-    per_item = df.groupby("item").agg(score=("score", "mean")).reset_index().sort_values(["score", "item"])
-    chosen = list(per_item["item"][: int(limit)])
-    plan = review_items(store, review).set_index("item")
-    cur = store.cursor()
-    run = evaluate.get_eval(store, review.evals[0])
-    version = evaluate.version_of(store, run)
-    recs = {r[ROW_COLUMN]: r for r in evaluate.records(store, version, [int(plan.loc[i, "_row"]) for i in chosen])}
-    out = []
-    for item, score in zip(per_item["item"][: int(limit)], per_item["score"][: int(limit)]):
-        p = plan.loc[item]
-        shown = [int(p["left_eval"])] + ([int(p["right_eval"])] if not pd.isna(p["right_eval"]) else [])
-        outs = dict(cur.execute("SELECT eval_id, output FROM wb_eval_outputs WHERE item = ? AND eval_id IN "
-                                "(SELECT unnest(?::INTEGER[]))", [int(p["eval_item"]), shown]).fetchall())
-        ref = cur.execute("SELECT reference FROM wb_eval_items WHERE eval_id = ? AND item = ?",
-                          [run.eval_id, int(p["eval_item"])]).fetchall()[0][0]
-        mine = df[df["item"] == item]
-        out.append({"item": item, "eval_item": int(p["eval_item"]), "row": int(p["_row"]),
-                    "category": p["category"], "score": float(score), "shown": shown,
-                    "prompt": _prompt_messages(version, recs.get(int(p["_row"]), {})), "reference": ref,
-                    "outputs": {e: outs.get(e) for e in shown},
-                    "judgements": mine[["reviewer", "question", "value", "reason"]].to_dict("records")})
-    return out
-
-
-# ---------------------------------------------------------------- back to the data
-
-def training_version(store: Store, eval_id: int) -> Version:
-    """The dataset version the judged run's model was trained on (its training run's version when the
-    evaluation names one that is recorded), else the evaluation's own version (its training split)."""
-    run = evaluate.get_eval(store, eval_id)
-    if run.run_id:
-        from workbench.models import runs
-
-        rows = store.cursor().execute("SELECT dataset, version FROM wb_runs WHERE run_id = ?", [run.run_id]).fetchall()
-        if rows:
-            try:
-                return get_version(store, f"{rows[0][0]}@{rows[0][1]}")
-            except WorkbenchError:
-                pass
-    return evaluate.version_of(store, run)
-
-
-def neighbours(store: Store, review: Review | int, item: str, *, eval_id: int | None = None, k: int = 5,
-               only_category: bool = False, progress=None) -> dict:
-    """The training records most like a judged item's prompt (TF-IDF cosine, `workbench.models.evaluate.neighbours`)
-    in the version the judged run was trained on. Returns {version (ref), eval_id, records: [...]}."""
-    review = _as_review(store, review)
-    eval_id = int(eval_id) if eval_id is not None else review.evals[-1]
-    if eval_id not in review.evals:
-        raise WorkbenchError(f"evaluation {eval_id} is not part of review {review.review_id}")
-    plan = review_items(store, review)
-    hit = plan[plan["item"] == str(item)]
-    if hit.empty:
-        raise WorkbenchError(f"review {review.review_id} has no item {item!r}")
-    run = evaluate.get_eval(store, review.evals[0])
-    test_version = evaluate.version_of(store, run)
-    (record,) = evaluate.records(store, test_version, [int(hit["_row"].iloc[0])]) or [{}]
-    version = training_version(store, eval_id)
-    from workbench.data.browse import category_column
-
-    cat = category_column(store, version)
-    found = evaluate.neighbours(store, version, record.get("prompt") or "", k=k,
-                                category=record.get(cat) if cat else None, only_category=only_category,
-                                progress=progress)
-    texts = {r[ROW_COLUMN]: r for r in evaluate.records(store, version, [n["row"] for n in found])}
-    recs = [{**n, "prompt": texts[n["row"]].get("prompt"), "completion": texts[n["row"]].get("completion")}
-            for n in found]
-    return {"version": version.ref, "eval_id": eval_id, "records": recs}
-
-
-def _log_action(store: Store, review: Review, item, action: str, version: Version, rows, eval_id, text,
+def log_action(store: Store, review: Review, item, action: str, version: Version, rows, eval_id, text,
                 who: str) -> None:
+    """Note a flag or an edit made from this review (append-only: who, when, which records)."""
     now = now_utc()
     store.retry(lambda cur: cur.executemany(
         "INSERT INTO wb_review_actions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -720,49 +504,9 @@ def _log_action(store: Store, review: Review, item, action: str, version: Versio
           now] for r in rows]))
 
 
-def flag(store: Store, review: Review | int, item: str, rows, reason: str, *, eval_id: int | None = None,
-         version: Version | str | None = None, user: User | None = None) -> int:
-    """Flag training records (found from a judged item) for relabelling: `workbench.models.evaluate.flag_records`
-    (the relabelling queue), and a note that this review led there. Returns how many rows were flagged."""
-    review = _as_review(store, review)
-    require_role(user, "read_all")  # the owner works from unblinded results
-    eval_id = int(eval_id) if eval_id is not None else review.evals[-1]
-    version = get_version(store, version) if isinstance(version, str) else version or training_version(store, eval_id)
-    reason = (reason or "").strip()
-    n = evaluate.flag_records(store, version, rows, f"review {review.review_id}, item {item}: {reason}"
-                              if reason else "", user, eval_id=eval_id)
-    _log_action(store, review, item, "flag", version, sorted({int(r) for r in rows}), eval_id, reason,
-                (user or LOCAL_USER).name)
-    return n
-
-
-def edit_response(store: Store, review: Review | int, item: str | None, row: int, text: str, *,
-                  version: Version | str | None = None, user: User | None = None) -> dict:
-    """Record a corrected response for one record (a training neighbour, or the test reference of a judged
-    item: row = the item's `_row` in the test version). Append-only; `write_edits_version` applies them."""
-    review = _as_review(store, review)
-    user = require_role(user, "write_version")
-    if version is None:
-        version = evaluate.version_of(store, evaluate.get_eval(store, review.evals[0]))
-    elif isinstance(version, str):
-        version = get_version(store, version)
-    text = (text or "").strip()
-    if not text:
-        raise WorkbenchError("the corrected response is empty; write the response as it should be")
-    if len(text) > MAX_EDIT_CHARS:
-        raise WorkbenchError(f"the response is {len(text):,} characters; keep it under {MAX_EDIT_CHARS:,}")
-    if version.format == "classification":
-        raise WorkbenchError(f"{version.ref} is classification data (text and label); relabel it on the Label page "
-                             "instead of editing a response")
-    if not 0 <= int(row) < version.row_count:
-        raise WorkbenchError(f"{version.ref} has rows 0-{version.row_count - 1}; row {row} is not one of them")
-    _log_action(store, review, item, "edit", version, [int(row)], None, text, user.name)
-    return {"version": version.ref, "row": int(row), "completion": text}
-
-
 def edits(store: Store, review: Review | int) -> pd.DataFrame:
     """The latest corrected response per (version, row) of this review: version_id, row, completion, who, at."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     return store.cursor().execute(
         "SELECT version_id, _row AS row, text AS completion, item, who, created_at FROM wb_review_actions "
         "WHERE review_id = ? AND action = 'edit' QUALIFY row_number() OVER (PARTITION BY version_id, _row "
@@ -771,97 +515,8 @@ def edits(store: Store, review: Review | int) -> pd.DataFrame:
 
 def actions(store: Store, review: Review | int) -> pd.DataFrame:
     """Every flag and edit made from this review, oldest first."""
-    review = _as_review(store, review)
+    review = as_review(store, review)
     return store.cursor().execute(
         "SELECT a.created_at, a.action, a.item, v.dataset || '@' || v.number AS version, a._row AS row, a.eval_id, "
         "a.text, a.who FROM wb_review_actions a LEFT JOIN wb_versions v USING (version_id) WHERE a.review_id = ? "
         "ORDER BY a.created_at, a._row", [review.review_id]).df()
-
-
-def write_edits_version(store: Store, review: Review | int, version: Version | str | None = None, *,
-                        user: User | None = None) -> Version:
-    """A new version of the dataset with this review's corrected responses (latest per record) in
-    `completion` (and the last assistant turn of multi-turn chats). Its recipe names the review."""
-    from workbench.labels import annotations
-
-    review = _as_review(store, review)
-    user = require_role(user, "write_version")
-    found = edits(store, review)
-    if version is None:
-        ids = sorted(set(found["version_id"]))
-        if len(ids) != 1:
-            raise WorkbenchError("this review has no corrected responses yet" if not ids else
-                                 "this review edited records of several versions; say which one to write")
-        version = annotations._version_by_id(store, int(ids[0]))
-    elif isinstance(version, str):
-        version = get_version(store, version)
-    mine = found[found["version_id"] == version.version_id]
-    if mine.empty:
-        raise WorkbenchError(f"this review has no corrected responses for {version.ref}")
-    # A transient corrected-response question over the version: the Label page's code writes the version.
-    question = annotations.Question(question_id=-1, dataset=version.dataset, name=f"review {review.review_id}",
-                                    version_id=version.version_id, kind="text", choices=(), column="completion")
-    labels = {str(int(r) + 1): t for r, t in zip(mine["row"], mine["completion"])}
-    return annotations.write_labels_version(
-        store, question, None, labels, column="completion", user=user, created_by=user.name,
-        recipe={"op": "review-edits", "review_id": review.review_id, "edits": len(labels),
-                "rows": sorted(int(r) for r in mine["row"])})
-
-
-def loop(store: Store, review: Review | int) -> dict:
-    """Where this review led: the runs it judged (and the versions they were trained on), the flags and
-    edits made from it, the versions written from it, training runs on those versions, their evaluations,
-    and the later reviews of those evaluations (with their headline numbers)."""
-    review = _as_review(store, review)
-    cur = store.cursor()
-    judged = []
-    for e in review.evals:
-        run = evaluate.get_eval(store, e)
-        judged.append({"eval_id": e, "model": run.model_label, "run_id": run.run_id, "test_version": run.ref,
-                       "trained_on": training_version(store, e).ref if run.run_id else None})
-    versions_rows = cur.execute(
-        "SELECT version_id, dataset, number, row_count, created_at FROM wb_versions "
-        "WHERE json_extract_string(recipe, '$.review_id') = ? ORDER BY version_id", [str(review.review_id)]).fetchall()
-    versions = [{"version_id": v, "version": f"{d}@{n}", "records": c, "created_at": t}
-                for v, d, n, c, t in versions_rows]
-    from workbench.models import runs as runs_mod
-
-    trained = cur.execute(
-        "SELECT run_id, dataset || '@' || version, status FROM wb_runs WHERE version_id IN "
-        "(SELECT unnest(?::INTEGER[])) ORDER BY created_at", [[v["version_id"] for v in versions]]).fetchall()
-    retrains = [{"run_id": r, "version": v, "status": s} for r, v, s in trained]
-    later_evals = [r for r in evaluate.list_evals(store) if r.run_id in {t["run_id"] for t in retrains}]
-    evals = [{"eval_id": r.eval_id, "run_id": r.run_id, "model": r.model_label, "status": r.status}
-             for r in sorted(later_evals, key=lambda r: r.eval_id)]
-    ids = {r["eval_id"] for r in evals}
-    later = [{"review_id": r.review_id, "name": r.name, "kind": r.kind, "evals": list(r.evals)}
-             for r in reversed(list_reviews(store)) if r.review_id != review.review_id and ids & set(r.evals)]
-    acts = actions(store, review)
-    return {"review_id": review.review_id, "judged": judged,
-            "flags": int((acts["action"] == "flag").sum()), "edits": int((acts["action"] == "edit").sum()),
-            "versions": versions, "retrains": retrains, "evals": evals, "reviews": later}
-
-
-def history_table(store: Store, dataset: str | None = None) -> list[dict]:
-    """One row per review (oldest first), with the versions its runs were trained on and its headline
-    number: so a user can read that the runs trained on version 3 won where version 2 lost."""
-    rows = []
-    for r in reversed(list_reviews(store)):
-        runs = [evaluate.get_eval(store, e) for e in r.evals]
-        if dataset and all(x.dataset != dataset for x in runs):
-            continue
-        trained = [training_version(store, e).ref if x.run_id else x.ref for e, x in zip(r.evals, runs)]
-        res = results(store, r, resamples=0)
-        if r.kind == "pairwise" and res.get("bradley_terry"):
-            head = "Bradley-Terry: " + " > ".join(x["system"].split(" · ")[0]
-                                                  for x in res["bradley_terry"]["ranking"])
-        elif r.kind == "pairwise":
-            w = res["win_rates"][0]
-            head = f"B wins {w['win_rate']:.0%} ({w['ci_low']:.0%}-{w['ci_high']:.0%}), {w['ties']} ties, n={w['n']}"
-        else:
-            head = "; ".join(f"{x['question']} {x['run'].split(' · ')[0]}: "
-                             + (f"{x['mean']:.2f}" if x["mean"] is not None else "-") for x in res["ratings"])
-        rows.append({"review_id": r.review_id, "name": r.name, "kind": r.kind,
-                     "runs": ", ".join(run_label(x) for x in runs), "trained_on": ", ".join(trained),
-                     "judgements": res["n_judgements"], "result": head, "created_at": r.created_at})
-    return rows

@@ -14,25 +14,23 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from trainers.config import ConfigError, TrainConfig, from_dict, load_config, save_config
+from workbench.core import jobs
+from workbench.core.auth import require_role
 from workbench.core.errors import WorkbenchError
-from workbench.data.export import export_version
 from workbench.core.store import Store
 from workbench.core.versions import Version, get_version
-
+from workbench.data.export import export_version
 
 TERMINAL = ("completed", "stopped early", "cancelled", "failed")
 RUN_INFO = "run.json"
 LOG = "trainer.log"
-_children: dict[str, subprocess.Popen] = {}  # runs started by this process (polled so they never linger as zombies)
-
 
 
 # ---------------------------------------------------------------- configuration
@@ -88,7 +86,7 @@ def preflight(store: Store, dataset_ref: str, cfg: TrainConfig, *, measure_steps
 
 
 def new_run_id(version: Version) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{version.dataset}-v{version.number}-{secrets.token_hex(2)}"
 
 
@@ -106,7 +104,7 @@ def prepare_run(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by:
     save_config(cfg, run_dir / "config.json")
     info = {"run_id": run_id, "dataset": version.dataset, "version": version.number, "version_id": version.version_id,
             "content_hash": version.content_hash, "created_by": created_by,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
     _write_info(run_dir, info)
     store.retry(lambda cur: cur.execute(
         "INSERT INTO wb_runs (run_id, dataset, version, version_id, content_hash, base_model, method, status, run_dir,"
@@ -116,8 +114,9 @@ def prepare_run(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by:
     return run_id
 
 
-def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1) -> None:
+def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, user=None) -> None:
     """Start (or resume) the trainer as a detached subprocess; it continues from its last checkpoint."""
+    require_role(user, "train")
     run_dir = run_path(store, run_id)
     status = run_status(run_dir)
     if status["status"] == "running":
@@ -130,15 +129,10 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1) -> None:
                "-m", "trainers.train", str(run_dir)]
     else:
         cmd = [sys.executable, "-m", "trainers.train", str(run_dir)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    root = str(Path(__file__).resolve().parents[2])  # trainers/ sits beside workbench/
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with open(run_dir / LOG, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=run_dir,
-                                env=env, start_new_session=True)
-    _children[run_id] = proc
+    job = jobs.start(cmd, cwd=run_dir, log=run_dir / LOG)
     info = _read_info(run_dir)
-    info.update(pid=proc.pid, started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    info.update(pid=job.pid, pid_created=job.create_time,
+                started_at=datetime.now(UTC).isoformat(timespec="seconds"))
     _write_info(run_dir, info)
     store.retry(lambda cur: cur.execute("UPDATE wb_runs SET status = 'running', message = NULL, ended_at = NULL "
                                         "WHERE run_id = ?", [run_id]))
@@ -154,16 +148,17 @@ def launch(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by: str 
     created_by = created_by or (user.name if user is not None else None)
     require_role(user, "train")
     run_id = prepare_run(store, dataset_ref, cfg, created_by=created_by)
-    start_run(store, run_id, nproc_per_node=nproc_per_node)
+    start_run(store, run_id, nproc_per_node=nproc_per_node, user=user)
     return run_id
 
 
-def cancel_run(store: Store, run_id: str) -> None:
+def cancel_run(store: Store, run_id: str, *, user=None) -> None:
     """Ask the trainer to stop: it saves a checkpoint and the adapter, then ends as 'cancelled'."""
+    require_role(user, "train")
     run_dir = run_path(store, run_id)
     if run_status(run_dir)["status"] != "running":
         raise WorkbenchError(f"run {run_id} is not running")
-    (run_dir / "cancel").write_text(datetime.now(timezone.utc).isoformat(), encoding="utf-8")
+    (run_dir / "cancel").write_text(datetime.now(UTC).isoformat(), encoding="utf-8")
 
 
 def run_path(store: Store, run_id: str) -> Path:
@@ -193,25 +188,24 @@ def read_events(run_dir: Path) -> list[dict]:
     return out
 
 
-def _alive(pid: int | None, run_id: str) -> bool:
-    if not pid:
-        return False
-    proc = _children.get(run_id)
-    if proc is not None and proc.pid == pid:
-        return proc.poll() is None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        return run_id in cmdline  # not some other process that reused the pid
-    except (FileNotFoundError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return not Path("/proc").exists()
+def _job(info: dict) -> jobs.Job | None:
+    """The trainer process recorded in run.json (pid and start time)."""
+    return jobs.Job.from_dict({"pid": info.get("pid"), "create_time": info.get("pid_created")})
+
+
+def _alive(info: dict) -> bool:
+    job = _job(info)
+    if jobs.alive(job):
+        return True
+    jobs.reap(job)  # started by this process and ended: collect it so it does not linger as a zombie
+    return False
+
+
+def wait_exit(run_dir: Path, timeout: float | None = None) -> None:
+    """Block until the run's trainer process has ended (a test or a script that killed it)."""
+    job = _job(_read_info(run_dir))
+    if job is not None:
+        jobs.wait(job, timeout)
 
 
 @dataclass
@@ -274,7 +268,7 @@ def run_status(run_dir: Path, events: list[dict] | None = None) -> dict:
         s.elapsed_s = ended.get("elapsed_s", s.elapsed_s)
         s.remaining_s = 0 if s.status in TERMINAL else s.remaining_s
         s.phase = None
-    elif _alive(info.get("pid"), run_dir.name):
+    elif _alive(info):
         s.status = "running"
         recent = [p["loss"] for p in s.losses if p["kind"] == "train"][-20:]
         s.train_loss = sum(recent) / len(recent) if recent else None
@@ -313,7 +307,7 @@ def sync_runs(store: Store) -> list[dict]:
 
 def _record(store: Store, run_dir: Path, status: dict, cfg: dict, *, exists: bool) -> None:
     info = _read_info(run_dir)
-    ended = datetime.now(timezone.utc).replace(tzinfo=None) if status["status"] in TERMINAL else None
+    ended = datetime.now(UTC).replace(tzinfo=None) if status["status"] in TERMINAL else None
     values = [status["status"], status["step"], status["train_loss"], status["eval_loss"], status["adapter"],
               status["message"], ended]
     if exists:
@@ -337,6 +331,20 @@ def _recorded(store: Store, run_id: str) -> dict:
     rec = dict(zip(cols, row))
     rec["step"], rec["adapter"] = rec.pop("steps"), rec.pop("adapter_path")
     return rec
+
+
+def trained_on(store: Store, run_id: str) -> str | None:
+    """The dataset version a recorded run trained on, as NAME@NUMBER (None: no such run recorded)."""
+    rows = store.cursor().execute("SELECT dataset, version FROM wb_runs WHERE run_id = ?", [run_id]).fetchall()
+    return f"{rows[0][0]}@{rows[0][1]}" if rows else None
+
+
+def runs_on_versions(store: Store, version_ids: list[int]) -> list[dict]:
+    """Recorded runs trained on these dataset versions, oldest first: {run_id, version, status}."""
+    rows = store.cursor().execute(
+        "SELECT run_id, dataset || '@' || version, status FROM wb_runs WHERE version_id IN "
+        "(SELECT unnest(?::INTEGER[])) ORDER BY created_at", [[int(v) for v in version_ids]]).fetchall()
+    return [{"run_id": r, "version": v, "status": s} for r, v, s in rows]
 
 
 def list_runs(store: Store) -> list[dict]:

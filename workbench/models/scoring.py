@@ -7,8 +7,8 @@ evaluation of a run both come through `score_texts`, so they report the same key
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from metrics import bleu as bleu_metric
 from metrics import corpus

@@ -1,0 +1,168 @@
+"""The product as a user runs it, on one GPU: default `workbench train`, then `workbench eval`.
+
+    python bench/product_gpu.py --out /tmp/product          # on a GPU (issue 15's workload)
+    python bench/product_gpu.py --tiny --out /tmp/product   # a CPU dry run, small shapes
+
+It builds what a new user would have: a local model folder of the Qwen2.5-0.5B shape (hidden 896,
+24 layers, 14 heads, 2 KV heads, MLP 4864, vocab 151,936; random weights, `save_pretrained`) with a
+byte-level BPE tokenizer and a ChatML chat template, and the demo support tickets as chat records
+(`--records` with a train split, `--test` more with a test split). Then it runs the two processes that
+`workbench train` and `workbench eval` start, on the folders those commands write:
+
+* `python -m trainers.train RUN_DIR`: config.json is `TrainConfig(base_model=FOLDER, max_steps=N)`,
+  every other setting its default (batch and max_seq_len auto), exactly what
+  `workbench train --dataset D --base-model FOLDER --max-steps N` saves;
+* `python -m trainers.eval_generate eval.json`: the test items with the run's adapter, greedy,
+  `--max-new-tokens` new tokens, `batch_size` 0 (the default of `workbench eval`).
+
+(The CLI itself also opens the project's DuckDB store, whose wheels do not fit the device's carry
+limit; the trainer and the generator are the processes it starts, with the same files.)
+It prints one JSON line per phase: the batch plan, the steady-state supervised tokens/s and peak
+memory of training (from events.jsonl), and the wall time and new tokens/s of the evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+QWEN05 = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+              intermediate_size=4864, vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,
+              rms_norm_eps=1e-6, tie_word_embeddings=True)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+            vocab_size=3000, max_position_embeddings=4096, tie_word_embeddings=True)
+
+
+def records(n_train: int, n_test: int) -> list[dict]:
+    from workbench.data.demo import generate_tickets
+
+    out = []
+    for i, t in enumerate(generate_tickets(n_train + n_test, seed=15)):
+        out.append({"messages": [{"role": "user", "content": t["prompt"]},
+                                 {"role": "assistant", "content": t["completion"]}],
+                    "id": t["id"], "category": t["category"], "split": "test" if i >= n_train else "train"})
+    return out
+
+
+def build_model_folder(folder: Path, shape: dict, texts: list[str], vocab: int) -> None:
+    """A Qwen2 model with random weights and a BPE tokenizer with a chat template, saved as a user has it."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from trainers import tiny
+
+    tok = tiny.train_tokenizer(texts, vocab)
+    eos, pad = tok.convert_tokens_to_ids(tiny.IM_END), tok.convert_tokens_to_ids(tiny.PAD)
+    torch.manual_seed(0)
+    config = Qwen2Config(**shape, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    model = Qwen2ForCausalLM(config).to(torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = pad
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def run(cmd: list[str], log: Path) -> tuple[int, float]:
+    t0 = time.monotonic()
+    with open(log, "w", encoding="utf-8") as f:
+        code = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+    return code, time.monotonic() - t0
+
+
+def train(out: Path, model_dir: Path, rows: list[dict], max_steps: int, extra: dict) -> dict:
+    from trainers.config import TrainConfig, save_config
+
+    run_dir = out / "run"
+    write_jsonl(run_dir / "data" / "records.jsonl", rows)
+    save_config(TrainConfig(base_model=str(model_dir), max_steps=max_steps, tiny_dir=str(out / "tiny"), **extra),
+                run_dir / "config.json")
+    code, wall = run([sys.executable, "-m", "trainers.train", str(run_dir)], out / "train.log")
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    end = events[-1]
+    plan = next((e for e in events if e["type"] == "batch_plan"), {})
+    steps = [e for e in events if e["type"] == "step"]
+    result = {"phase": "workbench train (trainers.train)", "exit": code, "wall_s": round(wall, 1),
+              "status": end.get("status"), "message": end.get("message"), "steps": len(steps),
+              "batch_tokens": plan.get("batch_tokens"), "max_seq_len": plan.get("max_seq_len"),
+              "row_len": plan.get("row_len"), "plan": plan.get("reasons"),
+              "predicted_peak_gb": plan.get("predicted_peak_gb"), "probe_peak_gb": plan.get("measured_peak_gb"),
+              **{k: end.get(k) for k in ("steady_supervised_tokens_per_s", "steady_tokens_per_s", "steady_steps",
+                                         "peak_gpu_memory_gb", "train_loss", "eval_loss")}}
+    if steps:
+        result["loss_first_last"] = [steps[0]["loss"], steps[-1]["loss"]]
+        result["last_step_supervised_tok_s"] = steps[-1].get("supervised_tokens_per_s")
+    return result
+
+
+def evaluate(out: Path, model_dir: Path, test_rows: list[dict], max_new: int) -> dict:
+    folder = out / "eval"
+    items = [{"item": i, "row": i, "messages": r["messages"][:-1]} for i, r in enumerate(test_rows)]
+    write_jsonl(folder / "items.jsonl", items)
+    config = {"eval_id": 1, "base_model": str(model_dir), "adapter": str(out / "run" / "adapter"),
+              "items": str(folder / "items.jsonl"), "outputs": str(folder / "outputs.jsonl"),
+              "done": str(folder / "done.json"), "task": "generation",
+              "settings": {"max_new_tokens": max_new, "temperature": 0.0, "top_p": 1.0, "batch_size": 0, "seed": 0}}
+    (folder / "eval.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    code, wall = run([sys.executable, "-m", "trainers.eval_generate", str(folder / "eval.json")], out / "eval.log")
+    done = json.loads((folder / "done.json").read_text()) if (folder / "done.json").exists() else {}
+    progress = [line for line in (out / "eval.log").read_text().splitlines() if "answered" in line]
+    return {"phase": "workbench eval (trainers.eval_generate)", "exit": code, "wall_s": round(wall, 1),
+            "items": len(items), **done, "progress_last": progress[-1] if progress else None}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--tiny", action="store_true", help="small shapes and counts: a CPU dry run")
+    p.add_argument("--records", type=int, default=4514)
+    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--max-steps", type=int, default=150)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=8000, help="BPE vocabulary trained on the data (the model keeps 151,936)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shape, extra = QWEN05, {}
+    if args.tiny:
+        shape, extra = TINY, {"cpu_threads": 1}
+        args.records, args.test, args.max_steps, args.max_new_tokens, args.vocab = 80, 12, 6, 16, 600
+    import torch
+    import transformers
+
+    rows = records(args.records, args.test)
+    report(out, {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                 "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
+                 "train_records": args.records, "test_records": args.test, "max_steps": args.max_steps})
+    t0 = time.monotonic()
+    model_dir = out / "model"
+    build_model_folder(model_dir, shape, [m["content"] for r in rows for m in r["messages"]], args.vocab)
+    report(out, {"phase": "model folder", "seconds": round(time.monotonic() - t0, 1)})
+    report(out, train(out, model_dir, rows, args.max_steps, extra))
+    report(out, evaluate(out, model_dir, [r for r in rows if r["split"] == "test"], args.max_new_tokens))
+    return 0
+
+
+def report(out: Path, row: dict) -> None:
+    print(json.dumps(row), flush=True)
+    with open(out / "product.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The Review page with streamlit.testing.v1.AppTest: the owner creates a review, two reviewers judge
+it blind (nothing on their page names a run, a model or an evaluation), the owner reads the results
+and flags training records."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from argon2 import PasswordHasher
+from streamlit.testing.v1 import AppTest
+
+from tests.models.test_review import SECRETS, make_project
+from workbench.core import auth
+from workbench.core.store import Store
+from workbench.labels import flags
+from workbench.models import evaluation, review_actions
+from workbench.models import review as R
+
+APP = Path(__file__).resolve().parents[2] / "pages" / "app.py"
+PAGES = Path(__file__).resolve().parents[2] / "pages"
+TIMEOUT = 60
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    root = tmp_path / "project"
+    store, evals = make_project(root, records=30, runs=2)
+    for name, role in (("owner", "admin"), ("rita", "reviewer"), ("remy", "reviewer")):
+        auth.add_user(store, name, role, "password123")
+    secrets = []
+    for e in evals:
+        run = evaluation.get_eval(store, e)
+        secrets += [run.model_label, run.base_model, run.run_id, run.folder, f"eval-{e}", f"#{e} "]
+    store.close()
+    monkeypatch.setenv("WORKBENCH_PROJECT", str(root))
+    yield root, evals, secrets
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def signed_in(root: Path, name: str) -> AppTest:
+    """The Review page, signed in as `name` (a live session token, as the login form would set)."""
+    with Store.open(root) as store:
+        token = auth.start_session(store, auth.get_user(store, name))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["wb_session_token"] = token
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("page_review.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def everything_shown(at: AppTest) -> str:
+    """Every element's protobuf as text: labels, values, help, options, captions and widget ids."""
+    out = []
+
+    def walk(node):
+        proto = getattr(node, "proto", None)
+        if proto is not None:  # as sent, and with the markdown escapes of data undone (wb_ui.safe_markdown)
+            out.append(str(proto))
+            out.append(re.sub(r"\\\\([!-/:-@\[-`{-~])", r"\1", str(proto)))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return "\n".join(out)
+
+
+def assert_blind(at: AppTest, secrets: list[str]) -> None:
+    text = everything_shown(at)
+    assert "Answer " in text or "Nothing left for you" in text  # the walk reaches the answers themselves
+    for secret in list(SECRETS) + secrets:
+        assert secret not in text, f"{secret!r} reached the reviewer's page"
+    assert "eval_id" not in text and "left_eval" not in text
+
+
+def judge_everything(at: AppTest, secrets: list[str], choose) -> int:
+    n = 0
+    while True:
+        assert not at.exception, [e.value for e in at.exception]
+        assert_blind(at, secrets)
+        buttons = [b for b in at.button if b.key and b.key.endswith(("::left", "::right", "::tie"))]
+        if not buttons:
+            return n
+        item = buttons[0].key.split("::")[2]
+        choice = choose(int(item))
+        next(b for b in buttons if b.key.endswith(f"::{choice}")).click().run()
+        n += 1
+
+
+def test_create_judge_as_two_reviewers_and_read_results(project):
+    root, evals, secrets = project
+    owner = signed_in(root, "owner")
+    owner.segmented_control(key="review_mode").set_value("Set up").run()
+    owner.multiselect(key="rv_evals").set_value(evals)
+    owner.number_input(key="rv_sample").set_value(4)
+    owner.number_input(key="rv_overlap").set_value(2)
+    owner.text_input(key="rv_seed").set_value("7")
+    owner.text_input(key="rv_name").set_value("Support answers")
+    owner.button(key="rv_create").click().run()
+    assert not owner.exception, [e.value for e in owner.exception]
+    assert "Created **Support answers**: 4 test items, seed 7" in owner.success[0].value
+    with Store.open(root) as store:
+        (rv,) = R.list_reviews(store)
+        plan = R.review_items(store, rv).set_index("item")
+    assert rv.evals == tuple(evals) and rv.seed == 7 and rv.overlap == 2
+
+    def prefers_b(item):  # B is better, except on item 4 (a tie)
+        if item == 4:
+            return "tie"
+        return "left" if plan.loc[str(item), "left_eval"] == evals[1] else "right"
+
+    rita = signed_in(root, "rita")
+    assert "0 done, 4 remaining" in rita.get("progress")[0].proto.text
+    assert judge_everything(rita, secrets, prefers_b) == 4
+    assert "Nothing left for you" in rita.success[-1].value
+    remy = signed_in(root, "remy")
+    assert judge_everything(remy, secrets, lambda item: "left") == 4
+    assert "items with all 2 judgements: 4 of 4" in remy.get("progress")[0].proto.text
+
+    owner = signed_in(root, "owner")
+    owner.segmented_control(key="review_mode").set_value("Results").run()
+    assert not owner.exception, [e.value for e in owner.exception]
+    remy_b = sum(plan.loc[str(i), "left_eval"] == evals[1] for i in range(1, 5))
+    wins_b, ties = 3 + remy_b, 1
+    statement = next(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", m.value) for m in owner.markdown if "win rate" in m.value)
+    assert f"wins {wins_b} and" in statement and f"of 8 judgements ({ties} ties)" in statement
+    metrics = {m.label: m.value for m in owner.metric}
+    assert metrics["Judgements"] == "8" and metrics["Reviewers"] == "2" and metrics["Items complete"] == "4 / 4"
+    assert any(m.label.startswith("Krippendorff's alpha (nominal)") for m in owner.metric)
+    assert any("left output wins" in m.value.lower() for m in owner.markdown)
+    assert SECRETS[0] in everything_shown(owner)  # the owner's results name the runs: the check above can see them
+    owner.toggle(key="rv_history").set_value(True).run()
+    assert not owner.exception, [e.value for e in owner.exception]
+    assert any("review_id" in d.value.columns and list(d.value["review_id"]) == [rv.review_id] for d in owner.dataframe)
+
+    # back to the data: flag the neighbours of the most disliked item
+    owner.text_input(key=next(t.key for t in owner.text_input if t.key.endswith("::reason"))).set_value("rude")
+    owner.button(key=next(b.key for b in owner.button if b.key.endswith("::flag"))).click().run()
+    assert not owner.exception, [e.value for e in owner.exception]
+    assert any("Flagged 5 record(s) of tickets\\@1" in s.value for s in owner.success)  # the ref as text
+    with Store.open(root) as store:
+        assert len(flags.flags(store, "tickets@1")) == 5
+        assert review_actions.loop(store, rv)["flags"] == 5
+
+
+def test_rating_review_with_questions(project):
+    root, evals, secrets = project
+    with Store.open(root) as store:
+        rv = R.create_review(store, evals, kind="rating", questions=["follows policy", "tone"], sample_size=1,
+                             overlap=1, seed=3, show_reference=False)
+    rita = signed_in(root, "rita")
+    assert "0 done, 2 remaining" in rita.get("progress")[0].proto.text
+    assert_blind(rita, secrets)
+    assert not [e for e in rita.expander if "Reference" in e.label]
+    radios = [r for r in rita.radio if r.key and "::form::" in r.key]
+    assert [r.label for r in radios] == ["follows policy", "tone"]
+    radios[0].set_value(4)
+    radios[1].set_value(2)
+    next(b for b in rita.button if b.label == "Submit").click().run()
+    assert not rita.exception, [e.value for e in rita.exception]
+    assert "1 done, 1 remaining" in rita.get("progress")[0].proto.text
+    assert_blind(rita, secrets)
+    with Store.open(root) as store:
+        hist = R.history(store, rv)
+    assert sorted(zip(hist["question"], hist["value"])) == [("follows policy", "4"), ("tone", "2")]
+
+
+def test_reviewers_without_a_review_see_what_to_do(project):
+    root, _, secrets = project
+    rita = signed_in(root, "rita")
+    assert "No review for you yet" in rita.info[0].value
+    assert [o for o in rita.segmented_control(key="review_mode").options] == ["Judge"]

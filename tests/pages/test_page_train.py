@@ -1,0 +1,78 @@
+"""The Train page driven with streamlit.testing.v1.AppTest on a small demo project: pre-flight, start a
+real run, follow it to the end, see it recorded."""
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.trainers.test_trainer_fixtures import TINY
+from workbench.data.demo_project import make_demo_project
+from workbench.models import runs
+
+APP = Path(__file__).resolve().parents[2] / "pages" / "app.py"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    info = make_demo_project(tmp_path / "project", records=60)
+    # This project's own defaults for new runs: the [train] table of workbench.toml.
+    toml = Path(info["project"]) / "workbench.toml"
+    toml.write_text(toml.read_text() + "\n[train]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in
+                                                            {**TINY, "max_steps": 6, "eval_every": 3}.items()))
+    monkeypatch.setenv("WORKBENCH_PROJECT", info["project"])
+    yield Path(info["project"])
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def train_page() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    at.switch_page("page_train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.slow
+def test_preflight_start_and_follow_a_run(project):
+    at = train_page()
+    assert at.title[0].value == "Train"
+    assert any("No runs yet" in i.value for i in at.info)
+    assert at.text_input(key="train_base_model").value == "tiny"
+    assert at.number_input(key="train_max_steps").value == 6  # from the project's [train] table
+    assert all(w.help for w in [*at.number_input, *at.selectbox, *at.text_input, *at.checkbox, *at.button])
+
+    at.button(key="train_preflight").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    out = at.session_state["train_preflight_result"]
+    assert out["ref"] == "support-tickets@1" and out["train_records"] + out["val_records"] == 60
+    page_html = "".join(h.proto.body for h in at.get("html"))
+    assert "<mark>" in page_html and "&lt;|im_start|&gt;user" in page_html  # escaped text, highlighted answer
+
+    at.number_input(key="train_lora_rank").set_value(4)
+    at.button(key="train_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_id = at.session_state["train_run_select"]
+    final = runs.wait_run(project / "runs", run_id, poll_s=0.2, timeout_s=240)
+    assert final["status"] == "completed", final
+
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(d.value for d in at.dataframe if "run_id" in d.value.columns)
+    assert list(table["status"]) == ["completed"] and list(table["step"]) == [6]
+    assert any(m.label == "Status" and m.value == "completed" for m in at.metric)
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the loss curves
+    assert any(c.value.endswith("adapter") for c in at.code)
+    manifest = json.loads((project / "runs" / run_id / "manifest.json").read_text())
+    assert manifest["config"]["lora_rank"] == 4
+
+
+def test_a_bad_setting_is_one_red_line(project):
+    at = train_page()
+    at.text_input(key="train_target_modules").set_value(" ")
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert any("target_modules is empty" in e.value for e in at.error)
+    assert not any((project / "runs").iterdir())  # nothing was prepared

@@ -1,0 +1,124 @@
+"""Scoring an evaluation whose answers are all in.
+
+Generation: per-item statistics from `metrics.corpus` (sacreBLEU BLEU/chrF statistics, rouge-score
+ROUGE, exact match), kept in the run folder (`item_stats.npz`) for slices and the bootstrap; corpus
+scores with the keys of `workbench score`. Classification: the label parsed from each answer and
+scikit-learn scores (`metrics.classification`). Per-example scores and corpus scores are stored by
+`workbench.models.evaluation.save_scores`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
+from workbench.models import evaluation
+from workbench.models.eval_items import label_set as version_labels
+from workbench.models.evaluation import EvalRun, Progress
+
+STATS_FILE = "item_stats.npz"  # per-item metric statistics: rebuildable from the stored texts
+
+
+def _save_stats(path: Path, stats) -> None:
+    arrays = {"n": np.array([stats.n])}
+    if stats.bleu is not None:
+        arrays["bleu"] = stats.bleu
+    if stats.chrf is not None:
+        arrays["chrf"] = stats.chrf
+    if stats.exact_match is not None:
+        arrays["exact_match"] = stats.exact_match
+    for t, arr in stats.rouge.items():
+        arrays[f"rouge:{t}"] = arr
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.partial.npz")  # writers never share
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_stats(path: Path):
+    from metrics.corpus import ItemStats
+
+    with np.load(path) as z:
+        return ItemStats(n=int(z["n"][0]), bleu=z["bleu"] if "bleu" in z else None,
+                         chrf=z["chrf"] if "chrf" in z else None,
+                         exact_match=z["exact_match"] if "exact_match" in z else None,
+                         rouge={k.split(":", 1)[1]: z[k] for k in z.files if k.startswith("rouge:")})
+
+
+def item_stats(store: Store, eval_id: int):
+    """The run's per-item metric statistics (metrics.corpus.ItemStats), from the run folder or recomputed."""
+    from metrics.corpus import item_stats as compute
+
+    run = evaluation.get_eval(store, eval_id)
+    path = run.path / STATS_FILE
+    if path.exists():
+        stats = _load_stats(path)
+        if stats.n == run.generated:
+            return stats
+    _, outputs, refs = evaluation.texts(store, eval_id)
+    stats = compute(outputs, refs)
+    if run.path.exists():
+        _save_stats(path, stats)
+    return stats
+
+
+def score(store: Store, eval_id: int, *, progress: Progress | None = None) -> EvalRun:
+    """Score a run whose answers are all in: corpus metrics into the run's metrics, per-example scores
+    (and predicted labels for classification) stored with the run."""
+    run = evaluation.get_eval(store, eval_id)
+    items, outputs, refs = evaluation.texts(store, eval_id)
+    if len(items) < run.items:
+        raise WorkbenchError(f"evaluation {eval_id} has {len(items):,} of {run.items:,} answers; resume it with "
+                             f"`workbench eval --resume {eval_id}` before scoring")
+    labels = None
+    if run.task == "classification":
+        summary, per_item, labels = _score_classification(store, run, outputs, refs)
+    else:
+        summary, per_item = _score_generation(run, outputs, refs, progress)
+    summary["n_items"] = len(items)
+    return evaluation.save_scores(store, run, items, per_item, summary, labels)
+
+
+def _score_generation(run: EvalRun, outputs: list[str], refs: list[str], progress) -> tuple[dict, dict]:
+    """Corpus scores with the keys and numbers of `workbench score` (workbench.models.scoring.score_texts; a test
+    holds them equal), from per-item statistics computed once and kept in the run folder for slices,
+    per-example scores and the bootstrap."""
+    from metrics import bleu as mbleu
+    from metrics.corpus import corpus_scores, item_scores
+    from metrics.corpus import item_stats as compute
+    from workbench.models.scoring import DEFAULT_METRICS, ROUGE_NOTE
+
+    stats = compute(outputs, refs, progress=progress)
+    _save_stats(run.path / STATS_FILE, stats)
+    summary: dict = {"metrics": list(DEFAULT_METRICS), **corpus_scores(stats),
+                     "signature": mbleu.BLEU_SIGNATURE, "chrf_signature": mbleu.CHRF_SIGNATURE,
+                     "length_tokenization": mbleu.LENGTH_RATIO_TOKENIZATION, "rouge_aggregate": ROUGE_NOTE,
+                     "rouge": {t: dict(zip(("precision", "recall", "fmeasure"), map(float, arr.mean(axis=0))))
+                               for t, arr in stats.rouge.items()}}
+    parts = mbleu.bleu_from_stats(stats.bleu.sum(axis=0))
+    summary.update(bleu_precisions=parts["precisions"], bleu_bp=parts["bp"], sys_len=parts["sys_len"],
+                   ref_len=parts["ref_len"])
+    return summary, item_scores(stats)
+
+
+def label_set(store: Store, run: EvalRun) -> list[str]:
+    """Every label of the run's dataset version (all splits): what a generated answer is parsed against."""
+    return version_labels(store, evaluation.version_of(store, run))
+
+
+def _score_classification(store: Store, run: EvalRun, outputs: list[str], refs: list[str]):
+    """Labels parsed from the answers (metrics.classification), then accuracy, macro/micro P/R/F1 and
+    the confusion matrix (scikit-learn); per example: 1.0 when the parsed label is the reference."""
+    from metrics.classification import LabelParser, classification_scores
+
+    labels = label_set(store, run)
+    parse = LabelParser(labels)
+    predicted = [parse(o) for o in outputs]
+    summary = classification_scores(refs, predicted, labels=labels)
+    summary.pop("n", None)
+    correct = [1.0 if p == r else 0.0 for p, r in zip(predicted, refs)]
+    return summary, {"correct": correct}, predicted

@@ -1,0 +1,149 @@
+"""Generating an evaluation's answers: the generator (`python -m trainers.eval_generate`) as a job
+(workbench.core.jobs), followed until every test item has an answer, then scored.
+
+The generator never opens the store: it appends to the run folder's `outputs.jsonl`, and `refresh`
+(called by the Evaluate page every second and by the CLI's wait loop) ingests what it wrote and
+moves the run on: running -> generated -> finished, or stopped / failed when the process ended early.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from workbench.core import jobs
+from workbench.core.errors import WorkbenchError
+from workbench.core.store import Store
+from workbench.core.versions import Version
+from workbench.models.eval_scores import score
+from workbench.models.eval_setup import GenerationSettings, ModelSpec
+from workbench.models.evaluation import (
+    CONFIG_FILE,
+    DONE_FILE,
+    LOG_FILE,
+    EvalRun,
+    Progress,
+    create_eval,
+    get_eval,
+    ingest,
+    require,
+    update_eval,
+)
+
+GENERATOR_MODULE = "trainers.eval_generate"
+JOB_FILE = "job.json"  # the generator's pid and start time (a reused pid is not taken for it)
+
+
+def generator_command(run: EvalRun) -> list[str]:
+    return [sys.executable, "-m", GENERATOR_MODULE, str(Path(run.folder) / CONFIG_FILE)]
+
+
+def _job(run: EvalRun) -> jobs.Job | None:
+    if not run.pid:
+        return None
+    try:
+        job = jobs.Job.from_text((run.path / JOB_FILE).read_text(encoding="utf-8"))
+    except OSError:
+        job = None
+    return job if job is not None and job.pid == run.pid else jobs.Job(run.pid)
+
+
+def launch(store: Store, eval_id: int, *, user=None) -> EvalRun:
+    """Start (or resume) generation as a job; returns at once. Items already generated are skipped."""
+    require(user)
+    run = get_eval(store, eval_id)
+    if run.status == "running" and jobs.alive(_job(run)):
+        raise WorkbenchError(f"evaluation {eval_id} is already generating (process {run.pid})")
+    if run.status == "finished":
+        raise WorkbenchError(f"evaluation {eval_id} has finished; start a new one to generate again")
+    (run.path / DONE_FILE).unlink(missing_ok=True)
+    job = jobs.start(generator_command(run), cwd=run.folder, log=run.path / LOG_FILE)
+    (run.path / JOB_FILE).write_text(json.dumps(job.to_dict()), encoding="utf-8")
+    update_eval(store, eval_id, status="running", pid=job.pid, error=None)
+    return get_eval(store, eval_id)
+
+
+def stop(store: Store, eval_id: int, *, user=None) -> EvalRun:
+    """Stop generating; what was generated stays (resume with `launch`)."""
+    require(user)
+    run = get_eval(store, eval_id)
+    if run.status == "running":
+        jobs.stop(_job(run))
+    ingest(store, eval_id)
+    update_eval(store, eval_id, status="stopped", pid=None)
+    return get_eval(store, eval_id)
+
+
+def refresh(store: Store, eval_id: int) -> EvalRun:
+    """Ingest new outputs and move the run's status on: generated -> scored, or stopped/failed.
+
+    Safe to call as often as a page likes; it is how a page or the CLI follows a run."""
+    run = get_eval(store, eval_id)
+    if run.status in ("finished", "failed"):
+        return run
+    ingest(store, eval_id)
+    run = get_eval(store, eval_id)
+    done_marker = (run.path / DONE_FILE).exists()
+    if run.generated >= run.items:
+        if run.status != "generated":
+            update_eval(store, eval_id, status="generated", pid=None)
+        return score(store, eval_id)
+    job = _job(run)
+    if run.status == "running" and not jobs.alive(job):
+        ingest(store, eval_id)  # the last batch may have landed after the check above
+        run = get_eval(store, eval_id)
+        if run.generated >= run.items:
+            return refresh(store, eval_id)
+        code = jobs.reap(job)  # None: started by another process (its exit code is not ours to read)
+        error = _log_tail(run) if (code not in (0, None) or not done_marker) else None
+        update_eval(store, eval_id, status="failed" if code not in (0, None, -signal.SIGTERM) else "stopped",
+                    pid=None, error=error)
+        run = get_eval(store, eval_id)
+    return run
+
+
+def _log_tail(run: EvalRun, lines: int = 6) -> str | None:
+    try:
+        text = (run.path / LOG_FILE).read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    interesting = [ln for ln in text if ln.strip()][-lines:]
+    return "\n".join(interesting) or None
+
+
+def wait(store: Store, eval_id: int, *, progress: Progress | None = None, poll_s: float = 0.5) -> EvalRun:
+    """Follow a launched run until it ends (the CLI's loop); Ctrl-C stops generation and keeps the outputs."""
+    try:
+        while True:
+            run = refresh(store, eval_id)
+            if progress:
+                progress(min(run.fraction, 0.999) if run.status == "running" else run.fraction,
+                         f"{run.generated:,}/{run.items:,} answers")
+            if run.status not in ("running", "generated", "created"):
+                return run
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        stop(store, eval_id)
+        raise
+
+
+def run_eval(store: Store, version: Version | str, *, model: ModelSpec, split: str = "test",
+             settings: GenerationSettings | dict | None = None, user=None,
+             progress: Progress | None = None) -> EvalRun:
+    """Create, generate (a job) and score in one blocking call: what `workbench eval` does."""
+    run = create_eval(store, version, model=model, split=split, settings=settings, user=user)
+    launch(store, run.eval_id, user=user)
+    return wait(store, run.eval_id, progress=progress)
+
+
+def resume(store: Store, eval_id: int, *, user=None, progress: Progress | None = None) -> EvalRun:
+    """Continue a stopped or crashed run: re-ingest the whole file, generate only what is missing."""
+    ingest(store, eval_id, from_start=True)
+    run = refresh(store, eval_id)
+    if run.status == "finished":
+        return run
+    launch(store, eval_id, user=user)
+    return wait(store, eval_id, progress=progress)
