@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from trainers import checkpoint
 from trainers import data as D
 from trainers.config import ConfigError, TrainConfig, read_run_config
+from workbench.core import files  # write aside, then rename (stdlib only; no store)
 
 EVENTS, CANCEL, MANIFEST = "events.jsonl", "cancel", "manifest.json"
 RECORDS = Path("data") / "records.jsonl"
@@ -511,11 +512,8 @@ class TrainingRecipe:
     def _save_adapter(self, folder: Path) -> None:
         if not self.main:
             return
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.peft_model.save_pretrained(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        with files.atomic_path(folder) as tmp:
+            self.peft_model.save_pretrained(tmp)
 
     def save_checkpoint(self) -> None:
         """checkpoints/step-N: written aside and renamed, so a kill never leaves half a checkpoint."""
@@ -635,12 +633,9 @@ def merge_adapter(base_path: str, adapter_dir: Path, out: Path) -> Path:
 
     base = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    load_tokenizer(base_path).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with files.atomic_path(out) as tmp:
+        merged.save_pretrained(tmp)
+        load_tokenizer(base_path).save_pretrained(tmp)
     return out
 
 

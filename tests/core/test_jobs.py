@@ -84,3 +84,27 @@ def test_the_tiny_base_lock_names_its_holder_by_pid_and_start_time(tmp_path):
         jobs.stop(holder, grace_s=5.0)
     lock.write_text(holder.to_text())
     assert not tiny._holder_alive(lock)  # the holder has ended
+
+
+def test_a_tied_job_dies_with_its_parent_even_by_sigkill(tmp_path):
+    """`workbench serve` starts Streamlit tied: a SIGKILL of the command must not leave the server running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from workbench.core import jobs\n"
+        "job = jobs.start([sys.executable, '-c', 'import time; time.sleep(120)'], tied=True)\n"
+        "print(job.pid, job.create_time, flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True, env=jobs.job_env())
+    pid, created = parent.stdout.readline().split()
+    child = jobs.Job(int(pid), float(created))
+    assert jobs.alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while jobs.alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not jobs.alive(child)

@@ -48,7 +48,7 @@ def test_train_a_tiny_run_watch_it_then_evaluate_it(tmp_path):
         ui.login("ada", PASSWORDS["ada"])
         ui.nav("Train")
         ui.wait_text("No runs yet")
-        assert ui.page.get_by_role("combobox", name="Version").first.input_value() == "2"  # the split version
+        assert ui.page.get_by_role("combobox", name="Version").first.input_value() == "v2 (newest)"  # the split version
         ui.click("Start training")
         ui.wait_text("Runs")
         # Follow it live: the step count moves and the loss chart appears while it runs.

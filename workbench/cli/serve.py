@@ -75,11 +75,11 @@ def serve(project_dir=None, *, host: str = "127.0.0.1", port: int = 8501) -> int
         signal.signal(sig, _raise_stopped)
     job = None
     try:
-        job = jobs.start(streamlit_command(host, port), env={
+        job = jobs.start(streamlit_command(host, port), tied=True, env={
             "WORKBENCH_PROJECT": str(project.root),
             # only these Host headers reach the app (DNS rebinding): see auth.allowed_host_names
             "STREAMLIT_SERVER_ALLOWED_HOSTS": " ".join(allowed_host_names(
-                host, project.setting("server", "allowed_hosts", [])))})
+                host, project.setting("server", "allowed_hosts", [])))})  # tied: dies with this process
         code = jobs.wait(job)
         return code or 0
     except (_Stopped, KeyboardInterrupt):

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,12 +62,17 @@ def job_env(extra: dict | None = None) -> dict:
     return env
 
 
-def start(cmd: list[str], *, cwd=None, log: Path | None = None, env: dict | None = None) -> Job:
-    """Start cmd in its own session and process group; output appended to `log` (None: this terminal)."""
+def start(cmd: list[str], *, cwd=None, log: Path | None = None, env: dict | None = None, tied: bool = False) -> Job:
+    """Start cmd in its own session and process group; output appended to `log` (None: this terminal).
+
+    tied=True keeps the child in this process's group (a terminal's Ctrl+C and a kill of the group reach
+    it) and, on Linux, has the kernel kill it when this process dies, even by SIGKILL: for a server that
+    must never outlive the command that started it."""
     out = open(log, "ab") if log is not None else None
     try:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                stdin=subprocess.DEVNULL, cwd=cwd, env=job_env(env), start_new_session=True)
+                                stdin=subprocess.DEVNULL, cwd=cwd, env=job_env(env), start_new_session=not tied,
+                                preexec_fn=_die_with_parent if tied and sys.platform == "linux" else None)
     finally:
         if out is not None:
             out.close()
@@ -74,6 +80,13 @@ def start(cmd: list[str], *, cwd=None, log: Path | None = None, env: dict | None
     # Popen as settled so that dropping it neither warns nor lets the stdlib reap the child and lose its code.
     proc.returncode = 0
     return Job(proc.pid, _create_time(proc.pid))
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask the kernel for SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def current() -> Job:

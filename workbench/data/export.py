@@ -9,12 +9,12 @@ the empty column CSV_ESCAPE_MARKER, and the importer undoes the quotes only in f
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from workbench.core import files
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import CANONICAL
 from workbench.core.store import Store, quote_ident, quote_literal
@@ -74,19 +74,15 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
         if redact:
             table = _register_redacted(cur, store, version, redact, progress, replaced)
         source = f"(SELECT {select} FROM {table} {where})"  # file order is record order
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".partial")
-        _remove(tmp)
-        if fmt in ("chat", "alpaca", "prompt-completion"):
-            cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT json)")
-        elif fmt == "parquet":
-            cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
-        elif fmt == "csv":
-            cur.execute(f"COPY {_csv_source(cur, source)} TO {quote_literal(str(tmp))} (FORMAT csv, HEADER true)")
-        else:
-            _export_hf(cur, source, tmp)
-        _remove(out)
-        os.replace(tmp, out)  # the export appears whole or not at all
+        with files.atomic_path(out) as tmp:  # the export appears whole or not at all
+            if fmt in ("chat", "alpaca", "prompt-completion"):
+                cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT json)")
+            elif fmt == "parquet":
+                cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+            elif fmt == "csv":
+                cur.execute(f"COPY {_csv_source(cur, source)} TO {quote_literal(str(tmp))} (FORMAT csv, HEADER true)")
+            else:
+                _export_hf(cur, source, tmp)
     finally:
         cur.close()
     result = {"path": str(out), "records": records, "format": fmt, "dataset": version.dataset,
@@ -186,10 +182,3 @@ def _export_hf(cur, source: str, out: Path) -> None:
                                for k, t in parts.items()})
     datasets.disable_progress_bars()
     dd.save_to_disk(str(out))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()

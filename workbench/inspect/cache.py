@@ -7,10 +7,10 @@ renamed into place (never half-written), and is keyed by `_row` so browse filter
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from workbench.core import files
 from workbench.core.store import Store, quote_literal
 from workbench.core.versions import Version
 
@@ -22,19 +22,10 @@ def cache_path(store: Store, version: Version, kind: str, tag: str = "") -> Path
     return store.project.cache_dir / f"{name}.parquet"
 
 
-def partial_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}.partial-{os.getpid()}")
-
-
 def copy_query(cur, sql: str, path: Path, params=None) -> Path:
     """Write a query's result to path atomically (DuckDB COPY to a side file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
+    with files.atomic_path(path) as tmp:
         cur.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)", params or [])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

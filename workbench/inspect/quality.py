@@ -29,7 +29,6 @@ numpy (UTF-8 bytes classed by their lead byte), because DuckDB's regexp_replace 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import deque
 from collections.abc import Callable
@@ -40,11 +39,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench.core import files
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store
 from workbench.core.textkernels import string_buffers
 from workbench.core.versions import ROW_COLUMN, Version, version_columns
-from workbench.inspect.cache import cache_path, parquet_sql, partial_path
+from workbench.inspect.cache import cache_path, parquet_sql
 
 FLAGS = {
     "empty": "prompt or response is empty or whitespace only",
@@ -336,13 +336,8 @@ def compute_flags(store: Store, version: Version, *, progress: Progress | None =
     junk = junk_by_row(store, version, columns, progress=lambda f: progress(0.4 + 0.55 * f, "looking for symbols and markup"))
     rows = table.column(ROW_COLUMN).to_numpy()
     table = table.append_column("junk", pa.array(junk[rows])).select(SCHEMA.names).cast(SCHEMA)
-    tmp = partial_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with files.atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=CHUNK_ROWS * 8)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     meta = {"language": language, "language_shares": shares, **settings}
     path.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
     return path

@@ -31,11 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainers import supervision
+from workbench.core import files
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import canonical_to_messages
 from workbench.core.store import Store
 from workbench.core.versions import ROW_COLUMN, Version
-from workbench.inspect.cache import cache_path, parquet_sql, partial_path
+from workbench.inspect.cache import cache_path, parquet_sql
 
 APPROXIMATE = "approximate"
 APPROX_RULE = "approximate: ceil(UTF-8 bytes / 4) tokens per message; chat-template markers not counted"
@@ -265,12 +266,10 @@ def count_tokens(store: Store, version: Version, counter: TokenCounter | None = 
     select = ", ".join([ROW_COLUMN] + [c if c in columns else f"NULL::VARCHAR AS {c}"
                                         for c in ("prompt", "completion", "system", "messages")])
     cur = store.con.cursor()
-    tmp = partial_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     done = 0
     try:
         reader = cur.sql(f"SELECT {select} FROM {version.table_name}").to_arrow_reader(batch_rows)
-        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+        with files.atomic_path(path) as tmp, pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
             pending: list[pa.RecordBatch] = []
             for batch in reader:
                 pending.append(batch)
@@ -282,9 +281,7 @@ def count_tokens(store: Store, version: Version, counter: TokenCounter | None = 
                          f"tokenised {done:,} of {version.row_count:,} records")
             if pending:
                 done += _write_counts(counter, pa.Table.from_batches(pending), writer)
-        os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
         cur.close()
     progress(1.0, f"tokenised {done:,} records")
     return path

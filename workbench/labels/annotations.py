@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +22,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from workbench.core import files
 from workbench.core.auth import LOCAL_USER, User, now_utc, require_role
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store
@@ -491,15 +490,9 @@ def export_annotations(store: Store, out, *, dataset: str | None = None, questio
         get_question(store, dataset, question)
     sql, params = _export_sql(dataset, question, history_rows)
     cur = store.con.cursor()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".part", dir=out.parent)
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        with files.atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             count = _write_rows(f, fmt, cur.sql(sql, params=params).to_arrow_reader(50_000))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         cur.close()
     return {"path": str(out), "records": count, "format": fmt}

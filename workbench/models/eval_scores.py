@@ -9,12 +9,11 @@ scikit-learn scores (`metrics.classification`). Per-example scores and corpus sc
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
+from workbench.core import files
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store
 from workbench.models import evaluation
@@ -34,9 +33,8 @@ def _save_stats(path: Path, stats) -> None:
         arrays["exact_match"] = stats.exact_match
     for t, arr in stats.rouge.items():
         arrays[f"rouge:{t}"] = arr
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.partial.npz")  # writers never share
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz" to it
+        np.savez_compressed(f, **arrays)
 
 
 def _load_stats(path: Path):

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trainers.config import ConfigError, TrainConfig, from_dict, load_config, save_config
-from workbench.core import jobs
+from workbench.core import files, jobs
 from workbench.core.auth import require_role
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store
@@ -396,9 +396,7 @@ def _read_info(run_dir: Path) -> dict:
 
 
 def _write_info(run_dir: Path, info: dict) -> None:
-    tmp = Path(run_dir) / (RUN_INFO + ".partial")
-    tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
-    os.replace(tmp, Path(run_dir) / RUN_INFO)
+    files.write_json(Path(run_dir) / RUN_INFO, info)
 
 
 def _read_config(run_dir: Path) -> dict:
