@@ -225,13 +225,7 @@ def build_report(answers: pd.DataFrame, *, level: str = "nominal", labels=None, 
         raise WorkbenchError(f"resamples is {resamples}; expected 0 (no intervals) or more, such as 1000")
     ratings = to_ratings(answers, level=level, labels=labels)
     boot = {"resamples": int(resamples), "seed": seed, "confidence": confidence}
-    notes = []
-    if answers.attrs.get("duplicates"):
-        notes.append(f"{answers.attrs['duplicates']:,} repeated answers (same item and annotator) were replaced "
-                     "by the later one")
-    if any(str(v).startswith("[") for v in ratings.labels):
-        notes.append("multi-label answers are compared as whole sets of tags: two answers agree only when they "
-                     "chose exactly the same tags")
+    notes = _notes(answers, ratings)
 
     steps = 6.0
     progress(0 / steps, "Krippendorff's alpha")
@@ -274,14 +268,10 @@ def build_report(answers: pd.DataFrame, *, level: str = "nominal", labels=None, 
         "coefficients": report_coefs,
         "alpha_by_level": by_level,
         "pairwise": _pairwise_json(ratings, pairwise),
-        "per_label": ag.per_label(ratings),
+        "per_label": _per_label_json(ratings),
         "bootstrap": boot,
         "notes": notes,
     }
-    if report["per_label"]:
-        for row in report["per_label"]:
-            row["label"] = str(row["label"])
-            row["confused_with"] = None if row["confused_with"] is None else str(row["confused_with"])
     progress(5 / steps, "annotators and Dawid-Skene")
     report["disputed"] = _disputed(ratings, answers, level=level, ds=ds, gold=gold or {}, top=top)
     report["annotators"] = _annotator_rows(ratings, gold_codes, pairwise["none"], ds)
@@ -289,6 +279,27 @@ def build_report(answers: pd.DataFrame, *, level: str = "nominal", labels=None, 
     report["gold_items"] = int((gold_codes >= 0).sum())
     progress(1.0, "done")
     return report
+
+
+def _notes(answers: pd.DataFrame, ratings: ag.Ratings) -> list[str]:
+    """What a reader of the figures should know about the answers they come from."""
+    notes = []
+    if answers.attrs.get("duplicates"):
+        notes.append(f"{answers.attrs['duplicates']:,} repeated answers (same item and annotator) were replaced "
+                     "by the later one")
+    if any(str(v).startswith("[") for v in ratings.labels):
+        notes.append("multi-label answers are compared as whole sets of tags: two answers agree only when they "
+                     "chose exactly the same tags")
+    return notes
+
+
+def _per_label_json(ratings: ag.Ratings) -> list[dict]:
+    """ag.per_label with its labels as text."""
+    rows = ag.per_label(ratings)
+    for row in rows or []:
+        row["label"] = str(row["label"])
+        row["confused_with"] = None if row["confused_with"] is None else str(row["confused_with"])
+    return rows
 
 
 def _levels_for(labels, level: str) -> list[str]:
