@@ -44,11 +44,11 @@ def register(sub, common, reporting) -> None:
 
 
 def cmd_agreement(args) -> int:
-    from workbench.cli.main import _Bar, _emit, _store
+    from workbench.cli.common import ProgressBar, emit, open_store
     from workbench.labels import agreement
 
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-    options = dict(resamples=args.resamples, seed=args.seed, top=args.top, progress=_Bar(not args.json))
+    options = dict(resamples=args.resamples, seed=args.seed, top=args.top, progress=ProgressBar(not args.json))
     if args.file:
         if args.name:
             raise WorkbenchError("give either a dataset NAME with --question, or --file, not both")
@@ -73,7 +73,7 @@ def cmd_agreement(args) -> int:
         if not args.name or not args.question:
             raise WorkbenchError("name a dataset and its question (workbench agreement NAME --question Q), or "
                                  "give a long-format file with --file FILE --item-col C --annotator-col C --value-col C")
-        with _store(args) as store:
+        with open_store(args) as store:
             report = agreement.question_report(store, args.name, args.question, level=args.level, labels=labels,
                                                **options)
             answers = agreement.stored_answers(store, args.name, args.question)[0] if args.confusion else None
@@ -87,7 +87,7 @@ def cmd_agreement(args) -> int:
         table = agreement.confusion_table(answers, pair[0], pair[1], labels=report["labels"])
         report["confusion"] = {"a": pair[0], "b": pair[1], "labels": list(table.columns),
                                "counts": table.to_numpy().tolist()}
-    _emit(args, report, render_text(report))
+    emit(args, report, render_text(report))
     return 0
 
 

@@ -6,22 +6,15 @@ import getpass
 import json
 import sys
 
+from workbench.cli import common
 from workbench.core.errors import WorkbenchError
-
-
-def _cli():
-    from workbench.cli import main as cli  # the shared helpers; imported late because cli imports this module
-
-    return cli
-
 
 # ---------------------------------------------------------------- annotations
 
 def cmd_annotations_import(args) -> int:
     from workbench.labels.annotations import AnnotationsRejected, import_annotations
 
-    cli = _cli()
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         try:
             result = import_annotations(store, args.file, dataset=args.dataset, question=args.question,
                                         item_col=args.item_col, annotator_col=args.annotator_col,
@@ -44,18 +37,17 @@ def cmd_annotations_import(args) -> int:
     if result["skipped"]:
         text += f"; skipped {result['skipped']:,} bad lines"
         text += "".join(f"\n  line {e['line']}: {e['error']}" for e in result["errors"][:20])
-    cli._emit(args, result, text)
+    common.emit(args, result, text)
     return 0
 
 
 def cmd_annotations_export(args) -> int:
     from workbench.labels.annotations import export_annotations
 
-    cli = _cli()
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         out = export_annotations(store, args.out, dataset=args.dataset, question=args.question,
                                  history_rows=args.history)
-    cli._emit(args, out, f"wrote {out['records']:,} annotations to {out['path']}")
+    common.emit(args, out, f"wrote {out['records']:,} annotations to {out['path']}")
     return 0
 
 
@@ -63,14 +55,13 @@ def cmd_annotations_final(args) -> int:
     from workbench.labels.adjudication import apply_final_labels, status_counts
     from workbench.labels.questions import get_question
 
-    cli = _cli()
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         q = get_question(store, args.dataset, args.question)
         counts = status_counts(store, q)
         version = apply_final_labels(store, q, column=args.column)
     payload = {"dataset": version.dataset, "version": version.number, "records": version.row_count,
                "labels": version.recipe.get("labels"), "column": version.recipe.get("column"), "counts": counts}
-    cli._emit(args, payload, f"wrote {payload['labels']:,} final values of {args.question} into column "
+    common.emit(args, payload, f"wrote {payload['labels']:,} final values of {args.question} into column "
                              f"{payload['column']} of {version.ref} ({counts.get('disputed', 0):,} records still "
                              "disputed)")
     return 0
@@ -81,7 +72,6 @@ def cmd_annotations_final(args) -> int:
 def cmd_questions_add(args) -> int:
     from workbench.labels.questions import add_question, parse_anchors
 
-    cli = _cli()
     guidelines = ""
     if args.guidelines:
         try:
@@ -91,12 +81,12 @@ def cmd_questions_add(args) -> int:
             raise WorkbenchError(f"cannot read the guidelines file {args.guidelines}: {exc.strerror}") from None
     anchors = parse_anchors(args.anchors)
     choices = [c for c in (args.choices or "").split(",") if c.strip()] or None
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         q = add_question(store, args.dataset, args.name, args.kind, choices=choices, choices_from=args.choices_from,
                          anchors=anchors, column=args.column, overlap=args.overlap, majority=args.majority,
                          guidelines=guidelines)
     payload = _question_json(q)
-    cli._emit(args, payload, f"added question {q.name} ({q.kind}) to {q.dataset}: {q.overlap} annotators per "
+    common.emit(args, payload, f"added question {q.name} ({q.kind}) to {q.dataset}: {q.overlap} annotators per "
                              f"record{', choices ' + ', '.join(q.choices) if q.choices else ''}")
     return 0
 
@@ -111,14 +101,13 @@ def cmd_questions_list(args) -> int:
     from workbench.labels.adjudication import status_counts
     from workbench.labels.questions import list_questions
 
-    cli = _cli()
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         rows = []
         for q in list_questions(store, args.dataset):
             rows.append({**_question_json(q), "version": q.version(store).number, "counts": status_counts(store, q)})
     lines = [f"{r['dataset']}:{r['name']:<16} {r['kind']:<14} v{r['version']} overlap {r['overlap']}  "
              + " ".join(f"{k} {n}" for k, n in sorted(r["counts"].items())) for r in rows]
-    cli._emit(args, {"questions": rows}, "\n".join(lines) or "no questions yet")
+    common.emit(args, {"questions": rows}, "\n".join(lines) or "no questions yet")
     return 0
 
 
@@ -139,11 +128,10 @@ def _read_password(args) -> str:
 def cmd_users_add(args) -> int:
     from workbench.core.auth import add_user
 
-    cli = _cli()
     password = _read_password(args)
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         user = add_user(store, args.name, args.role, password, replace=args.replace)
-    cli._emit(args, {"name": user.name, "role": user.role},
+    common.emit(args, {"name": user.name, "role": user.role},
               f"{'updated' if args.replace else 'added'} {user.name} ({user.role}); the app now asks to sign in")
     return 0
 
@@ -151,22 +139,20 @@ def cmd_users_add(args) -> int:
 def cmd_users_list(args) -> int:
     from workbench.core.auth import list_users
 
-    cli = _cli()
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         users = list_users(store)
     text = "\n".join(f"{u['name']:<24} {u['role']}" for u in users) or \
         "no users: the app runs as one local user on 127.0.0.1"
-    cli._emit(args, {"users": users}, text)
+    common.emit(args, {"users": users}, text)
     return 0
 
 
 def cmd_users_remove(args) -> int:
     from workbench.core.auth import remove_user
 
-    cli = _cli()
-    with cli._store(args) as store:
+    with common.open_store(args) as store:
         remove_user(store, args.name)
-    cli._emit(args, {"removed": args.name}, f"removed {args.name}; their annotations stay")
+    common.emit(args, {"removed": args.name}, f"removed {args.name}; their annotations stay")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.cli.main import _Bar, _emit, _store
+from workbench.cli.common import ProgressBar, emit, open_store
 from workbench.core.errors import WorkbenchError
 
 
@@ -25,7 +25,7 @@ def cmd_balance(args) -> int:
     if not args.preview and not args.out:
         raise WorkbenchError("name the new dataset with --out NEWNAME (or look first with --preview)")
     drop_first = [d.strip() for d in (args.drop_first or "").split(",") if d.strip()]
-    with _store(args) as store:
+    with open_store(args) as store:
         version = get_version(store, args.name)
         plan = plan_balance(store, version, by=args.by, target=args.target, size=args.size, strategy=args.strategy,
                             seed=args.seed, minimum=args.min, maximum=args.max,
@@ -35,17 +35,17 @@ def cmd_balance(args) -> int:
             payload = plan.to_json() | {"preview": True}
             head = (f"preview of {version.ref} balanced by {plan.column} ({plan.target.describe()}, {plan.strategy}, "
                     f"seed {plan.seed}): {plan.records:,} records" + ("" if plan.exact else " (target not met)"))
-            _emit(args, payload, "\n".join([head] + _plan_lines(payload)))
+            emit(args, payload, "\n".join([head] + _plan_lines(payload)))
             return 0
         new, report = apply_balance(store, plan, args.out, allow_short=args.allow_short,
-                                    progress=_Bar(not args.json))
+                                    progress=ProgressBar(not args.json))
     report["preview"] = False
     text = [f"wrote {new.ref}: {new.row_count:,} records from {version.ref} ({plan.strategy}, seed {plan.seed}); "
             f"content hash {new.content_hash[:16]}"] + _plan_lines(report)
     if report["added_copies"]:
         text.append(f"{report['added_copies']:,} copies added; a record appears at most "
                     f"{report['max_copies_used']} times")
-    _emit(args, report, "\n".join(text))
+    emit(args, report, "\n".join(text))
     return 0
 
 
@@ -53,10 +53,10 @@ def cmd_split(args) -> int:
     from workbench.core.versions import get_version
     from workbench.curation.splits import split_version
 
-    with _store(args) as store:
+    with open_store(args) as store:
         version = get_version(store, args.name)
         result = split_version(store, version, args.ratios, stratify=args.stratify, group=args.group, seed=args.seed,
-                               threshold=args.threshold, out=args.out, progress=_Bar(not args.json))
+                               threshold=args.threshold, out=args.out, progress=ProgressBar(not args.json))
     r = result.report
     leak = r["leakage"]
     lines = [f"wrote {result.version.ref}: {r['records']:,} records with a split column "
@@ -66,7 +66,7 @@ def cmd_split(args) -> int:
                  f"leakage: {leak['exact_groups_across_splits']} exact duplicate groups across splits"
                  + (f", {leak['near_groups_across_splits']} near-duplicate clusters across splits"
                     if leak["near_groups_across_splits"] is not None else ""))
-    _emit(args, r, "\n".join(lines))
+    emit(args, r, "\n".join(lines))
     return 0
 
 
@@ -74,7 +74,7 @@ def cmd_leakage(args) -> int:
     from workbench.core.versions import get_version
     from workbench.curation.splits import leakage_report, near_duplicate_groups
 
-    with _store(args) as store:
+    with open_store(args) as store:
         version = get_version(store, args.name)
         groups = near_duplicate_groups(store, version, threshold=args.threshold) if args.near else None
         out = leakage_report(store, version, groups=groups)
@@ -84,7 +84,7 @@ def cmd_leakage(args) -> int:
     if out["near_groups_across_splits"] is not None:
         text += (f"; {out['near_groups_across_splits']} near-duplicate clusters "
                  f"({out['near_records_across_splits']} records) across splits")
-    _emit(args, out, text + ("; no leakage" if out["clean"] else ""))
+    emit(args, out, text + ("; no leakage" if out["clean"] else ""))
     return 0
 
 
@@ -92,7 +92,7 @@ def cmd_drift(args) -> int:
     from workbench.core.versions import get_version
     from workbench.curation.drift import drift
 
-    with _store(args) as store:
+    with open_store(args) as store:
         out = drift(store, get_version(store, args.a), get_version(store, args.b), by=args.by, text=args.text)
     lines = list(out["summary"])
     if out["mix"]:
@@ -100,7 +100,7 @@ def cmd_drift(args) -> int:
         for r in sorted(out["mix"]["categories"], key=lambda r: -abs(r["change"]))[:args.top]:
             lines.append(f"{str(r['category'])[:28]:<28} {r['share_a']:>8.1%} {r['share_b']:>8.1%} "
                          f"{r['change'] * 100:>+7.1f}p")
-    _emit(args, out, "\n".join(lines))
+    emit(args, out, "\n".join(lines))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from workbench.cli.main import _Bar, _emit, _store
+from workbench.cli.common import ProgressBar, emit, open_store
 from workbench.core.errors import WorkbenchError
 
 
@@ -23,8 +23,8 @@ def cmd_dedup(args) -> int:
     from workbench.inspect import dedup
 
     t0 = time.perf_counter()
-    bar = _Bar(not args.json)
-    with _store(args) as store:
+    bar = ProgressBar(not args.json)
+    with open_store(args) as store:
         version = get_version(store, args.name)
         result = dedup.find_duplicates(store, version, near=args.near, threshold=args.threshold, progress=bar,
                                        use_cache=not args.no_cache)
@@ -62,7 +62,7 @@ def cmd_dedup(args) -> int:
         lines.append(f"wrote {r['version']}: {r['records']:,} records ({r['dropped']:,} duplicates dropped; "
                      f"{r['source']} is unchanged)")
     lines.append(f"{payload['seconds']:.1f} s")
-    _emit(args, payload, "\n".join(lines))
+    emit(args, payload, "\n".join(lines))
     return 0
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from workbench.cli.main import _Bar, _emit
+from workbench.cli.common import ProgressBar, emit
 from workbench.core.errors import WorkbenchError
 
 
 def cmd_score(args) -> int:
     from workbench.models.scoring import format_scores, score_files
 
-    result = score_files(args.predictions, args.references, metrics=args.metrics, progress=_Bar(not args.json))
-    _emit(args, result, format_scores(result))
+    result = score_files(args.predictions, args.references, metrics=args.metrics, progress=ProgressBar(not args.json))
+    emit(args, result, format_scores(result))
     return 0
 
 
@@ -33,11 +33,11 @@ def _eval_text(run) -> str:
 
 
 def cmd_eval(args) -> int:
-    from workbench.cli.main import _store
+    from workbench.cli.main import open_store
     from workbench.models import eval_setup, generator
 
-    with _store(args) as store:
-        bar = _Bar(not args.json)
+    with open_store(args) as store:
+        bar = ProgressBar(not args.json)
         if args.resume is not None:
             run = generator.resume(store, args.resume, progress=bar)
         else:
@@ -53,15 +53,15 @@ def cmd_eval(args) -> int:
             raise WorkbenchError(f"evaluation {run.eval_id} {run.status} after {run.generated:,} of {run.items:,} "
                                  f"answers{detail}; see {run.folder}/generate.log, then "
                                  f"`workbench eval --resume {run.eval_id}`")
-    _emit(args, run.summary(), _eval_text(run))
+    emit(args, run.summary(), _eval_text(run))
     return 0
 
 
 def cmd_evals(args) -> int:
-    from workbench.cli.main import _store
+    from workbench.cli.main import open_store
     from workbench.models import evaluation, slices
 
-    with _store(args) as store:
+    with open_store(args) as store:
         if args.eval_id is not None:
             run = evaluation.get_eval(store, args.eval_id)
             payload = run.summary()
@@ -71,7 +71,7 @@ def cmd_evals(args) -> int:
                 metric = slices.primary_metric(run.task)
                 text += f"\nby {args.by}:\n" + "\n".join(
                     f"  {str(r['value']):<24}{r['n']:>7,}  {metric} {r[metric]:.4f}" for r in payload["slices"])
-            _emit(args, payload, text)
+            emit(args, payload, text)
             return 0
         runs = evaluation.list_evals(store)
         if args.dataset:
@@ -87,17 +87,17 @@ def cmd_evals(args) -> int:
                                                   f"accuracy {r['accuracy']:.3f}" if r.get("accuracy") is not None
                                                   else f"{r['generated']:,}/{r['items']:,} answers")
                      for r in rows) or "no evaluations yet; run one with `workbench eval`"
-    _emit(args, {"evals": rows}, text)
+    emit(args, {"evals": rows}, text)
     return 0
 
 
 def cmd_compare(args) -> int:
-    from workbench.cli.main import _store
+    from workbench.cli.main import open_store
     from workbench.models import compare
 
-    with _store(args) as store:
+    with open_store(args) as store:
         rows = compare.compare(store, args.a, args.b, n_resamples=args.resamples, seed=args.seed)
-    _emit(args, {"a": args.a, "b": args.b, "n_resamples": args.resamples, "seed": args.seed, "comparisons": rows},
+    emit(args, {"a": args.a, "b": args.b, "n_resamples": args.resamples, "seed": args.seed, "comparisons": rows},
           "\n".join(r["statement"] for r in rows))
     return 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.cli.main import _Bar, _emit, _store
+from workbench.cli.common import ProgressBar, emit, open_store
 from workbench.core.errors import WorkbenchError
 
 
@@ -42,8 +42,8 @@ def cmd_pii(args) -> int:
     from workbench.core.versions import get_version
     from workbench.inspect import pii
 
-    bar = _Bar(not args.json)
-    with _store(args) as store:
+    bar = ProgressBar(not args.json)
+    with open_store(args) as store:
         version = get_version(store, args.name)
         if args.redact:
             if not args.out:
@@ -68,7 +68,7 @@ def cmd_pii(args) -> int:
                               "content_hash": new.content_hash, "replaced": replaced, "types": types}
         lines.append(f"wrote {new.ref} with {sum(replaced.values()):,} values replaced by placeholders "
                      f"({', '.join(types)})")
-    _emit(args, report, "\n".join(lines))
+    emit(args, report, "\n".join(lines))
     return 0
 
 
@@ -76,8 +76,8 @@ def cmd_tokens(args) -> int:
     from workbench.core.versions import get_version
     from workbench.inspect import tokens
 
-    bar = _Bar(not args.json)
-    with _store(args) as store:
+    bar = ProgressBar(not args.json)
+    with open_store(args) as store:
         version = get_version(store, args.name)
         counter = tokens.load_tokenizer(store, args.tokenizer)
         out = tokens.token_summary(store, version, counter, max_length=args.max_length, progress=bar)
@@ -90,7 +90,7 @@ def cmd_tokens(args) -> int:
     lines.append("max length   truncated records   supervised tokens lost")
     for tr in out["by_max_length"]:
         lines.append(f"  {tr['max_length']:>8,} {tr['truncated_records']:>19,} {tr['supervised_tokens_lost']:>24,}")
-    _emit(args, out, "\n".join(lines))
+    emit(args, out, "\n".join(lines))
     return 0
 
 
@@ -121,8 +121,8 @@ def cmd_index(args) -> int:
     from workbench.core.versions import get_version
     from workbench.data import search
 
-    bar = _Bar(not args.json)
-    with _store(args) as store:
+    bar = ProgressBar(not args.json)
+    with open_store(args) as store:
         version = get_version(store, args.name)
         started = time.perf_counter()
         folder = search.build(store, version, progress=lambda done, total: bar(done / max(total, 1), "indexing"))
@@ -131,7 +131,7 @@ def cmd_index(args) -> int:
            "blocks": meta["blocks"], "category_column": meta["category_column"],
            "seconds": round(time.perf_counter() - started, 2),
            "bytes": sum(f.stat().st_size for f in folder.iterdir()), "folder": str(folder)}
-    _emit(args, out, f"{version.ref}: search index of {out['records']:,} records in {out['blocks']:,} blocks, "
+    emit(args, out, f"{version.ref}: search index of {out['records']:,} records in {out['blocks']:,} blocks, "
                      f"{out['bytes'] / 1e6:.0f} MB, {out['seconds']:.1f} s ({folder})")
     return 0
 

@@ -6,68 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import traceback
 from pathlib import Path
 
+from workbench.cli.common import ProgressBar, SafeStream, emit, open_store
 from workbench.core.errors import WorkbenchError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL = 2
-
-
-# C0 controls other than tab and newline, DEL and C1 controls: from data they could drive the terminal
-# (ESC and OSC sequences, carriage returns that hide text). Written as JSON-style escapes, so JSON output
-# stays valid JSON with the same meaning.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def terminal_safe(text: str) -> str:
-    """text with control characters shown as \\u001b and the like, for printing to a terminal."""
-    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-class _SafeStream:
-    """The CLI's output boundary: every write to stdout/stderr goes through terminal_safe."""
-
-    def __init__(self, stream):
-        self.raw = stream
-
-    def write(self, text: str) -> int:
-        return self.raw.write(terminal_safe(text))
-
-    def __getattr__(self, name):
-        return getattr(self.raw, name)
-
-
-class _Bar:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if self.enabled:
-            filled = int(30 * fraction)
-            out = getattr(sys.stderr, "raw", sys.stderr)  # its own \r may pass; the message may not
-            out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {fraction:4.0%} {terminal_safe(message[:40]):<40}")
-            out.flush()
-            if fraction >= 1.0:
-                out.write("\n")
-
-
-def _store(args, create: bool = True):
-    from workbench.core.store import Store
-
-    return Store.open(args.project, create=create)
-
-
-def _emit(args, payload: dict, text: str) -> None:
-    if args.json:
-        print(json.dumps(payload, default=str, ensure_ascii=False))
-    else:
-        print(text)
 
 
 # ---------------------------------------------------------------- commands
@@ -76,9 +23,9 @@ def cmd_init(args) -> int:
     from workbench.core.project import init_project
 
     project = init_project(args.project)
-    with _store(args):
+    with open_store(args):
         pass
-    _emit(args, {"project": str(project.root), "database": str(project.db_path)},
+    emit(args, {"project": str(project.root), "database": str(project.db_path)},
           f"project ready at {project.root}")
     return 0
 
@@ -86,11 +33,11 @@ def cmd_init(args) -> int:
 def cmd_import(args) -> int:
     from workbench.data.importer import ImportRejected, import_file
 
-    with _store(args) as store:
+    with open_store(args) as store:
         try:
             result = import_file(store, args.path, args.dataset, fmt=args.format, on_error=args.on_error,
                                  prompt_col=args.prompt_col, completion_col=args.completion_col,
-                                 text_col=args.text_col, label_col=args.label_col, progress=_Bar(not args.json))
+                                 text_col=args.text_col, label_col=args.label_col, progress=ProgressBar(not args.json))
         except ImportRejected as exc:
             if args.json:
                 print(json.dumps(exc.result.to_json(), default=str))
@@ -109,14 +56,14 @@ def cmd_import(args) -> int:
                  f"(see `workbench quarantine {args.dataset}`)")
         for err in result.errors[:20]:
             text += f"\n  line {err['line']}: {err['error']}"
-    _emit(args, payload, text)
+    emit(args, payload, text)
     return 0
 
 
 def cmd_datasets(args) -> int:
     from workbench.core.versions import list_datasets, list_versions
 
-    with _store(args) as store:
+    with open_store(args) as store:
         rows = list_datasets(store)
         versions = {r["name"]: [
             {"version": v.number, "records": v.row_count, "kind": v.kind, "parent_id": v.parent_id,
@@ -129,7 +76,7 @@ def cmd_datasets(args) -> int:
     lines += [f"{r['name']:<24} {r['version']:>7} {r['records']:>10,}  {r['format']}" for r in rows]
     if not rows:
         lines = ["no datasets yet; import one with `workbench import FILE --dataset NAME`"]
-    _emit(args, {"datasets": rows}, "\n".join(lines))
+    emit(args, {"datasets": rows}, "\n".join(lines))
     return 0
 
 
@@ -138,11 +85,11 @@ def cmd_stats(args) -> int:
     from workbench.core.versions import get_version
     from workbench.data.browse import stats
 
-    with _store(args) as store:
+    with open_store(args) as store:
         version = get_version(store, args.name)
         out = stats(store, version)
         out.update(inspect_stats(store, version, tokenizer=args.tokenizer, max_length=args.max_length,
-                                 progress=_Bar(not args.json)))
+                                 progress=ProgressBar(not args.json)))
     lines = [f"{out['dataset']}@{out['version']}: {out['records']:,} records, {out['format']}",
              f"content hash {out['content_hash'][:16]}"]
     if out["by_category"]:
@@ -151,14 +98,14 @@ def cmd_stats(args) -> int:
         for k, n in out["by_category"].items():
             lines.append(f"  {str(k):<{width}} {n:>9,}  {n / out['records']:6.1%}")
     lines += inspect_lines(out)
-    _emit(args, out, "\n".join(lines))
+    emit(args, out, "\n".join(lines))
     return 0
 
 
 def cmd_sql(args) -> int:
     from workbench.data.sqlconsole import run_readonly
 
-    with _store(args) as store:
+    with open_store(args) as store:
         table = run_readonly(store.cursor(), args.query, max_rows=args.max_rows, data_dir=store.project.data_dir)
     rows = table.to_pylist()
     payload = {"columns": table.column_names, "rows": rows, "row_count": len(rows)}
@@ -181,27 +128,27 @@ def cmd_export(args) -> int:
     from workbench.core.versions import get_version
     from workbench.data.export import export_version
 
-    with _store(args) as store:
+    with open_store(args) as store:
         redact = tuple(t.strip().upper() for t in args.redact.split(",") if t.strip()) if args.redact else None
         if args.redact == "all":  # every personal type; order numbers stay unless named
             from workbench.inspect.pii import PERSONAL as redact
         out = export_version(store, get_version(store, args.name), args.format, args.out, split=args.split,
-                             redact=redact, progress=_Bar(not args.json))
+                             redact=redact, progress=ProgressBar(not args.json))
     text = f"wrote {out['records']:,} records to {out['path']} ({args.format})"
     if "redacted" in out:
         text += "; replaced " + (", ".join(f"{n:,} {t}" for t, n in out["redacted"].items() if n) or "no PII")
-    _emit(args, out, text)
+    emit(args, out, text)
     return 0
 
 
 def cmd_quarantine(args) -> int:
     from workbench.data.importer import quarantine
 
-    with _store(args) as store:
+    with open_store(args) as store:
         rows = quarantine(store, args.dataset, limit=args.limit)
     text = "\n".join(f"{r['dataset']} {Path(r['source']).name} line {r['line']}: {r['error']}" for r in rows) \
         or "the quarantine is empty"
-    _emit(args, {"rows": rows, "count": len(rows)}, text)
+    emit(args, {"rows": rows, "count": len(rows)}, text)
     return 0
 
 
@@ -216,7 +163,7 @@ def cmd_demo(args) -> int:
 
     info = make_demo_project(args.project, records=args.records)
     if args.no_serve:
-        _emit(args, info, f"demo project ready at {info['project']}: {info['records']:,} tickets in "
+        emit(args, info, f"demo project ready at {info['project']}: {info['records']:,} tickets in "
                           f"{info['dataset']}; start it with `workbench serve --project {info['project']}`")
         return 0
     print(f"demo project ready at {info['project']}", file=sys.stderr)
@@ -320,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _SafeStream(stdout), _SafeStream(stderr)
+    sys.stdout, sys.stderr = SafeStream(stdout), SafeStream(stderr)
     try:
         return _run(args)
     finally:

@@ -21,10 +21,10 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def cmd_create(args) -> int:
-    from workbench.cli.main import _emit, _store
+    from workbench.cli.common import emit, open_store
     from workbench.models import review
 
-    with _store(args) as store:
+    with open_store(args) as store:
         r = review.create_review(store, _ids(args.evals), kind=args.kind, questions=_names(args.questions),
                                  sample_size=args.sample, overlap=args.overlap, reviewers=_names(args.reviewers),
                                  seed=args.seed, show_reference=not args.hide_reference, name=args.name,
@@ -33,17 +33,17 @@ def cmd_create(args) -> int:
                "questions": [q["name"] for q in r.questions], "sample_size": r.sample_size, "overlap": r.overlap,
                "seed": r.seed, "show_reference": r.show_reference,
                "reviewers": list(r.reviewers) if r.reviewers else None}
-    _emit(args, payload, f"review {r.review_id} ({r.name}): {r.kind} of evaluations "
+    emit(args, payload, f"review {r.review_id} ({r.name}): {r.kind} of evaluations "
                          f"{', '.join(map(str, r.evals))}, {r.sample_size:,} test items, {r.overlap} reviewer(s) "
                          f"each, seed {r.seed}; reviewers judge it on the Review page")
     return 0
 
 
 def cmd_list(args) -> int:
-    from workbench.cli.main import _emit, _store
+    from workbench.cli.common import emit, open_store
     from workbench.models import review
 
-    with _store(args) as store:
+    with open_store(args) as store:
         rows = []
         for r in review.list_reviews(store):
             prog = review.progress(store, r)
@@ -53,21 +53,21 @@ def cmd_list(args) -> int:
     text = "\n".join(f"{r['review_id']:>4}  {r['kind']:<8} evals {','.join(map(str, r['evals'])):<10} "
                      f"{r['complete']:,}/{r['total']:,} items complete  {r['name']}" for r in rows) \
         or "no reviews yet; create one with `workbench review create --evals A,B`"
-    _emit(args, {"reviews": rows}, text)
+    emit(args, {"reviews": rows}, text)
     return 0
 
 
 def cmd_items(args) -> int:
-    from workbench.cli.main import _emit, _store
+    from workbench.cli.common import emit, open_store
     from workbench.models import review
 
-    with _store(args) as store:
+    with open_store(args) as store:
         r = review.get_review(store, args.review_id)
         df = review.review_items(store, r)
     rows = [{k: (None if v != v else v) for k, v in rec.items()} for rec in df.to_dict("records")]
     for rec in rows:
         rec["row"] = rec.pop("_row")
-    _emit(args, {"review_id": r.review_id, "seed": r.seed, "items": rows},
+    emit(args, {"review_id": r.review_id, "seed": r.seed, "items": rows},
           f"review {r.review_id}, seed {r.seed}\n" + "\n".join(
               f"{x['item']:>5}  test item {x['eval_item']:>6}  left eval {x['left_eval']}"
               + (f"  right eval {x['right_eval']}" if x["right_eval"] is not None else "") for x in rows))
@@ -103,21 +103,21 @@ def _results_text(res: dict) -> str:
 
 
 def cmd_results(args) -> int:
-    from workbench.cli.main import _emit, _store
+    from workbench.cli.common import emit, open_store
     from workbench.models import review_results
 
-    with _store(args) as store:
+    with open_store(args) as store:
         res = review_results.results(store, args.review_id, resamples=args.resamples, seed=args.seed,
                              confidence=args.confidence)
-    _emit(args, res, _results_text(res))
+    emit(args, res, _results_text(res))
     return 0
 
 
 def cmd_loop(args) -> int:
-    from workbench.cli.main import _emit, _store
+    from workbench.cli.common import emit, open_store
     from workbench.models import review_actions
 
-    with _store(args) as store:
+    with open_store(args) as store:
         out = review_actions.loop(store, args.review_id)
         if args.write_version:
             v = review_actions.write_edits_version(store, args.review_id)
@@ -131,7 +131,7 @@ def cmd_loop(args) -> int:
     text += [f"  -> review {r['review_id']} ({r['name']})" for r in out["reviews"]]
     if out.get("written"):
         text.append(f"wrote {out['written']['version']}")
-    _emit(args, out, "\n".join(text))
+    emit(args, out, "\n".join(text))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from trainers.config import ConfigError, field_help, parse_assignment
-from workbench.cli.main import _Bar, _emit, _store
+from workbench.cli.common import ProgressBar, emit, open_store
 from workbench.core.errors import WorkbenchError
 
 
@@ -29,7 +29,7 @@ def _config(store, args):
 def cmd_train(args) -> int:
     from workbench.models import runs
 
-    with _store(args) as store:
+    with open_store(args) as store:
         if args.resume:
             run_id = args.resume
             runs.start_run(store, run_id, nproc_per_node=args.nproc_per_node)
@@ -39,16 +39,16 @@ def cmd_train(args) -> int:
             cfg = _config(store, args)
             if args.preflight:
                 out = runs.preflight(store, args.dataset, cfg)
-                _emit(args, out, _preflight_text(out))
+                emit(args, out, _preflight_text(out))
                 return 0
             run_id = runs.launch(store, args.dataset, cfg, nproc_per_node=args.nproc_per_node)
         runs_dir = store.project.runs_dir
     if args.detach:
-        _emit(args, {"run_id": run_id, "status": "running", "run_dir": str(runs_dir / run_id)},
+        emit(args, {"run_id": run_id, "status": "running", "run_dir": str(runs_dir / run_id)},
               f"run {run_id} started; follow it with `workbench runs` or on the Train page")
         return 0
     # The database is closed while the run trains, so the app can open the project meanwhile.
-    bar = _Bar(not args.json)
+    bar = ProgressBar(not args.json)
     try:
         status = runs.wait_run(runs_dir, run_id, progress=bar)
     except KeyboardInterrupt:
@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
               f"`workbench train --resume {run_id}`", file=sys.stderr)
         status = runs.wait_run(runs_dir, run_id)
     bar(1.0, status["status"])
-    with _store(args) as store:
+    with open_store(args) as store:
         runs.sync_runs(store)
     payload = {"run_id": run_id, "status": status["status"], "train_loss": status["train_loss"],
                "eval_loss": status["eval_loss"], "steps": status["step"], "adapter": status["adapter"],
@@ -69,7 +69,7 @@ def cmd_train(args) -> int:
                              "trainer.log)")
     text = (f"run {run_id} {status['status']} after {status['step']} steps: train loss {_num(status['train_loss'])}, "
             f"validation loss {_num(status['eval_loss'])}\nadapter: {status['adapter']}")
-    _emit(args, payload, text)
+    emit(args, payload, text)
     return 0
 
 
@@ -96,10 +96,10 @@ def _preflight_text(out: dict) -> str:
 def cmd_runs(args) -> int:
     from workbench.models import runs
 
-    with _store(args) as store:
+    with open_store(args) as store:
         if args.cancel:
             runs.cancel_run(store, args.cancel)
-            _emit(args, {"run_id": args.cancel, "status": "cancelling"},
+            emit(args, {"run_id": args.cancel, "status": "cancelling"},
                   f"asked {args.cancel} to stop; it saves a checkpoint and its adapter first")
             return 0
         rows = runs.list_runs(store)
@@ -108,7 +108,7 @@ def cmd_runs(args) -> int:
               f"{_num(r['eval_loss']):>8}" for r in rows]
     if not rows:
         lines = ["no runs yet; start one with `workbench train --dataset NAME`"]
-    _emit(args, {"runs": rows}, "\n".join(lines))
+    emit(args, {"runs": rows}, "\n".join(lines))
     return 0
 
 

@@ -47,6 +47,8 @@ class Store:
         self.con.execute(f"SET memory_limit='{memory_limit}'")
         self.con.execute("SET preserve_insertion_order=true")
         self._local = threading.local()
+        self._state: dict[str, object] = {}
+        self._state_lock = threading.Lock()
         self._migrate()
         project.data_dir.mkdir(parents=True, exist_ok=True)
         from workbench.core.versions import remove_orphans  # versions builds on the store
@@ -118,6 +120,14 @@ class Store:
                 cur.execute("COMMIT")
         finally:
             cur.close()
+
+    def state(self, name: str, factory):
+        """A module's state that lives as long as this store (open indexes, background builds, locks),
+        created once by factory(): kept here rather than in module globals, so it dies with the store."""
+        with self._state_lock:
+            if name not in self._state:
+                self._state[name] = factory()
+            return self._state[name]
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")

@@ -39,7 +39,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -374,33 +374,42 @@ class SearchIndex:
 
 # ---------------------------------------------------------------------------------------- cache
 
-_OPEN: dict[Path, SearchIndex] = {}
-_BUILDING: dict[Path, dict] = {}
-_LOCK = threading.Lock()
+@dataclass
+class _Indexes:
+    """The store's open indexes and background builds (by index folder)."""
+    open: dict[Path, SearchIndex] = field(default_factory=dict)
+    building: dict[Path, dict] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _indexes(store: Store) -> _Indexes:
+    return store.state("search_indexes", _Indexes)
 
 
 def ready(store: Store, version: Version) -> SearchIndex | None:
     """The version's index if it has been built (opened once per process), else None."""
+    ix = _indexes(store)
     folder = index_dir(store, version)
-    with _LOCK:
-        found = _OPEN.get(folder)
+    with ix.lock:
+        found = ix.open.get(folder)
     if found is not None:
         return found
     if not (folder / "meta.json").exists():
         return None
     opened = SearchIndex.open(folder)
-    with _LOCK:
-        _OPEN[folder] = opened
+    with ix.lock:
+        ix.open[folder] = opened
     return opened
 
 
 def status(store: Store, version: Version) -> dict:
     """{'state': 'ready'|'building'|'absent'|'small', 'done': records read, 'total': ...}."""
+    ix = _indexes(store)
     folder = index_dir(store, version)
     if (folder / "meta.json").exists():
         return {"state": "ready", "done": version.row_count, "total": version.row_count}
-    with _LOCK:
-        job = _BUILDING.get(folder)
+    with ix.lock:
+        job = ix.building.get(folder)
     if job and job.get("error"):
         return {"state": "failed", "error": job["error"], "done": 0, "total": version.row_count}
     if job:
@@ -413,21 +422,22 @@ def status(store: Store, version: Version) -> dict:
 def ensure_background(store: Store, version: Version) -> dict:
     """Start building the index in a background thread of this process when the version is large
     and has none; returns `status`."""
+    ix = _indexes(store)
     folder = index_dir(store, version)
     state = status(store, version)
     if state["state"] != "absent":
         return state
-    with _LOCK:
-        if folder in _BUILDING:
+    with ix.lock:
+        if folder in ix.building:
             return status(store, version)
         job = {"done": 0}
-        _BUILDING[folder] = job
+        ix.building[folder] = job
 
     def work():
         try:
             build(store, version, progress=lambda done, total: job.__setitem__("done", done))
-            with _LOCK:
-                _BUILDING.pop(folder, None)
+            with ix.lock:
+                ix.building.pop(folder, None)
         except Exception as exc:  # shown on the page; browsing goes on with DuckDB scans
             job["error"] = f"{type(exc).__name__}: {exc}"
 

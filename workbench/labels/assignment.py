@@ -14,8 +14,7 @@ make "count the free places, then claim one" atomic.
 from __future__ import annotations
 
 import threading
-import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from workbench.core.auth import now_utc
@@ -42,13 +41,17 @@ class Task:
             raise ValueError(f"overlap must be at least 1, got {self.overlap}")
 
 
-_locks: weakref.WeakKeyDictionary[Store, dict[str, threading.Lock]] = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
+@dataclass
+class _Locks:
+    """One lock per task, per store: claims of one task are serialised within this process."""
+    by_task: dict[str, threading.Lock] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _lock(store: Store, task: Task) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(store, {}).setdefault(task.name, threading.Lock())
+    locks = store.state("assignment_locks", _Locks)
+    with locks.guard:
+        return locks.by_task.setdefault(task.name, threading.Lock())
 
 
 

@@ -24,10 +24,7 @@ NEIGHBOUR_INDEX_CACHE = 2  # TF-IDF indexes kept per store (one per version and 
 
 def index_cache(store: Store) -> OrderedDict:
     """The store's TF-IDF indexes, oldest first (created with the store's first neighbour search)."""
-    cache = getattr(store, "neighbour_indexes", None)
-    if cache is None:
-        cache = store.neighbour_indexes = OrderedDict()
-    return cache
+    return store.state("neighbour_indexes", OrderedDict)
 
 
 def _training_where(store: Store, version: Version, split: str | None) -> tuple[str, list, str]:
