@@ -56,10 +56,39 @@ async def cookie_endpoint(request):
     return response
 
 
+def _run_cli(body: dict) -> dict:
+    import wb_ui  # imported on first use: it holds the app's store (a Streamlit resource)
+    from workbench.cli import remote
+
+    return remote.run_here(wb_ui.get_store(), [str(a) for a in body["argv"]], cwd=str(body["cwd"]),
+                           stdin_text=body.get("stdin"))
+
+
+async def cli_endpoint(request):
+    """POST a command line from `workbench` on this machine (cli/remote.py): it runs on the app's own store.
+    Only a caller that read the token from the project folder (owner-only file) is served."""
+    import json
+
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse, Response
+
+    from workbench.cli import remote
+
+    if not remote.authorised(request.headers.get("authorization")):
+        return Response("not authorised", status_code=403)
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return Response("expected a JSON body", status_code=400)
+    return JSONResponse(await run_in_threadpool(_run_cli, body), headers={"Cache-Control": "no-store"})
+
+
 def routes() -> list:
     from starlette.routing import Route
 
-    return [Route(COOKIE_ROUTE, cookie_endpoint, methods=["POST"])]
+    from workbench.cli.remote import ROUTE
+
+    return [Route(COOKIE_ROUTE, cookie_endpoint, methods=["POST"]), Route(ROUTE, cli_endpoint, methods=["POST"])]
 
 
 def middleware() -> list:

@@ -36,10 +36,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_cli(*args: str, project, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m workbench ARGS --project P` as a user would type it."""
+def run_cli(*args: str, project, stdin: str | None = None, check: bool = True, cwd=None) -> subprocess.CompletedProcess:
+    """`python -m workbench ARGS --project P` as a user would type it (in cwd, default this directory)."""
     proc = subprocess.run([sys.executable, "-m", "workbench", *args, "--project", str(project)], input=stdin,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"workbench {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return proc

@@ -10,6 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from workbench.cli import common
 from workbench.cli.common import ProgressBar, SafeStream, emit, open_store
 from workbench.core.errors import WorkbenchError
 
@@ -265,13 +266,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    common.absolute_paths(args)
+    forwarded = _forward_if_served(args, argv)
+    if forwarded is not None:
+        return forwarded
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = SafeStream(stdout), SafeStream(stderr)
     try:
         return _run(args)
     finally:
         sys.stdout, sys.stderr = stdout, stderr
+
+
+def _forward_if_served(args, argv: list[str]) -> int | None:
+    """While `workbench serve` holds this project, hand the command to it (cli/remote.py)."""
+    from workbench.cli import remote
+    from workbench.core.project import project_dir
+
+    if args.command in remote.NOT_FORWARDED or common.borrowed_store() is not None:
+        return None
+    root = project_dir(args.project)
+    info = remote.served(root)
+    if info is None:
+        return None
+    stdin_text = sys.stdin.readline() if getattr(args, "password_stdin", False) else None
+    return remote.forward(info, [*argv, "--project", str(root)], stdin_text=stdin_text)
 
 
 def _run(args) -> int:

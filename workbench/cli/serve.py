@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from workbench.cli import remote
 from workbench.core import jobs
 from workbench.core.auth import allowed_host_names
 from workbench.core.errors import WorkbenchError
@@ -58,6 +59,13 @@ def check_exposure(project, host: str, port: int) -> None:
           "front of the app", file=sys.stderr)
 
 
+def _local_address(host: str) -> str:
+    """How a command on this machine reaches a server bound to host."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 class _Stopped(Exception):
     """A stop signal arrived while the server ran."""
 
@@ -74,12 +82,15 @@ def serve(project_dir=None, *, host: str = "127.0.0.1", port: int = 8501) -> int
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stopped)
     job = None
+    token = remote.new_token()
     try:
         job = jobs.start(streamlit_command(host, port), tied=True, env={
-            "WORKBENCH_PROJECT": str(project.root),
+            "WORKBENCH_PROJECT": str(project.root), remote.TOKEN_ENV: token,
             # only these Host headers reach the app (DNS rebinding): see auth.allowed_host_names
             "STREAMLIT_SERVER_ALLOWED_HOSTS": " ".join(allowed_host_names(
                 host, project.setting("server", "allowed_hosts", [])))})  # tied: dies with this process
+        # CLI commands on this project are handed to the app from now on (cli/remote.py)
+        remote.advertise(project.root, url=f"http://{_local_address(host)}:{port}", token=token, job=job)
         code = jobs.wait(job)
         return code or 0
     except (_Stopped, KeyboardInterrupt):
@@ -88,6 +99,7 @@ def serve(project_dir=None, *, host: str = "127.0.0.1", port: int = 8501) -> int
         for sig in STOP_SIGNALS:  # a second signal now would cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
         if job is not None:
+            remote.withdraw(project.root)
             jobs.stop(job)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
