@@ -17,6 +17,11 @@ import numpy as np
 TIE = "tie"
 
 
+
+def _count(n: int, noun: str) -> str:
+    """'1 tie', '2 ties', '0 ties'."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
 def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
 
@@ -73,8 +78,12 @@ def win_rate(winners: Sequence[str], *, a: str = "A", b: str = "B", confidence: 
         verdict = f"{b if low > 0.5 else a} is preferred (the interval excludes 50%)"
     else:
         verdict = "no clear preference (the interval includes 50%)"
-    text = (f"{b} wins {wins_b} and {a} wins {wins_a} of {len(winners)} judgements ({ties} ties): {b}'s win rate "
-            f"{rate:.0%} ({confidence:.0%} CI {low:.0%} to {high:.0%}); {verdict}")
+    if not winners:  # a rate and an interval of nothing would read as a 50% result
+        text = f"no judgements of {b} against {a} yet"
+    else:
+        text = (f"{b} wins {wins_b} and {a} wins {wins_a} of {_count(len(winners), 'judgement')} "
+                f"({_count(ties, 'tie')}): {b}'s win rate {rate:.0%} ({confidence:.0%} CI {low:.0%} to {high:.0%}); "
+                f"{verdict}")
     return WinRate(a=a, b=b, wins_b=wins_b, wins_a=wins_a, ties=ties, n=len(winners), win_rate=rate,
                    ci_low=low, ci_high=high, tie_rate=ties / len(winners) if winners else 0.0,
                    score=(wins_b + 0.5 * ties) / len(winners) if winners else 0.5, statement=text)
@@ -183,8 +192,8 @@ def position_bias(judgements: Sequence[tuple[Hashable, Hashable, Hashable]], *, 
     low, high = wilson_interval(left, decided, confidence)
     rate = left / decided if decided else 0.5
     biased = bool(decided and (low > 0.5 or high < 0.5))
-    text = (f"the left output wins {rate:.0%} of {decided} decided judgements ({confidence:.0%} CI {low:.0%} to "
-            f"{high:.0%}, {ties} ties): " + ("a position bias; randomise sides and check the reviewers"
-                                             if biased else "no evidence of position bias"))
+    text = (f"the left output wins {rate:.0%} of {_count(decided, 'decided judgement')} "
+            f"({confidence:.0%} CI {low:.0%} to {high:.0%}, {_count(ties, 'tie')}): "
+            + ("a position bias; randomise sides and check the reviewers" if biased else "no evidence of position bias"))
     return {"left_wins": left, "right_wins": right, "ties": ties, "n": len(judgements), "left_win_rate": rate,
             "ci_low": low, "ci_high": high, "biased": biased, "statement": text}

@@ -285,6 +285,9 @@ def agreement_block(name: str, a: dict) -> None:
 
 def pairwise_results(res: dict) -> None:
     st.subheader("Win rate")
+    if not res["n_judgements"]:  # a rate and an interval of nothing would read as a 50% result
+        st.info("No judgements yet: the win rate appears with the first ones.", icon=":material/hourglass_empty:")
+        return
     frame = pd.DataFrame([{"pair": f"{w['b']}  vs  {w['a']}", "win rate": w["win_rate"], "ci_low": w["ci_low"],
                            "ci_high": w["ci_high"], "wins B": w["wins_b"], "wins A": w["wins_a"], "ties": w["ties"]}
                           for w in res["win_rates"]])
@@ -511,7 +514,8 @@ def results_view() -> None:
     c[0].metric("Judgements", f"{res['n_judgements']:,}", help="One per reviewer and item (the latest).")
     c[1].metric("Reviewers", res["n_reviewers"])
     c[2].metric("Items complete", f"{res['progress']['complete']:,} / {res['progress']['total']:,}",
-                help=f"Items with all {res['overlap']} judgements.")
+                help=f"Items with every one of their {res['overlap']} judgements" if res["overlap"] != 1
+                else "Items with their judgement.")
     c[3].metric("Seed", res["seed"], help="Re-derives the sample and the left/right order (`workbench review items`).")
     st.caption(" · ".join(f"**{r['letter']}** = {wb_ui.safe_markdown(r['label'])}" for r in res["runs"]))
     if res["kind"] == "pairwise":

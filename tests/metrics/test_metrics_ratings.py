@@ -109,3 +109,10 @@ def test_position_bias():
     out = position_bias(biased)
     assert out["biased"] and out["ci_low"] > 0.5
     assert (out["ci_low"], out["ci_high"]) == pytest.approx(wilson_interval(out["left_wins"], 300))
+
+
+def test_statements_count_in_words_and_say_when_there_is_nothing_yet():
+    one = win_rate(["A", "B", "B", "tie"], a="A", b="B")
+    assert "of 4 judgements (1 tie)" in one.statement
+    none = win_rate([], a="A", b="B")
+    assert none.statement == "no judgements of B against A yet" and "50%" not in none.statement

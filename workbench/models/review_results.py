@@ -209,7 +209,9 @@ def history_table(store: Store, dataset: str | None = None) -> list[dict]:
                                                   for x in res["bradley_terry"]["ranking"])
         elif r.kind == "pairwise":
             w = res["win_rates"][0]
-            head = f"B wins {w['win_rate']:.0%} ({w['ci_low']:.0%}-{w['ci_high']:.0%}), {w['ties']} ties, n={w['n']}"
+            ties = f"{w['ties']} tie" + ("" if w["ties"] == 1 else "s")
+            head = ("no judgements yet" if not w["n"] and not w["ties"] else
+                    f"B wins {w['win_rate']:.0%} ({w['ci_low']:.0%}-{w['ci_high']:.0%}), {ties}, n={w['n']}")
         else:
             head = "; ".join(f"{x['question']} {x['run'].split(' · ')[0]}: "
                              + (f"{x['mean']:.2f}" if x["mean"] is not None else "-") for x in res["ratings"])
