@@ -360,14 +360,15 @@ def cached_results(_store, key: tuple, review_id: int) -> dict:
     return review_results.results(_store, review_id, user=user)
 
 
-def back_to_data(rv) -> None:
+def judged_item(rv) -> tuple | None:
+    """The judged item picked (worst first) and what was judged: (item, details), or None."""
     st.subheader("Back to the data")
     st.caption("Items reviewers disliked most first. Find the training records behind a bad answer and flag them "
                "for relabelling, or correct a response; then write a new version, retrain and evaluate again.")
     worst = review_results.worst_items(store, rv, limit=100)
     if not worst:
         st.caption("Nothing judged yet.")
-        return
+        return None
     by_item = {w["item"]: w for w in worst}
     item = st.selectbox("Judged item", list(by_item), key=f"rv_bad::{rv.review_id}",
                         format_func=lambda i: f"item {i} · test item {by_item[i]['eval_item']} · "
@@ -386,7 +387,11 @@ def back_to_data(rv) -> None:
                             f"{'(right)' if len(w['shown']) > 1 and eval_id == w['shown'][1] else ''}")
                 show_text(text, plain=True)
         st.dataframe(pd.DataFrame(w["judgements"]), hide_index=True)
-    key = f"rv_nb::{rv.review_id}::{item}"
+    return item, w
+
+
+def training_neighbours(rv, item, key: str) -> None:
+    """The training records most like a judged item: flag them, or correct one's response."""
     c1, c2, c3 = st.columns(3)
     judged_run = c1.selectbox("Judged run", list(rv.evals), index=len(rv.evals) - 1, key=f"{key}::run",
                               format_func=lambda e: f"#{e}",
@@ -436,6 +441,10 @@ def back_to_data(rv) -> None:
                     wb_ui.show_error(exc)
                 else:
                     st.success("Correction saved.", icon=":material/check_circle:")
+
+
+def correct_reference(rv, item, w, key: str) -> None:
+    """Correct the expected answer of the judged test item."""
     with st.expander("Correct the reference answer of this test item", icon=":material/fact_check:"):
         text = st.text_area("Reference answer", w["reference"] or "", key=f"{key}::ref", height=160,
                             help="The expected answer of this test record, as it should be.")
@@ -447,6 +456,10 @@ def back_to_data(rv) -> None:
                 wb_ui.show_error(exc)
             else:
                 st.success("Reference correction saved.", icon=":material/check_circle:")
+
+
+def write_corrections(rv) -> None:
+    """Every correction of this review into a new version."""
     edits = review.edits(store, rv)
     if len(edits):
         st.caption(f"{len(edits):,} corrected response(s) from this review (the latest of each record); a new "
@@ -462,6 +475,17 @@ def back_to_data(rv) -> None:
             else:
                 st.success(f"Wrote **{wb_ui.safe_markdown(version.ref)}** ({version.row_count:,} records).",
                            icon=":material/check_circle:")
+
+
+def back_to_data(rv) -> None:
+    picked = judged_item(rv)
+    if picked is None:
+        return
+    item, w = picked
+    key = f"rv_nb::{rv.review_id}::{item}"
+    training_neighbours(rv, item, key)
+    correct_reference(rv, item, w, key)
+    write_corrections(rv)
     c1, c2, c3 = st.columns(3)
     c1.page_link("page_label.py", label="Relabel flagged records", icon=":material/label:")
     c2.page_link("page_train.py", label="Retrain on the new version", icon=":material/model_training:")

@@ -176,3 +176,42 @@ def test_reviewers_without_a_review_see_what_to_do(project):
     rita = signed_in(root, "rita")
     assert "No review for you yet" in rita.info[0].value
     assert [o for o in rita.segmented_control(key="review_mode").options] == ["Judge"]
+
+
+def test_back_to_data_flags_neighbours_corrects_and_writes_a_version(project):
+    """The owner's way back from a judged item: its training neighbours flagged for relabelling, a response and
+    the reference corrected, and the corrections written into a new version."""
+    from workbench.core.versions import list_datasets, list_versions
+    from workbench.labels import flags
+
+    root, evals, _ = project
+    with Store.open(root) as store:
+        owner_user = auth.get_user(store, "owner")
+        rv = R.create_review(store, evals, sample_size=3, overlap=1, reviewers=["rita"], seed=3, user=owner_user)
+        rita = auth.get_user(store, "rita")
+        for item in R.review_items(store, rv)["item"]:
+            R.submit(store, rv, str(item), choice="left", user=rita)
+    owner = signed_in(root, "owner")
+    owner.segmented_control(key="review_mode").set_value("Results").run()
+    assert not owner.exception, [e.value for e in owner.exception]
+    item = owner.selectbox(key=f"rv_bad::{rv.review_id}").value
+    key = f"rv_nb::{rv.review_id}::{item}"
+    rows = owner.multiselect(key=f"{key}::rows").value
+    assert rows  # the neighbours table came with rows to flag
+    owner.text_input(key=f"{key}::reason").set_value("answers like this one are wrong").run()
+    owner.button(key=f"{key}::flag").click().run()
+    assert not owner.exception, [e.value for e in owner.exception]
+    assert any(m.value.startswith(f"Flagged {len(rows)} record") for m in owner.success)
+    owner.text_area(key=f"{key}::edit_text::{owner.selectbox(key=f'{key}::edit_row').value}").set_value(
+        "A corrected answer.").run()
+    owner.button(key=f"{key}::edit_save").click().run()
+    assert any(m.value == "Correction saved." for m in owner.success)
+    owner.button(key=f"rv_write::{rv.review_id}").click().run()
+    assert not owner.exception, [e.value for e in owner.exception]
+    written = next(m.value for m in owner.success if m.value.startswith("Wrote"))
+    with Store.open(root) as store:
+        flagged = [f for d in list_datasets(store) for v in list_versions(store, d["name"])
+                   for f in flags.flags(store, v)]
+        reason = f"review {rv.review_id}, item {item}: answers like this one are wrong"
+        assert len(flagged) == len(rows) and {f["reason"] for f in flagged} == {reason}
+        assert "records" in written and len(R.edits(store, rv)) == 1
