@@ -139,6 +139,74 @@ def run_stock(args, examples, device, dtype, batch_size: int) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- TRL: SFTTrainer, BFD packing, padding-free, Liger
+
+def bench_tokenizer(vocab: int):
+    """A word-level tokenizer over the model's vocabulary: TRL wants a processing class; the data is already ids."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab_map = {f"t{i}": i for i in range(vocab)}
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab_map, unk_token="t1")))
+    fast.pad_token, fast.eos_token, fast.unk_token = "t0", "t2", "t1"
+    return fast
+
+
+def run_trl(args, examples, device, dtype, rows: int, checkpointing: bool = True) -> dict:
+    """The strongest stock recipe a user would pick: TRL's SFTTrainer with best-fit-decreasing packing
+    (padding-free rows of --max-len tokens, `rows` of them a step, as many tokens as ours at 4 x 4096) and
+    Liger's kernels on CUDA, on the same model, LoRA and examples as ours. TRL turns gradient checkpointing on
+    by default (its SFTConfig); `checkpointing=False` is the faster setting for a model this size.
+    Liger patches the model classes process-wide, so the TRL runs go in a process of their own (--trl-rows
+    runs nothing else)."""
+    import peft
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    reset(device)
+    attn = "flex_attention" if device.type == "cuda" else "sdpa"
+    model = build_model(args.shape, attn, device, dtype)
+    data = Dataset.from_dict({"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]})
+    times, supervised = [], []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            sync(device)
+            times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = SFTConfig(output_dir=tmp, per_device_train_batch_size=rows, max_length=args.max_len, packing=True,
+                        packing_strategy="bfd", padding_free=True, use_liger_kernel=device.type == "cuda",
+                        gradient_checkpointing=checkpointing,
+                        max_steps=args.warmup + args.steps, learning_rate=2e-4, lr_scheduler_type="constant",
+                        bf16=device.type == "cuda", optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch",
+                        max_grad_norm=1.0, logging_steps=10**6, save_strategy="no", report_to=[],
+                        dataloader_num_workers=0, disable_tqdm=True, use_cpu=device.type != "cuda", seed=0)
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=bench_tokenizer(
+            args.shape["vocab_size"]), peft_config=peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                                                   target_modules="all-linear", task_type="CAUSAL_LM"),
+            callbacks=[Clock()])
+        collate = trainer.data_collator
+
+        def counting(rows_):
+            batch = collate(rows_)
+            supervised.append(int((batch["labels"][..., 1:] != D.IGNORE).sum()))
+            return batch
+
+        trainer.data_collator = counting
+        trainer.train()
+    elapsed = times[-1] - times[args.warmup - 1]
+    per_batch = sum(supervised) / len(supervised)
+    result = {"run": f"TRL SFTTrainer+peft, BFD packing {rows}x{args.max_len}, padding-free, {attn}"
+              + (", Liger kernels" if device.type == "cuda" else "")
+              + ("" if checkpointing else ", no gradient checkpointing"), "world": 1,
+              "supervised_tok_s": round(per_batch * args.steps / elapsed), "peak_gb": peak_gb(device),
+              "step_s": round(elapsed / args.steps, 4)}
+    del trainer, model
+    return result
+
+
 # ---------------------------------------------------------------- ours: the recipe's step on packed rows
 
 class BenchRecipe(TrainingRecipe):
@@ -236,6 +304,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-tokens", default="16384", help="ours: tokens per micro-batch, comma-separated for several")
     p.add_argument("--stock-batches", default="8,32", help="stock: batch sizes to run ('' for none)")
     p.add_argument("--ours-only", action="store_true", help="skip the stock runs (as under torchrun)")
+    p.add_argument("--trl-rows", default="",
+                   help="TRL SFTTrainer with BFD packing: packed rows per step ('' for none); runs only TRL (Liger "
+                        "patches model classes process-wide: run ours in another process)")
     p.add_argument("--ablations", action="store_true", help="also ours without compile and with SDPA")
     p.add_argument("--jsonl", help="append the JSON lines to this file")
     p.add_argument("--prepare-run", metavar="DIR", help="only write a run folder for an end-to-end trainer check")
@@ -268,7 +339,11 @@ def main(argv=None) -> int:
         for bs in [int(b) for b in args.stock_batches.split(",") if b]:
             results.append(run_stock(args, examples, device, dtype, bs))
             report(results[-1], main_rank, log)
-    for bt in [int(b) for b in args.batch_tokens.split(",")]:
+        for rows in [int(r) for r in args.trl_rows.split(",") if r]:
+            for checkpointing in (True, False):
+                results.append(run_trl(args, examples, device, dtype, rows, checkpointing))
+                report(results[-1], main_rank, log)
+    for bt in [int(b) for b in args.batch_tokens.split(",")] if not args.trl_rows else []:
         results.append(run_ours(args, examples, device, dtype, world, rank, batch_tokens=bt, compile_=cuda))
         report(results[-1], main_rank, log)
     if args.ablations:
@@ -279,7 +354,7 @@ def main(argv=None) -> int:
                                 label="ours with SDPA (dense block-diagonal mask) instead of flex"))
         report(results[-1], main_rank, log)
     if main_rank:
-        stock = [r for r in results if r["run"].startswith("stock")]
+        stock = [r for r in results if r["run"].startswith(("stock", "TRL"))]
         best_stock = max((r["supervised_tok_s"] for r in stock), default=None)
         print(f"\n{'run':78s} {'world':>5s} {'sup tok/s':>10s} {'peak GB':>8s} {'vs best stock':>13s}")
         for r in results:

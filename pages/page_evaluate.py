@@ -31,7 +31,10 @@ def run_title(run) -> str:
 def settings_text(settings: dict) -> str:
     decoding = "greedy" if not settings.get("temperature") else \
         f"sampling (temperature {settings['temperature']}, top-p {settings.get('top_p')}, seed {settings.get('seed')})"
-    return f"{decoding}, at most {settings.get('max_new_tokens')} new tokens, batch {settings.get('batch_size')}"
+    batch = settings.get("batch_size") or "sized from the device"
+    if settings.get("max_new_tokens_rule"):
+        return f"{decoding}, answers up to {settings['max_new_tokens_rule']}; batch {batch}"
+    return f"{decoding}, at most {settings.get('max_new_tokens')} new tokens, batch {batch}"
 
 
 def fmt(metric: str, value) -> str:
@@ -138,8 +141,10 @@ def generation_settings():
                                       help="Higher is more varied; lower is closer to greedy.")
         top_p = c3.number_input("Top-p", 0.05, 1.0, 0.95, 0.05, key="ev_top_p",
                                 help="Sample only from the most likely tokens that together hold this probability.")
-    max_new = c4.number_input("Max new tokens", 1, 8192, 64, key="ev_max_new_tokens",
-                              help="The longest answer generated; longer answers are cut here.")
+    max_new = c4.number_input("Max new tokens", 0, 8192, 0, key="ev_max_new_tokens",
+                              help="The longest answer generated; longer answers are cut here. 0 sizes it from the "
+                                   "reference answers (their 99th percentile in tokens, plus 8, at most 1024); the "
+                                   "number chosen is shown with the results.")
     batch = c4.number_input("Batch size", 0, 4096, 0, key="ev_batch_size",
                             help="Prompts generated together (0: sized from the device); lower it if memory runs out.")
     return eval_setup.GenerationSettings(max_new_tokens=int(max_new), temperature=float(temperature),

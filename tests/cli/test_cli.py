@@ -40,6 +40,11 @@ def test_import_stats_datasets_sql_export(capsys, tmp_path, banking_dir):
     assert out["records"] == 10003
     again = run_json(capsys, "import", out["path"], "--dataset", "banking", "--project", proj)
     assert again["version"] == 2 and again["content_hash"] == got["content_hash"]
+    code, plain, _ = run(capsys, "datasets", "--project", proj)
+    code, versions, _ = run(capsys, "datasets", "--versions", "--project", proj)
+    assert "@1" not in plain and versions.startswith(plain.rstrip("\n"))  # --versions adds every version
+    lines = versions.splitlines()[2:]
+    assert [ln.split()[0] for ln in lines] == ["@2", "@1"] and got["content_hash"][:12] in lines[1]
 
 
 def test_errors_are_one_line_and_exit_non_zero(capsys, tmp_path):

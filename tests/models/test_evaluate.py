@@ -109,6 +109,28 @@ def test_test_items_are_the_test_split_in_record_order(project):
     assert run.status == "created" and run.items == len(expected) and run.generated == 0
 
 
+def test_answer_length_defaults_to_what_the_references_need(project, tmp_path):
+    """max_new_tokens 0 (the default): the references' 99th percentile in the model's own tokens, plus 8;
+    recomputed here with the tokenizer loaded by transformers directly."""
+    from transformers import AutoTokenizer
+
+    from trainers import tiny
+
+    store, rows = project
+    folder = tmp_path / "model"
+    tiny.train_tokenizer([r["prompt"] + " " + r["completion"] for r in rows], 400).save_pretrained(folder)
+    run = evaluation.create_eval(store, "tickets", model=eval_setup.ModelSpec(str(folder)))
+    tok = AutoTokenizer.from_pretrained(folder)
+    refs = [rows[i]["completion"] for i, r in enumerate(rows) if r["split"] == "test"]
+    p99 = int(np.ceil(np.percentile([len(tok(t, add_special_tokens=False)["input_ids"]) for t in refs], 99)))
+    saved = json.loads((Path(run.folder) / evaluation.CONFIG_FILE).read_text())["settings"]
+    assert p99 > 64 and saved["max_new_tokens"] == p99 + 8 == run.settings["max_new_tokens"]
+    assert f"99th percentile of the {len(refs)} reference answers is {p99} tokens" in saved["max_new_tokens_rule"]
+    # a model whose tokenizer cannot be loaded still gets a budget (approximate counts), said so
+    other = evaluation.create_eval(store, "tickets", model=eval_setup.ModelSpec("base"))
+    assert "approximate counts" in other.settings["max_new_tokens_rule"] and other.settings["max_new_tokens"] >= 16
+
+
 def test_a_version_without_splits_says_so_and_offers_all(project):
     store, rows = project
     with pytest.raises(WorkbenchError, match="no split column.*--split all"):
@@ -120,7 +142,8 @@ def test_a_version_without_splits_says_so_and_offers_all(project):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"max_new_tokens": 0}, "max_new_tokens"), ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
+    ({"max_new_tokens": -1}, "max_new_tokens"), ({"max_new_tokens": 9000}, "max_new_tokens"),
+    ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
     ({"batch_size": -1}, "batch_size"), ({"beams": 4}, "unknown generation setting"),
 ])
 def test_bad_generation_settings_are_refused(settings, message):

@@ -20,6 +20,8 @@ def _eval_text(run) -> str:
     m = run.metrics or {}
     lines = [f"evaluation {run.eval_id}: {run.model_label} on {run.ref} split {run.split}, {run.items:,} items "
              f"({run.status}); outputs in {run.folder}"]
+    if (run.settings or {}).get("max_new_tokens_rule"):
+        lines.append(f"  answers up to {run.settings['max_new_tokens_rule']}")
     if run.task == "classification":
         lines += [f"  {k:<16}{m[k]:8.4f}" for k in ("accuracy", "macro_f1", "micro_f1") if k in m]
         if m.get("unparsed"):
@@ -127,7 +129,9 @@ def register(sub, common, reporting) -> None:
     p.add_argument("--resume", type=int, metavar="EVAL_ID", help="continue a stopped or crashed evaluation")
     p.add_argument("--dataset", metavar="NAME[@VERSION]", help="the dataset version whose records are answered")
     p.add_argument("--split", default="test", help="value of the split column to answer (default: test), or 'all'")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default: 64)")
+    p.add_argument("--max-new-tokens", type=int, default=0,
+                   help="longest answer in tokens (default 0: the references' 99th percentile in tokens, plus 8, "
+                        "capped at 1024; the choice is printed and saved with the run)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default); above 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold when sampling (default: 1)")
     p.add_argument("--batch-size", type=int, default=0, help="prompts generated together (default 0: sized from the device)")

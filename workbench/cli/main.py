@@ -74,7 +74,12 @@ def cmd_datasets(args) -> int:
         for r in rows:
             r["all_versions"] = versions[r["name"]]
     lines = [f"{'dataset':<24} {'version':>7} {'records':>10}  format"]
-    lines += [f"{r['name']:<24} {r['version']:>7} {r['records']:>10,}  {r['format']}" for r in rows]
+    for r in rows:
+        lines.append(f"{r['name']:<24} {r['version']:>7} {r['records']:>10,}  {r['format']}")
+        for v in reversed(versions.get(r["name"], [])):  # --versions: every version under its dataset, newest first
+            origin = f"from @{v['parent_id']}" if v["parent_id"] else "imported"
+            lines.append(f"  @{v['version']:<5} {v['records']:>10,}  {v['kind']:<10} {origin:<10} "
+                         f"{str(v['created_at'])[:19]}  {str(v['content_hash'])[:12]}")
     if not rows:
         lines = ["no datasets yet; import one with `workbench import FILE --dataset NAME`"]
     emit(args, {"datasets": rows}, "\n".join(lines))
@@ -256,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Each area of the product keeps its commands beside its code: workbench/cli/<area>.py has
     # register(sub, common, reporting) and uses the shared helpers of this module. Listed here, not
     # discovered, so a renamed module fails loudly instead of losing its commands.
-    from workbench.cli import agreement, annotations, balance, dedup, evaluate, inspect, review, train
+    from workbench.cli import agreement, annotations, balance, chat, dedup, evaluate, inspect, review, train
 
-    for area in (inspect, dedup, annotations, agreement, balance, train, evaluate, review):
+    for area in (inspect, dedup, annotations, agreement, balance, train, evaluate, review, chat):
         area.register(sub, common, reporting)
     return parser
 

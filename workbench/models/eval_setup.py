@@ -16,8 +16,9 @@ FINISHED_TRAINING = ("completed", "stopped early", "cancelled")
 class GenerationSettings:
     """How answers are generated; saved with the run so it can be repeated."""
 
-    max_new_tokens: int = 64
-    """Most tokens generated per answer."""
+    max_new_tokens: int = 0
+    """Most tokens generated per answer; 0 sizes it from the references (their 99th percentile in tokens, a
+    margin added, capped at 1024), so answers are not cut shorter than the answers they are scored against."""
     temperature: float = 0.0
     """0 is greedy decoding (the default, deterministic); above 0 samples with this temperature."""
     top_p: float = 1.0
@@ -28,8 +29,9 @@ class GenerationSettings:
     """Seed for sampling (greedy decoding does not use it)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 8192:
-            raise WorkbenchError(f"max_new_tokens: {self.max_new_tokens!r}; expected a whole number from 1 to 8192")
+        if not isinstance(self.max_new_tokens, int) or not 0 <= self.max_new_tokens <= 8192:
+            raise WorkbenchError(f"max_new_tokens: {self.max_new_tokens!r}; expected 0 (from the references) "
+                                 "or a whole number up to 8192")
         if not 0 <= float(self.temperature) <= 10:
             raise WorkbenchError(f"temperature: {self.temperature!r}; expected 0 (greedy) up to 10")
         if not 0 < float(self.top_p) <= 1:
@@ -53,6 +55,34 @@ class GenerationSettings:
             raise WorkbenchError(f"unknown generation setting(s) {', '.join(unknown)}; "
                                  f"known: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+AUTO_MARGIN, AUTO_FLOOR, AUTO_CAP = 8, 16, 1024
+
+
+def answer_budget(store: Store, base_model: str, references: list[str]) -> tuple[int, str]:
+    """max_new_tokens when it is 0: the references' 99th percentile in the model's own tokens (the approximate
+    rule when its tokenizer cannot be loaded), plus a margin for the end-of-turn tokens, between 16 and 1024.
+    Returns the number and the rule in words, saved with the run and shown beside the results."""
+    import numpy as np
+
+    from workbench.inspect import tokens
+
+    try:
+        counter = tokens.load_tokenizer(store, base_model)
+    except WorkbenchError:
+        counter = tokens.approximate()
+    if counter.tokenizer is None:
+        lengths = [tokens.approx_tokens(r) for r in references]
+    else:
+        lengths = [len(ids) for ids in counter.tokenizer(list(references), add_special_tokens=False)["input_ids"]]
+    p99 = int(np.ceil(np.percentile(lengths, 99))) if lengths else 0
+    n = min(AUTO_CAP, max(AUTO_FLOOR, p99 + AUTO_MARGIN))
+    how = "approximate counts" if counter.tokenizer is None else "the model's tokenizer"
+    rule = (f"{n} new tokens: the 99th percentile of the {len(lengths):,} reference answers is {p99} tokens "
+            f"({how}), plus {AUTO_MARGIN}" + (f", capped at {AUTO_CAP}" if n == AUTO_CAP else "")
+            + (f", at least {AUTO_FLOOR}" if n == AUTO_FLOOR else ""))
+    return n, rule
 
 
 @dataclass(frozen=True)

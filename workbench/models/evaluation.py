@@ -38,7 +38,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store, quote_ident
 from workbench.core.versions import ROW_COLUMN, Version, get_version
 from workbench.models.eval_items import item_batches, task_of
-from workbench.models.eval_setup import GenerationSettings, ModelSpec
+from workbench.models.eval_setup import GenerationSettings, ModelSpec, answer_budget
 
 Progress = Callable[[float, str], None]
 
@@ -170,9 +170,13 @@ def create_eval(store: Store, version: Version | str, *, model: ModelSpec, split
     table, items_hash, skipped = _write_items(folder / ITEMS_FILE, item_batches(store, version, split), eval_id)
     if table.num_rows == 0:
         raise WorkbenchError(f"{version.ref} has no records with a reference answer in split {split!r}")
+    saved = settings.to_dict()
+    if settings.max_new_tokens == 0:  # sized from what the references need
+        saved["max_new_tokens"], saved["max_new_tokens_rule"] = answer_budget(
+            store, model.base_model, table.column("reference").to_pylist())
     config = {"eval_id": eval_id, "base_model": model.base_model, "adapter": model.adapter,
               "items": str(folder / ITEMS_FILE), "outputs": str(folder / OUTPUTS_FILE),
-              "done": str(folder / DONE_FILE), "settings": settings.to_dict(), "task": task,
+              "done": str(folder / DONE_FILE), "settings": saved, "task": task,
               "dataset": version.ref, "split": split, "run_id": model.run_id}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
@@ -182,7 +186,7 @@ def create_eval(store: Store, version: Version | str, *, model: ModelSpec, split
             " model_label, settings, folder, items, items_hash, skipped, status, created_at, created_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'created', ?, ?)",
             [eval_id, version.version_id, version.dataset, version.number, split, task, model.run_id,
-             model.base_model, model.adapter, model.label or model.base_model, json.dumps(settings.to_dict()),
+             model.base_model, model.adapter, model.label or model.base_model, json.dumps(saved),
              str(folder), table.num_rows, items_hash, skipped, now(), user_name(user)])
         cur.register("wb_new_items", table)
         cur.execute("INSERT INTO wb_eval_items SELECT eval_id, item, _row, reference FROM wb_new_items")
