@@ -156,6 +156,7 @@ def new_evaluation(store, user) -> None:
         st.info("Only an admin can start evaluations; you can look at the results and comparisons.",
                 icon=":material/lock:")
         return
+    just_finished(store)
     model = model_choice(store)
     if model is None:
         return
@@ -178,6 +179,27 @@ def new_evaluation(store, user) -> None:
             st.session_state["ev_following"] = run.eval_id
             st.session_state["ev_result"] = run.eval_id
             st.rerun()
+
+
+def just_finished(store) -> None:
+    """The run started from this tab, once it has finished: its headline figures here, so the tab the user
+    started it from does not go back to an empty form (everything else is under Results)."""
+    eval_id = st.session_state.get("ev_result")
+    if eval_id is None or st.session_state.get("ev_following") == eval_id:
+        return
+    with widgets.user_errors():
+        run = evaluation.get_eval(store, eval_id)
+        if run.status != "finished":
+            return
+        with st.container(border=True):
+            st.success(f"Evaluation #{run.eval_id} finished: {run.model_label} on {run.ref}, split {run.split}, "
+                       f"{widgets.plural(run.items, 'answer')}. The Results tab has slices, examples and the "
+                       "nearest training records.", icon=":material/task_alt:")
+            metric_cards(run)
+            if st.button("Start another evaluation", key="ev_new_again", icon=":material/add:",
+                         help="Hide these figures and set up a new run (they stay under Results)."):
+                st.session_state.pop("ev_result", None)
+                st.rerun()
 
 
 # ---------------------------------------------------------------- one run's results

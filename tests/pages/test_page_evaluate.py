@@ -203,3 +203,16 @@ def test_slice_chart_shows_every_value_in_the_order_of_its_table(project):
     assert spec["encoding"]["y"]["sort"] == list(table["value"])  # chart and table in one order
     assert list(table["bleu"]) == sorted(table["bleu"])  # weakest first
     assert empty_cells_for_missing(at)
+
+
+def test_the_new_evaluation_tab_shows_the_run_it_started_once_finished(project):
+    """The tab an evaluation was started from shows its figures when it ends (it used to fall back to an
+    empty form), until the user asks for another run."""
+    base, _ = project["runs"]
+    at = evaluate_page({"ev_result": base.eval_id})
+    done = [s.value for s in at.success if f"Evaluation #{base.eval_id} finished" in s.value]
+    assert done and "base on tickets@1, split test" in done[0] and f"{base.items} answers" in done[0]
+    cards = [m.value for m in at.metric if m.label == "BLEU"]
+    assert cards[0] == f"{base.metrics['bleu']:.2f}"  # the first BLEU card on the page is this run's
+    at.button(key="ev_new_again").click().run()
+    assert not [s for s in at.success if "finished:" in s.value]
