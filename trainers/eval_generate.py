@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from trainers import quiet
 from trainers.config import ConfigError
 from trainers.generate import new_token_count
 from trainers.supervision import require_template
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m trainers.eval_generate EVAL_FOLDER/eval.json", file=sys.stderr)
         return 2
+    quiet.child_process_setup()
     try:
         return generate(argv[0])
     except ConfigError as exc:

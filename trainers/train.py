@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainers import checkpoint
+from trainers import checkpoint, quiet
 from trainers import data as D
 from trainers.config import ConfigError, TrainConfig, read_run_config
 from workbench.core import files  # write aside, then rename (stdlib only; no store)
@@ -716,8 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.train", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="the run folder (config.json, data/records.jsonl)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the network: local folders and the local cache only
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet.child_process_setup()  # offline; no library progress bars or FutureWarnings in trainer.log
     try:
         recipe = TrainingRecipe(args.run_dir)
     except ConfigError as exc:

@@ -98,6 +98,8 @@ def test_cli_train_prints_the_run_as_json(project, tmp_path, capsys):
     assert payload["steps"] == 4 and payload["eval_loss"] > 0
     manifest = json.loads((project / "runs" / payload["run_id"] / "manifest.json").read_text())
     assert manifest["config"]["lora_rank"] == 4 and manifest["dataset"]["dataset"] == "tickets"
+    log = (project / "runs" / payload["run_id"] / "trainer.log").read_text()  # what users read when it fails
+    assert "FutureWarning" not in log and "it/s]" not in log and "Loading weights" not in log, log[-800:]
     assert cli.main(["runs", "--project", str(project), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["runs"]
     assert [r["status"] for r in listed if r["run_id"] == payload["run_id"]] == ["completed"]
