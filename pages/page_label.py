@@ -60,8 +60,7 @@ def show_record(record: dict, question, plain: bool) -> None:
         with st.chat_message(turn["role"], avatar={"user": ":material/person:", "assistant": ":material/support_agent:",
                                                    "system": ":material/settings:"}.get(turn["role"])):
             show_text(turn["content"], plain)
-    hidden = set(CANONICAL) | {versions.ROW_COLUMN, question.column}  # the column being labelled would bias
-    extras = {k: v for k, v in record.items() if k not in hidden and v is not None}
+    extras = question.metadata(record)  # never the column being labelled nor the one the choices came from
     if extras:
         st.caption(wb_ui.safe_markdown(" · ".join(f"{k}: {v}" for k, v in extras.items())))
 
@@ -102,10 +101,21 @@ def skip(question, item: str, state: str) -> None:
     annotations.skip(store, question, user)
 
 
+SEARCH_FROM = 12  # more choices than this get a search box
+
+
 def answer_widgets(question, item: str, record: dict, current: str | None, state: str) -> None:
     kind, key = question.spec, f"{state}::{item}"
     if kind.widget == "buttons":
         options = kind.button_options(question.choices, question.anchors)
+        if len(options) > SEARCH_FROM:
+            typed = st.text_input("Find a choice", key=f"{state}::find", placeholder="type part of a choice",
+                                  help=f"{len(options)} choices: only those containing this text are shown (the "
+                                       "keyboard keys stay the same).")
+            found = [o for o in options if typed.strip().lower() in o[1].lower()]
+            if not found:
+                st.caption(f"No choice contains {wb_ui.safe_markdown(repr(typed.strip()))}; all are shown.")
+            options = found or options
         longest = max(len(text) for _, text, _ in options) if options else 0
         per_row = kind.buttons_per_row or (2 if longest > 12 else 3 if longest > 6 else 5)
         for start in range(0, len(options), per_row):
@@ -244,8 +254,9 @@ def add_question_form(datasets: list[str]) -> None:
                              help="Short name; also the column the final labels go to (for text: `completion`).")
         overlap = c2.number_input("Annotators per record", 1, 100, 3, key="q_overlap",
                                   help="How many different annotators must answer each record.")
-        majority = c3.checkbox("Majority is final", key="q_majority",
-                               help="A strict majority of the answers settles a record without an admin.")
+        majority = c3.checkbox("Majority is final", value=kinds.of(kind).majority_default, key=f"q_majority::{kind}",
+                               help="A strict majority of the answers settles a record without an admin (2 of 3 "
+                                    "agreeing is not a dispute); on by default for single-choice questions.")
         choices, choices_from, anchors = None, None, ""
         if kinds.of(kind).choices_input == "list":
             source = st.radio("Choices", ["Typed in", "From a column"], horizontal=True, key="q_choice_source",
@@ -262,6 +273,10 @@ def add_question_form(datasets: list[str]) -> None:
                                                 help="The numbers to choose from.").split(",") if c.strip()]
             anchors = st.text_input("Anchors", key="q_anchors", placeholder="1=useless, 3=usable, 5=perfect",
                                     help="Words shown with some of the numbers: VALUE=TEXT, comma-separated.")
+        shown_default = [c for c in columns if c not in (choices_from, name.strip() or None)]
+        shown = st.multiselect("Metadata annotators see", columns, default=shown_default,
+                               key=f"q_shown::{choices_from}", help="Columns shown under each record. The column "
+                               "the choices come from is left out by default: it holds the answer.")
         guidelines = st.text_area("Guidelines (markdown)", key="q_guidelines", height=150,
                                   help="Shown to annotators beside every record.")
         if st.button("Add question", type="primary", key="q_add", icon=":material/add:",
@@ -269,7 +284,7 @@ def add_question_form(datasets: list[str]) -> None:
             try:
                 q = qs.add_question(store, version, name, kind, choices=choices, choices_from=choices_from,
                                     anchors=qs.parse_anchors(anchors), overlap=int(overlap), majority=majority,
-                                    guidelines=guidelines, user=user)
+                                    guidelines=guidelines, shown_columns=shown, user=user)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
             else:
@@ -290,13 +305,19 @@ def change_question_form() -> None:
         if q.spec.choices_input is not None:
             choices = st.text_input("Choices (comma-separated)", ", ".join(q.choices), key=f"{k}::choices",
                                     help="Add choices here; answers already given keep their value.")
+        columns = [c for c, _ in versions.version_columns(store, q.version(store)) if c not in CANONICAL]
+        visible = [c for c in columns if c not in (q.choices_from, q.column)]
+        shown = st.multiselect("Metadata annotators see", columns, key=f"{k}::shown",
+                               default=[c for c in (q.shown_columns if q.shown_columns is not None else visible)
+                                        if c in columns],
+                               help="Columns shown under each record; leave out any that gives the answer away.")
         guidelines = st.text_area("Guidelines (markdown)", q.guidelines, key=f"{k}::guidelines", height=150,
                                   help="Shown to annotators beside every record.")
         if st.button("Save changes", key=f"{k}::save", type="primary", icon=":material/save:",
                      help="Save the overlap, majority rule, choices and guidelines."):
             try:
                 qs.update_question(store, q.dataset, q.name, guidelines=guidelines, overlap=int(overlap),
-                                   majority=majority, user=user,
+                                   majority=majority, user=user, shown_columns=shown,
                                    choices=[c for c in choices.split(",") if c.strip()] if choices else None)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)

@@ -111,9 +111,10 @@ def test_the_kind_table_says_how_each_kind_is_answered_and_where_its_labels_go()
     scale = tuple(str(n) for n in range(1, 11))
     assert kinds.of("rating").button_options(scale, {"1": "bad"})[:2] == [("1", "1 · bad", "1"), ("2", "2", "2")]
     assert kinds.of("rating").button_options(scale, {})[-1] == ("10", "10", None)  # no one-key shortcut
-    letters = tuple("abcdefghij")
-    assert [s for _, _, s in kinds.of("single-choice").button_options(letters, {})] == [
-        "1", "2", "3", "4", "5", "6", "7", "8", "9", None]
+    many = tuple(f"intent_{i}" for i in range(40))  # beyond 9: 0, then letters but c and r (Streamlit's own)
+    keys = [s for _, _, s in kinds.of("single-choice").button_options(many, {})]
+    assert keys[:11] == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0", "a"] and keys[11] == "b" and keys[12] == "d"
+    assert len(set(keys[:34])) == 34 and "c" not in keys and "r" not in keys and keys[34:] == [None] * 6
     assert kinds.display_value("multi-label", '["a", "b"]') == "a, b"
     assert kinds.display_value("multi-label", "[]") == "(no tags)"
 
@@ -513,3 +514,24 @@ def test_sigkill_mid_stream_loses_no_acknowledged_answer(tmp_path):
     assert n_rows >= len(acks)
     needed = Counter((item, who) for item, who, _ in acks)
     assert all(stored[k] >= n for k, n in needed.items())
+
+
+def test_majority_is_final_by_default_for_single_choice_and_metadata_can_be_chosen(store, tickets, tmp_path, capsys):
+    from workbench.cli.main import main
+
+    one = Q.add_question(store, "tickets", "topic", "single-choice", choices_from="category")
+    stars = Q.add_question(store, "tickets", "stars", "rating")
+    assert one.majority and not stars.majority and one.choices_from == "category"
+    record = {"prompt": "p", "completion": "c", "category": "billing", "_row": 3, "id": "T1"}
+    assert one.metadata(record) == {"id": "T1"}  # never the answer's column, nor the texts
+    chosen = Q.update_question(store, "tickets", "topic", shown_columns=["category"])
+    assert chosen.metadata(record) == {}  # even when chosen, the source column stays hidden
+    with pytest.raises(WorkbenchError, match="has no column 'nope' to show"):
+        Q.update_question(store, "tickets", "topic", shown_columns=["nope"])
+    store.close()
+    project = str(store.project.root)
+    assert main(["questions", "add", "agree", "--dataset", "tickets", "--kind", "single-choice",
+                 "--choices", "a,b", "--no-majority", "--show-columns", "id", "--project", project,
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["majority"] is False and got["shown_columns"] == ["id"]

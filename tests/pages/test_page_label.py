@@ -286,3 +286,33 @@ def test_the_agreement_link_opens_the_adjudication_queue_of_its_question(tmp_pat
     assert at.session_state["label_mode"] == "Adjudicate"
     assert any("urgency" in str(s.value) or "urgency" in str(s.format_func(s.value)) for s in at.selectbox
                if s.label == "Question")
+
+
+def test_the_column_the_choices_come_from_is_hidden_and_many_choices_can_be_searched(project, tmp_path):
+    """The column a question's choices were taken from holds the answer: annotators never see it (they used
+    to, as 'intent: cancel_order'); the owner chooses the other metadata; 20 choices get a search box and
+    keys beyond 9."""
+    intents = [f"intent_{i:02d}" for i in range(20)]
+    with Store.open(project) as store:
+        import_file(store, write_jsonl(tmp_path / "many.jsonl", [
+            {"id": f"m{i}", "prompt": f"ticket {i}", "completion": f"reply {i}", "intent": intents[i % 20],
+             "channel": "email", "team": "blue"} for i in range(40)]), "many")
+        q = Q.add_question(store, "many", "label", "single-choice", choices_from="intent")
+        shown = Q.add_question(store, "many", "label2", "single-choice", choices_from="intent",
+                               shown_columns=["team"])
+    assert q.majority and q.choices_from == "intent" and len(q.choices) == 20  # majority: the default here
+    at = label_page()
+    at.selectbox(key="label_question").set_value(q.question_id).run()
+    captions = " ".join(c.value for c in at.caption).replace("\\:", ":")  # shown as text: markdown escaped
+    assert "channel: email" in captions and "team: blue" in captions and "intent" not in captions
+    buttons = {b.label.replace("\\_", "_") for b in at.button}
+    assert set(intents) <= buttons
+    at.text_input(key=f"label::{q.question_id}::find").set_value("intent_1").run()
+    buttons = {b.label.replace("\\_", "_") for b in at.button}
+    assert {f"intent_1{i}" for i in range(10)} <= buttons and "intent_05" not in buttons
+    at.button(key=f"label::{q.question_id}::m0::intent_13").click().run()
+    assert not at.exception and "Saved **intent\\_13**" in at.success[0].value
+
+    at.selectbox(key="label_question").set_value(shown.question_id).run()
+    captions = " ".join(c.value for c in at.caption).replace("\\:", ":")
+    assert "team: blue" in captions and "channel" not in captions and "intent" not in captions

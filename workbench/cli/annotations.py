@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import sys
@@ -84,7 +85,8 @@ def cmd_questions_add(args) -> int:
     with common.open_store(args) as store:
         q = add_question(store, args.dataset, args.name, args.kind, choices=choices, choices_from=args.choices_from,
                          anchors=anchors, column=args.column, overlap=args.overlap, majority=args.majority,
-                         guidelines=guidelines)
+                         guidelines=guidelines, shown_columns=[c.strip() for c in args.show_columns.split(",")
+                                                               if c.strip()] if args.show_columns else None)
     payload = _question_json(q)
     common.emit(args, payload, f"added question {q.name} ({q.kind}) to {q.dataset}: {q.overlap} annotators per "
                              f"record{', choices ' + ', '.join(q.choices) if q.choices else ''}")
@@ -94,7 +96,8 @@ def cmd_questions_add(args) -> int:
 def _question_json(q) -> dict:
     return {"dataset": q.dataset, "name": q.name, "kind": q.kind, "choices": list(q.choices), "anchors": q.anchors,
             "overlap": q.overlap, "majority": q.majority, "column": q.column, "key_column": q.key_column or "row",
-            "version_id": q.version_id}
+            "version_id": q.version_id, "choices_from": q.choices_from,
+            "shown_columns": None if q.shown_columns is None else list(q.shown_columns)}
 
 
 def cmd_questions_list(args) -> int:
@@ -205,7 +208,10 @@ def register(sub, common, reporting) -> None:
     a.add_argument("--choices-from", metavar="COLUMN", help="take the choices from a column's values")
     a.add_argument("--anchors", help="rating anchors, for example '1=useless,3=usable,5=perfect'")
     a.add_argument("--overlap", type=int, default=1, help="how many annotators answer each record (default 1)")
-    a.add_argument("--majority", action="store_true", help="a strict majority of the answers is final")
+    a.add_argument("--majority", action=argparse.BooleanOptionalAction, default=None,
+                   help="a strict majority of the answers is final (default: yes for single-choice, else no)")
+    a.add_argument("--show-columns", metavar="COL,COL",
+                   help="the metadata columns annotators see (default: all but --choices-from's column)")
     a.add_argument("--column", help="column the final values go to (default: the question's name; text: completion)")
     a.add_argument("--guidelines", metavar="FILE", help="markdown file shown to annotators beside each record")
     a.set_defaults(func=cmd_questions_add)

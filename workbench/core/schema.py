@@ -273,4 +273,44 @@ CREATE TABLE IF NOT EXISTS wb_signin_failures (
 -- Session cookies used to be readable by scripts (now HttpOnly): end the sessions they carried.
 DELETE FROM wb_sessions;
 """),
+    Migration(10, "models.judge", "judge runs (a model answering a review's questions) and their verdicts", """
+CREATE SEQUENCE IF NOT EXISTS wb_judge_seq START 1;
+CREATE TABLE IF NOT EXISTS wb_judges (
+    judge_id INTEGER PRIMARY KEY,
+    review_id INTEGER,
+    evals JSON NOT NULL,
+    kind VARCHAR NOT NULL,
+    questions JSON NOT NULL,
+    judge JSON NOT NULL,
+    template VARCHAR NOT NULL,
+    settings JSON NOT NULL,
+    status VARCHAR NOT NULL,
+    n_units INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    created_by VARCHAR,
+    finished_at TIMESTAMP,
+    error VARCHAR
+);
+CREATE TABLE IF NOT EXISTS wb_judge_verdicts (
+    judge_id INTEGER NOT NULL,
+    item VARCHAR NOT NULL,
+    pos INTEGER NOT NULL,
+    eval_item INTEGER NOT NULL,
+    category VARCHAR,
+    question VARCHAR NOT NULL,
+    order_no INTEGER NOT NULL,
+    first_eval INTEGER NOT NULL,
+    second_eval INTEGER,
+    prompt VARCHAR NOT NULL,
+    raw VARCHAR NOT NULL,
+    reason VARCHAR,
+    verdict VARCHAR,
+    seconds DOUBLE,
+    PRIMARY KEY (judge_id, item, question, order_no)
+);
+"""),
+    Migration(11, "labels.questions", "which column a question's choices came from, and the metadata annotators see", """
+ALTER TABLE wb_questions ADD COLUMN IF NOT EXISTS choices_from VARCHAR;
+ALTER TABLE wb_questions ADD COLUMN IF NOT EXISTS shown_columns JSON;
+"""),
 )

@@ -57,6 +57,8 @@ class Kind:
     """Answer buttons in a row (None: by the length of the longest choice)."""
     choices_from_answers = False
     """A question created by an import takes its choices from the values in the file."""
+    majority_default = False
+    """Whether a strict majority of the answers settles a record unless the owner says otherwise."""
 
     def check_choices(self, choices: Iterable | None) -> tuple[str, ...]:
         """The choices as stored, or WorkbenchError saying what is wrong with them."""
@@ -100,13 +102,20 @@ class Kind:
         return choice if len(choice) == 1 and choice.isdigit() else None
 
 
+# Keys for the 10th choice on: 0, then letters (not c or r, which Streamlit keeps for itself).
+MORE_KEYS = "0abdefghijklmnopqstuvwxyz"
+
+
 class SingleChoice(Kind):
     name = "single-choice"
     help = "one choice per record, for example its category"
     choices_from_answers = True
+    majority_default = True
 
     def _shortcut(self, index: int, choice: str) -> str | None:
-        return str(index + 1) if index < 9 else super()._shortcut(index, choice)
+        if index < 9:
+            return str(index + 1)
+        return MORE_KEYS[index - 9] if index - 9 < len(MORE_KEYS) else None
 
 
 class MultiLabel(Kind):

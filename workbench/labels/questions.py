@@ -46,6 +46,20 @@ class Question:
     guidelines: str = ""
     created_at: datetime | None = None
     created_by: str | None = None
+    choices_from: str | None = None
+    """The column the choices were taken from: it holds the answer, so annotators never see it."""
+    shown_columns: tuple[str, ...] | None = None
+    """The metadata columns annotators see beside each record; None: every one but the hidden ones."""
+
+    def metadata(self, record: dict) -> dict:
+        """The record's metadata as an annotator may see it: never the texts (shown as the conversation),
+        the row number, the column the answers go to, nor the column the choices came from (both would give
+        the answer away); only `shown_columns` when the owner chose them."""
+        from workbench.core.formats import CANONICAL
+
+        hidden = {*CANONICAL, ROW_COLUMN, self.column, self.choices_from}
+        keep = [k for k in (record if self.shown_columns is None else self.shown_columns) if k not in hidden]
+        return {k: record[k] for k in keep if record.get(k) is not None}
 
     @property
     def spec(self) -> kinds.Kind:
@@ -85,13 +99,14 @@ class Question:
 
 
 _Q_COLS = ("question_id, dataset, name, version_id, kind, choices, anchors, column_name, key_column, overlap, "
-           "majority, guidelines, created_at, created_by")
+           "majority, guidelines, created_at, created_by, choices_from, shown_columns")
 
 
 def _question(row) -> Question:
-    (qid, ds, name, vid, kind, choices, anchors, column, key, overlap, majority, guide, created, by) = row
+    (qid, ds, name, vid, kind, choices, anchors, column, key, overlap, majority, guide, created, by, source,
+     shown) = row
     return Question(qid, ds, name, vid, kind, tuple(json.loads(choices)), json.loads(anchors), column, key, overlap,
-                    bool(majority), guide, created, by)
+                    bool(majority), guide, created, by, source, None if shown is None else tuple(json.loads(shown)))
 
 
 def version_by_id(store: Store, version_id: int) -> Version:
@@ -178,10 +193,24 @@ def _clean_anchors(anchors: dict | None) -> dict:
     return {str(k): str(v) for k, v in (anchors or {}).items() if str(v).strip()}
 
 
+def _shown(store: Store, version: Version, shown_columns: Iterable[str] | None) -> str | None:
+    if shown_columns is None:
+        return None
+    names = [c for c, _ in version_columns(store, version)]
+    unknown = [c for c in shown_columns if c not in names]
+    if unknown:
+        raise WorkbenchError(f"{version.ref} has no column {unknown[0]!r} to show; columns: {', '.join(names)}")
+    return json.dumps(list(dict.fromkeys(shown_columns)))
+
+
 def add_question(store: Store, version: Version | str, name: str, kind: str, *, choices: Iterable | None = None,
                  choices_from: str | None = None, anchors: dict | None = None, column: str | None = None,
-                 overlap: int = 1, majority: bool = False, guidelines: str = "", user: User | None = None) -> Question:
-    """Ask `name` of every record of a version. Choices are typed in, or taken from a column's values."""
+                 overlap: int = 1, majority: bool | None = None, guidelines: str = "",
+                 shown_columns: Iterable[str] | None = None, user: User | None = None) -> Question:
+    """Ask `name` of every record of a version. Choices are typed in, or taken from a column's values.
+    majority None: the kind's default (a strict majority settles a single-choice record: 2 of 3 agreeing is
+    not a dispute). shown_columns: the metadata annotators see (None: all but the column the choices came
+    from and the one the answers go to)."""
     user = require_role(user, "edit_questions")
     version = get_version(store, version) if isinstance(version, str) else version
     name = (name or "").strip()
@@ -193,11 +222,13 @@ def add_question(store: Store, version: Version | str, name: str, kind: str, *, 
             raise WorkbenchError(f"column {choices_from!r} has more than {kinds.MAX_CHOICES} values; type the "
                                  "choices")
     spec = kinds.of(kind)
+    majority = spec.majority_default if majority is None else majority
     row = {"dataset": version.dataset, "name": name, "version_id": version.version_id, "kind": kind,
            "choices": json.dumps(list(spec.check_choices(choices))), "anchors": json.dumps(_clean_anchors(anchors)),
            "column_name": column or spec.default_column(name), "key_column": record_key_column(store, version),
            "overlap": _check_overlap(overlap), "majority": majority, "guidelines": guidelines or "",
-           "created_at": now_utc(), "created_by": user.name}
+           "created_at": now_utc(), "created_by": user.name, "choices_from": choices_from or None,
+           "shown_columns": _shown(store, version, shown_columns)}
     store.retry(lambda cur: _insert_question(cur, row))
     return get_question(store, version.dataset, name)
 
@@ -215,7 +246,8 @@ def _insert_question(cur, row: dict) -> None:
 
 def update_question(store: Store, dataset: str, name: str, *, guidelines: str | None = None,
                     overlap: int | None = None, majority: bool | None = None, choices: Iterable | None = None,
-                    anchors: dict | None = None, column: str | None = None, user: User | None = None) -> Question:
+                    anchors: dict | None = None, column: str | None = None, shown_columns: Iterable[str] | None = None,
+                    user: User | None = None) -> Question:
     """Change what the owner may change once answers exist (not the kind, nor the version)."""
     user = require_role(user, "edit_questions")
     q = get_question(store, dataset, name)
@@ -224,7 +256,8 @@ def update_question(store: Store, dataset: str, name: str, *, guidelines: str | 
                "majority": None if majority is None else bool(majority),
                "choices": None if choices is None else json.dumps(list(q.spec.check_choices(choices))),
                "anchors": None if anchors is None else json.dumps(_clean_anchors(anchors)),
-               "column_name": None if column is None else column.strip() or q.spec.default_column(q.name)}
+               "column_name": None if column is None else column.strip() or q.spec.default_column(q.name),
+               "shown_columns": None if shown_columns is None else _shown(store, q.version(store), shown_columns)}
     sets = {k: v for k, v in changes.items() if v is not None}
     if sets:
         sets.update(updated_at=now_utc(), updated_by=user.name)
