@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import wb_ui
-from workbench.core import versions
+from workbench.core import auth, versions
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import CANONICAL, canonical_to_messages
 from workbench.labels import adjudication, annotations, kinds
@@ -254,6 +254,8 @@ def add_question_form(datasets: list[str]) -> None:
                              help="Short name; also the column the final labels go to (for text: `completion`).")
         overlap = c2.number_input("Annotators per record", 1, 100, 3, key="q_overlap",
                                   help="How many different annotators must answer each record.")
+        if (short := auth.shortfall(store, "annotate", int(overlap))):
+            st.warning(short, icon=":material/group_off:")
         majority = c3.checkbox("Majority is final", value=kinds.of(kind).majority_default, key=f"q_majority::{kind}",
                                help="A strict majority of the answers settles a record without an admin (2 of 3 "
                                     "agreeing is not a dispute); on by default for single-choice questions.")
@@ -299,6 +301,8 @@ def change_question_form() -> None:
         c1, c2 = st.columns(2)
         overlap = c1.number_input("Annotators per record", 1, 100, q.overlap, key=f"{k}::overlap",
                                   help="How many different annotators must answer each record.")
+        if (short := auth.shortfall(store, "annotate", int(overlap))):
+            st.warning(short, icon=":material/group_off:")
         majority = c2.checkbox("Majority is final", q.majority, key=f"{k}::majority",
                                help="A strict majority of the answers settles a record without an admin.")
         choices = None

@@ -316,3 +316,19 @@ def test_the_column_the_choices_come_from_is_hidden_and_many_choices_can_be_sear
     at.selectbox(key="label_question").set_value(shown.question_id).run()
     captions = " ".join(c.value for c in at.caption).replace("\\:", ":")
     assert "team: blue" in captions and "channel" not in captions and "intent" not in captions
+
+
+def test_an_overlap_no_set_of_accounts_can_meet_is_warned_about(project):
+    add_users(project)  # one admin, one annotator (and whatever else add_users makes)
+    with Store.open(project) as store:
+        able = [u for u in auth.list_users(store) if u["role"] in auth.PERMISSIONS["annotate"]]
+    at = sign_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run(), "ada", "admin password")
+    at.switch_page("page_label.py").run()
+    at.segmented_control(key="label_mode").set_value("Questions").run()
+    at.number_input(key="q_overlap").set_value(len(able)).run()
+    # the demo's questions ask 3 annotators per record: their Change form says so already
+    before = [w.value for w in at.warning if "different people" in w.value]
+    assert len(before) == 1 and "3 different people" in before[0]
+    at.number_input(key="q_overlap").set_value(len(able) + 1).run()
+    warned = [w.value for w in at.warning if "different people" in w.value]
+    assert len(warned) == 2 and f"only {len(able)} accounts may annotate" in warned[0]

@@ -142,6 +142,22 @@ def list_users(store: Store) -> list[dict]:
     return [{"name": n, "role": r, "created_at": c, "created_by": b} for n, r, c, b in rows]
 
 
+def shortfall(store: Store, action: str, needed: int) -> str | None:
+    """Why `needed` different people can never do `action` (a question's annotators per record, a review's
+    reviewers per item) with the accounts that exist; None when they can, or when the project has no
+    accounts (one local user: the number is then the owner's plan, not a promise)."""
+    users = list_users(store)
+    if not users:
+        return None
+    able = [u["name"] for u in users if u["role"] in PERMISSIONS.get(action, frozenset())]
+    if needed <= len(able):
+        return None
+    roles = " or ".join(sorted(PERMISSIONS.get(action, frozenset())))
+    return (f"{needed} different people are needed per record, but only {len(able)} "
+            f"account{'' if len(able) == 1 else 's'} may {action} ({roles}): no record could ever be complete. "
+            f"Lower the number, or add accounts first.")
+
+
 def get_user(store: Store, name: str) -> User | None:
     rows = store.cursor().execute("SELECT name, role FROM wb_users WHERE name = ?", [name]).fetchall()
     return User(*rows[0]) if rows else None
