@@ -6,6 +6,7 @@ import streamlit as st
 
 import wb_ui
 import widgets
+from datasets_export import export_section
 from workbench.core import versions
 from workbench.core.auth import require_role
 from workbench.core.errors import WorkbenchError
@@ -288,5 +289,6 @@ if version is not None:
     counts = wb_ui.category_counts(store, version, wb_ui.version_key(store, version))
     browse_section(store, version, counts)
     category_mix_section(counts)
+    export_section(store, version, user)
     quarantine_section(store, version.dataset)
     sql_console_section(store, version)
