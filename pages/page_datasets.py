@@ -10,7 +10,7 @@ from datasets_export import export_section
 from workbench.core import versions
 from workbench.core.auth import require_role
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import FORMATS
+from workbench.core.formats import CANONICAL, FORMATS, canonical_to_messages
 from workbench.data import browse, importer, search, sqlconsole
 from workbench.data.uploads import save_upload
 from workbench.inspect import quality
@@ -213,11 +213,30 @@ def browse_section(store, version, category_counts: list) -> None:
     st.caption(f"Showing rows {offset + 1:,}–{offset + records.num_rows:,} of {total:,}"
                + (" matching the filters" if filtered else "")
                + ". The **row** column is the record's position in the version.")
-    widgets.table(records,
-                 column_order=wb_ui.visible_columns(records),
-                 column_config={"row": st.column_config.NumberColumn(format="%d", width="small"),
-                                "prompt": st.column_config.TextColumn(width="medium"),
-                                "completion": st.column_config.TextColumn(width="medium")})
+    picked = widgets.table(records, key=f"browse_grid::{version.ref}::{offset}", on_select="rerun",
+                           selection_mode="single-row",
+                           column_order=wb_ui.visible_columns(records),
+                           column_config={"row": st.column_config.NumberColumn(format="%d", width="small"),
+                                          "prompt": st.column_config.TextColumn(width="medium"),
+                                          "completion": st.column_config.TextColumn(width="medium")})
+    if picked.selection.rows:
+        full_record(records.slice(picked.selection.rows[0], 1).to_pylist()[0])
+    else:
+        st.caption("Click a row's left edge to read that record in full below.")
+
+
+def full_record(record: dict) -> None:
+    """One record uncut: the conversation as chat turns, then every other column (the grid cuts long text)."""
+    with st.container(border=True):
+        st.markdown(f"**Record at row {record.get('row', 0):,}**")
+        for turn in canonical_to_messages(record.get("prompt") or "", record.get("completion"),
+                                          record.get("system"), record.get("messages")):
+            with st.chat_message(turn["role"], avatar={"user": ":material/person:", "system": ":material/settings:",
+                                                       "assistant": ":material/support_agent:"}.get(turn["role"])):
+                st.text(turn["content"])  # as text: a record's markup never renders
+        others = {k: v for k, v in record.items() if k not in (*CANONICAL, "row") and v is not None}
+        if others:
+            st.caption(wb_ui.safe_markdown(" · ".join(f"{k}: {v}" for k, v in others.items())))
 
 
 def category_mix_section(category_counts: list) -> None:

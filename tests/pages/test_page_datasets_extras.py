@@ -1,5 +1,5 @@
-"""Export from the app (issue 22): the Datasets page's Export section, and the bytes it hands the browser,
-read back with pandas, pyarrow and the `datasets` library, never with our own reader."""
+"""The Datasets page beyond browsing (issue 22): one record opened in full, and the Export section with the
+bytes it hands the browser, read back with pandas, pyarrow and the `datasets` library (not our own reader)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,16 @@ def test_export_section_prepares_a_download(project):
     assert not at.exception, [e.value for e in at.exception]
     buttons = at.get("download_button")
     assert buttons and f"{DEMO_DATASET}-v1-parquet.parquet" in buttons[0].proto.label
+
+
+def test_a_row_picked_in_the_grid_opens_in_full(project):
+    """The grid cuts long text; the picked record is shown uncut below it, texts as text."""
+    _, tickets = project
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.session_state[f"browse_grid::{DEMO_DATASET}@1::0"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    assert [m.value for m in at.markdown if m.value.startswith("**Record at row")]
+    shown = [t.value for t in at.get("text")]
+    assert shown == [tickets[2]["prompt"], tickets[2]["completion"]]  # whole, as imported
+    assert len(tickets[2]["completion"]) > 200  # longer than a grid cell shows
