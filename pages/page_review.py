@@ -220,6 +220,12 @@ def setup_view() -> None:
         people = [u["name"] for u in auth.list_users(store) if u["role"] in ("reviewer", "admin")]
         reviewers = st.multiselect("Reviewers (none chosen: every reviewer)", people, key="rv_people",
                                    help="Who may judge this review.") if people else []
+        short = auth.shortfall(store, "review", int(overlap)) if not reviewers else (
+            f"{int(overlap)} different reviewers are needed per item, but only {len(reviewers)} "
+            f"{'is' if len(reviewers) == 1 else 'are'} chosen: no item could ever be complete."
+            if int(overlap) > len(reviewers) else None)
+        if short:
+            st.warning(short.replace("per record", "per item"), icon=":material/group_off:")
         c1, c2 = st.columns(2)
         name = c1.text_input("Name reviewers see", key="rv_name", placeholder="Support answers, March",
                              help="Do not name the models here: reviewers see it.")

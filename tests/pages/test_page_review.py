@@ -215,3 +215,18 @@ def test_back_to_data_flags_neighbours_corrects_and_writes_a_version(project):
         reason = f"review {rv.review_id}, item {item}: answers like this one are wrong"
         assert len(flagged) == len(rows) and {f["reason"] for f in flagged} == {reason}
         assert "records" in written and len(R.edits(store, rv)) == 1
+
+
+def test_reviewers_per_item_no_accounts_can_meet_are_warned_about(project):
+    root, evals, _ = project  # accounts: owner (admin), rita and remy (reviewers): 3 may review
+    owner = signed_in(root, "owner")
+    owner.segmented_control(key="review_mode").set_value("Set up").run()
+    owner.number_input(key="rv_overlap").set_value(3).run()
+    assert not [w for w in owner.warning if "different" in w.value]
+    owner.number_input(key="rv_overlap").set_value(4).run()
+    warned = [w.value for w in owner.warning if "different" in w.value]
+    assert warned and "only 3 accounts may review" in warned[0] and "per item" in warned[0]
+    owner.multiselect(key="rv_people").set_value(["rita", "remy"]).run()
+    owner.number_input(key="rv_overlap").set_value(3).run()
+    warned = [w.value for w in owner.warning if "different" in w.value]
+    assert warned and "3 different reviewers are needed per item, but only 2 are chosen" in warned[0]
