@@ -303,6 +303,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-len", type=int, default=4096, help="packed row length")
     p.add_argument("--batch-tokens", default="16384", help="ours: tokens per micro-batch, comma-separated for several")
     p.add_argument("--stock-batches", default="8,32", help="stock: batch sizes to run ('' for none)")
+    p.add_argument("--trl-checkpointing", default="1,0",
+                   help="TRL runs with gradient checkpointing on (1, TRL's default) and/or off (0)")
     p.add_argument("--ours-only", action="store_true", help="skip the stock runs (as under torchrun)")
     p.add_argument("--trl-rows", default="",
                    help="TRL SFTTrainer with BFD packing: packed rows per step ('' for none); runs only TRL (Liger "
@@ -340,7 +342,7 @@ def main(argv=None) -> int:
             results.append(run_stock(args, examples, device, dtype, bs))
             report(results[-1], main_rank, log)
         for rows in [int(r) for r in args.trl_rows.split(",") if r]:
-            for checkpointing in (True, False):
+            for checkpointing in [c == "1" for c in args.trl_checkpointing.split(",")]:
                 results.append(run_trl(args, examples, device, dtype, rows, checkpointing))
                 report(results[-1], main_rank, log)
     for bt in [int(b) for b in args.batch_tokens.split(",")] if not args.trl_rows else []:

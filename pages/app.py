@@ -26,6 +26,10 @@ def all_pages() -> dict:
             st.Page("page_train.py", title="Train", icon=":material/model_training:"),
             st.Page("page_evaluate.py", title="Evaluate", icon=":material/analytics:"),
             st.Page("page_review.py", title="Review", icon=":material/rate_review:"),
+            st.Page("page_playground.py", title="Playground", icon=":material/forum:"),
+        ],
+        "Project": [
+            st.Page("page_accounts.py", title="Accounts", icon=":material/group:"),
         ],
     }
 

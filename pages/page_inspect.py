@@ -271,3 +271,6 @@ with tab_pii:
     pii_section(store, version, auto)
 with tab_quality:
     quality_section(store, version, auto)
+    import inspect_label_errors  # noqa: E402  (label errors: their own section, pages/inspect_label_errors.py)
+
+    inspect_label_errors.render(store, version)

@@ -554,6 +554,10 @@ def results_view() -> None:
         rating_results(res)
     back_to_data(rv)
     loop_view(rv)
+    __import__("review_preferences").preferences_section(store, rv, user)  # judgements -> DPO/KTO data
+    import review_judge  # the Judge section: a model answers this review's questions
+
+    review_judge.judge_section(store, rv)
 
 
 if mode == SETUP:

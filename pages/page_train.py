@@ -7,6 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+import train_export
 import wb_ui
 import widgets
 from trainers.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
@@ -22,6 +23,8 @@ SETTINGS = {
                      "grad_accum", "max_seq_len", "seed"],
     "Validation and outputs": ["eval_every", "early_stopping_patience", "checkpoint_every", "packing", "precision",
                                "gradient_checkpointing", "merge"],
+    "Preference training (methods dpo and kto)": ["beta", "loss_variant", "kto_desirable_weight",
+                                                   "kto_undesirable_weight", "start_adapter"],
 }
 ACTIVE = ("running", "prepared")
 PICK = "train_"
@@ -223,6 +226,7 @@ def runs_section(store) -> None:
     run_id = st.selectbox("Run", ids, key="train_run_select", help="The run to follow; the newest is first.")
     running = next(r["status"] for r in table if r["run_id"] == run_id) in ACTIVE
     st.fragment(run_every=2.0 if running else None)(run_view)(store, run_id, running)
+    train_export.render_export(store, run_id)  # merged / GGUF / Ollama, once the run has an adapter
 
 
 # ---------------------------------------------------------------- the page

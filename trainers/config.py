@@ -19,7 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_type_hints
 
-METHODS = ("lora", "dora", "qlora", "prompt-tuning", "prefix-tuning")
+METHODS = ("lora", "dora", "qlora", "prompt-tuning", "prefix-tuning", "dpo", "kto")
+PREFERENCE_METHODS = ("dpo", "kto")
+LOSS_VARIANTS = ("sigmoid", "ipo")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 REPORT_TO = ("none", "mlflow", "tensorboard")
@@ -35,7 +37,7 @@ class TrainConfig:
     base_model: str = "tiny"
     """Base model: 'tiny' (built from the data, offline), a local model folder, or a Hugging Face id in the local cache."""
     method: str = "lora"
-    """Fine-tuning method: lora, dora, qlora (4-bit, GPU with bitsandbytes), prompt-tuning or prefix-tuning."""
+    """Fine-tuning method: lora, dora, qlora (4-bit GPU), prompt-tuning, prefix-tuning; dpo or kto on preference data."""
     # ---- adapter
     lora_rank: int = 16
     """LoRA rank r: the width of the low-rank update; higher learns more and costs more memory."""
@@ -47,6 +49,17 @@ class TrainConfig:
     """Layers that get adapters: 'all-linear' or a comma-separated list of module names such as 'q_proj,v_proj'."""
     num_virtual_tokens: int = 20
     """Prompt and prefix tuning: how many trainable virtual tokens are prepended."""
+    # ---- preference training (dpo, kto)
+    beta: float = 0.1
+    """dpo/kto: how far the model may move from the reference (the starting point); lower lets it move further."""
+    loss_variant: str = "sigmoid"
+    """dpo: the loss, sigmoid (the DPO paper) or ipo (squared, per-token averaged log-ratio margin)."""
+    kto_desirable_weight: float = 1.0
+    """kto: weight of the loss on desirable examples (raise it when they are fewer than undesirable ones)."""
+    kto_undesirable_weight: float = 1.0
+    """kto: weight of the loss on undesirable examples."""
+    start_adapter: str = ""
+    """dpo/kto: start from a finished run's adapter (its run id or adapter folder); empty: a fresh adapter on the base."""
     # ---- optimisation
     learning_rate: float = 2e-4
     """Peak learning rate of AdamW."""
@@ -96,8 +109,8 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, about 30% slower."""
     merge: bool = False
     """Also save the base model with the adapter merged into it (a plain transformers model)."""
-    report_to: str = "none"
-    """Also log metrics to mlflow or tensorboard when that package is installed."""
+    report_to: str = "mlflow,tensorboard"
+    """Where metrics also go (comma-separated): mlflow (the project's store), tensorboard, wandb, an MLflow URI, none."""
     # ---- the offline tiny base ('base_model: tiny')
     tiny_layers: int = 4
     """tiny base: transformer layers."""
@@ -120,8 +133,9 @@ class TrainConfig:
             raise ConfigError(f"lr_schedule: {self.lr_schedule!r} is not known; expected one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
-        if self.report_to not in REPORT_TO:
-            raise ConfigError(f"report_to: {self.report_to!r} is not known; expected one of {', '.join(REPORT_TO)}")
+        from trainers.tracking import check_report_to  # none, mlflow, tensorboard, wandb or an MLflow URI
+
+        check_report_to(self.report_to)
         for name in ("lora_rank", "num_virtual_tokens", "grad_accum", "eval_every",
                      "checkpoint_every", "keep_checkpoints", "tiny_layers", "tiny_width", "tiny_heads", "max_val_records"):
             if getattr(self, name) < 1:
@@ -157,7 +171,15 @@ class TrainConfig:
             raise ConfigError("base_model is empty; use 'tiny', a local model folder or a Hugging Face id")
         if not self.target_modules.strip():
             raise ConfigError("target_modules is empty; use 'all-linear' or names such as 'q_proj,v_proj'")
-        if self.method in ("prompt-tuning", "prefix-tuning"):
+        if self.loss_variant not in LOSS_VARIANTS:
+            raise ConfigError(f"loss_variant: {self.loss_variant!r} is not known; expected one of "
+                              f"{', '.join(LOSS_VARIANTS)}")
+        for name in ("beta", "kto_desirable_weight", "kto_undesirable_weight"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: {getattr(self, name)} must be a number above 0 (0.1 is a common beta)")
+        if self.start_adapter.strip() and self.method not in PREFERENCE_METHODS:
+            raise ConfigError(f"start_adapter is for methods dpo and kto; method {self.method} starts a fresh adapter")
+        if self.method in ("prompt-tuning", "prefix-tuning", *PREFERENCE_METHODS):
             self.packing = False  # virtual tokens are prepended to each row: one example per row
 
     # ---- derived values
@@ -273,4 +295,4 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
 
 
 __all__ = ["ConfigError", "TrainConfig", "field_help", "from_dict", "load_config", "parse_assignment",
-           "save_config", "read_run_config", "METHODS", "SCHEDULES", "PRECISIONS"]
+           "save_config", "read_run_config", "METHODS", "PREFERENCE_METHODS", "SCHEDULES", "PRECISIONS"]

@@ -42,6 +42,9 @@ def read_records(path: str | Path, *, limit: int | None = None) -> list[dict]:
             rec = json.loads(line)
             messages = rec.get("messages")
             if not isinstance(messages, list) or not messages:
+                if "chosen" in rec or "label" in rec and "completion" in rec:
+                    raise ConfigError(f"{path}: a preference dataset; train it with method "
+                                      f"{'dpo' if 'chosen' in rec else 'kto'} (it has no conversations for lora)")
                 raise ConfigError(f"{path} line {line_no}: no `messages` list; export the version as chat")
             if not any(m.get("role") == "assistant" and (m.get("content") or "").strip() for m in messages):
                 continue  # nothing to learn from (classification rows without a label, empty completions)

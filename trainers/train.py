@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from trainers import checkpoint, quiet
 from trainers import data as D
 from trainers.config import ConfigError, TrainConfig, read_run_config
+from trainers.tracking import Reporter as _Reporter  # mlflow + tensorboard by default
 from workbench.core import files  # write aside, then rename (stdlib only; no store)
 
 EVENTS, CANCEL, MANIFEST = "events.jsonl", "cancel", "manifest.json"
@@ -420,7 +421,7 @@ class TrainingRecipe:
                     lr=lr, tokens_per_s=round(tokens / max(step_times[-1], 1e-9), 1),
                     supervised_tokens_per_s=round(supervised / max(step_times[-1], 1e-9), 1),
                     elapsed_s=round(time.monotonic() - self.started, 1),
-                    remaining_s=round(mean_step * (self.total_steps - st.step), 1))
+                    remaining_s=round(mean_step * (self.total_steps - st.step), 1), **self.step_metrics())
                 self._report({"train/loss": loss, "train/lr": lr})
                 if st.step % cfg.eval_every == 0 or st.step == self.total_steps:
                     if self.evaluate():
@@ -436,6 +437,10 @@ class TrainingRecipe:
         if st.step % cfg.checkpoint_every:  # else the loop has just saved this step
             self.save_checkpoint()
         return "completed"
+
+    def step_metrics(self) -> dict:
+        """Extra figures of the last step for its event (preference training adds rewards)."""
+        return {}
 
     def _cancel_requested(self) -> bool:
         """The app's cancel file; under DDP every rank follows rank 0's view, so they stop at the same step."""
@@ -627,15 +632,12 @@ class TrainingRecipe:
 # ---------------------------------------------------------------- outputs and bookkeeping
 
 def merge_adapter(base_path: str, adapter_dir: Path, out: Path) -> Path:
-    """Base + adapter merged into plain weights (peft merge_and_unload), loadable with transformers alone."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    """Base + adapter merged into plain weights (trainers.export: merged in f32, saved in the base's dtype)."""
+    from trainers import export
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, local_files_only=True)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged = export.merged_model(base_path, adapter_dir)
     with files.atomic_path(out) as tmp:
-        merged.save_pretrained(tmp)
-        load_tokenizer(base_path).save_pretrained(tmp)
+        export.write_merged(merged, load_tokenizer(base_path), tmp, export.saved_dtype(base_path))
     return out
 
 
@@ -667,44 +669,6 @@ def _revision(base_path: str) -> str | None:
     return ("sha256:" if small else "names+sizes:") + h.hexdigest()
 
 
-class _Reporter:
-    """Optional MLflow or TensorBoard logging beside events.jsonl."""
-
-    @staticmethod
-    def create(cfg: TrainConfig, run_dir: Path):
-        if cfg.report_to == "none":
-            return None
-        try:
-            if cfg.report_to == "tensorboard":
-                from torch.utils.tensorboard import SummaryWriter
-
-                return _Reporter(SummaryWriter(str(run_dir / "tensorboard")), None)
-            import mlflow
-
-            mlflow.start_run(run_name=run_dir.name)
-            mlflow.log_params({k: v for k, v in cfg.to_dict().items()})
-            return _Reporter(None, mlflow)
-        except ImportError:
-            raise ConfigError(f"report_to {cfg.report_to}: the package is not installed; install it or use none") \
-                from None
-
-    def __init__(self, writer, mlflow):
-        self.writer, self.mlflow = writer, mlflow
-
-    def log(self, metrics: dict, step: int) -> None:
-        if self.writer is not None:
-            for k, v in metrics.items():
-                self.writer.add_scalar(k, v, step)
-        else:
-            self.mlflow.log_metrics({k.replace("/", "_"): v for k, v in metrics.items()}, step=step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        else:
-            self.mlflow.end_run()
-
-
 def _oom_advice(cfg: TrainConfig) -> str:
     smaller = max(cfg.max_seq_len, cfg.batch_tokens // 2)
     return (f"the GPU ran out of memory; lower batch_tokens (now {cfg.batch_tokens}, try {smaller}) "
@@ -718,7 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet.child_process_setup()  # offline; no library progress bars or FutureWarnings in trainer.log
     try:
-        recipe = TrainingRecipe(args.run_dir)
+        from trainers.preference import recipe_for  # dpo and kto: TrainingRecipe with a preference loss
+
+        recipe = recipe_for(args.run_dir)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

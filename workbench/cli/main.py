@@ -261,9 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     # Each area of the product keeps its commands beside its code: workbench/cli/<area>.py has
     # register(sub, common, reporting) and uses the shared helpers of this module. Listed here, not
     # discovered, so a renamed module fails loudly instead of losing its commands.
-    from workbench.cli import agreement, annotations, balance, chat, dedup, evaluate, inspect, review, train
+    from workbench.cli import (
+        agreement,
+        annotations,
+        balance,
+        chat,
+        dedup,
+        evaluate,
+        export_model,
+        inspect,
+        judge,
+        label_errors,
+        review,
+        serve_model,
+        sweep,
+        train,
+    )
 
-    for area in (inspect, dedup, annotations, agreement, balance, train, evaluate, review, chat):
+    for area in (inspect, dedup, label_errors, annotations, agreement, balance, train, evaluate, review, chat, judge,
+                 serve_model, export_model, sweep):
         area.register(sub, common, reporting)
     return parser
 

@@ -1,4 +1,4 @@
-"""`workbench review create|list|items|results|loop`: blind human review of evaluation runs (workbench.models.review).
+"""`workbench review create|list|items|results|loop|preferences`: blind human review of evaluation runs (workbench.models.review).
 
 Reviewers judge in the app (Review page); the command line is the owner's: set a review up, read
 its results, see the recorded left/right order and where the review led."""
@@ -135,6 +135,18 @@ def cmd_loop(args) -> int:
     return 0
 
 
+def cmd_preferences(args) -> int:
+    from workbench.cli.common import emit, open_store
+    from workbench.models import review_preferences
+
+    with open_store(args) as store:
+        out = review_preferences.write_preferences(store, args.review_id, rule=args.rule, out=args.out,
+                                                   min_gap=args.min_gap, threshold=args.threshold,
+                                                   question=args.question)
+    emit(args, out, review_preferences.describe(out))
+    return 0
+
+
 def register(sub, common, reporting) -> None:
     from workbench.models.review import KINDS
 
@@ -181,3 +193,19 @@ def register(sub, common, reporting) -> None:
     a.add_argument("--write-version", action="store_true",
                    help="write the review's corrected responses into a new dataset version")
     a.set_defaults(func=cmd_loop)
+
+    a = rsub.add_parser("preferences", parents=[common, reporting],
+                        help="turn a review's judgements into a preference dataset (DPO pairs or KTO examples)",
+                        description="majority: from a pairwise review, one pair per item where most judgements "
+                                    "prefer the same answer (ties and split votes left out, counted). gap: from a "
+                                    "rating review, pairs of answers whose mean ratings differ by --min-gap or more. "
+                                    "kto: from a rating review, answers rated above --threshold (desirable) or "
+                                    "below it (undesirable). Written as a new version of --out.")
+    a.add_argument("review_id", type=int)
+    a.add_argument("--rule", required=True, choices=("majority", "gap", "kto"), help="how judgements become data")
+    a.add_argument("--min-gap", type=float, default=2.0, help="gap: least difference of mean ratings (default: 2)")
+    a.add_argument("--threshold", type=float, default=3.0,
+                   help="kto: mean ratings above it are desirable, below it undesirable (default: 3)")
+    a.add_argument("--question", help="gap/kto: the rating question to read (default: the review's first)")
+    a.add_argument("--out", required=True, metavar="NAME", help="dataset to write the pairs or examples to")
+    a.set_defaults(func=cmd_preferences)

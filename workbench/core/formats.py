@@ -1,4 +1,4 @@
-"""The four record formats: detection, column mapping, validation and the canonical form.
+"""The record formats: detection, column mapping, validation and the canonical form.
 
 Every imported record is stored in one canonical shape, whatever file it came from:
 
@@ -8,7 +8,10 @@ Every imported record is stored in one canonical shape, whatever file it came fr
     messages    the whole conversation as JSON, only for multi-turn chats
 
 plus every other column of the source (`category`, `intent`, `id`, ...) under its own
-name. Exports rebuild each format from this shape, so any export re-imports to the
+name. The two preference formats (TRL's, for DPO and KTO) keep the same shape: `prompt` (and
+`system`, `messages` for a multi-turn prompt) is the conversation so far and `completion` the
+answer; a pair adds `rejected` (so `completion` holds the chosen answer), an unpaired example adds
+`label` (true: a desirable answer). Exports rebuild each format from this shape, so any export re-imports to the
 same records and the same content hash.
 """
 
@@ -25,7 +28,8 @@ import pyarrow.compute as pc
 
 from workbench.core.errors import WorkbenchError
 
-FORMATS = ("chat", "prompt-completion", "alpaca", "classification")
+FORMATS = ("chat", "prompt-completion", "alpaca", "classification", "preference", "kto")
+PREFERENCE_FORMATS = ("preference", "kto")
 CANONICAL = ("prompt", "completion", "system", "messages")
 ROLES = ("system", "user", "assistant")
 # (row index, field or None when the record as a whole is wrong, reason)
@@ -37,7 +41,11 @@ FORMAT_FIELDS = {
     "prompt-completion": ("prompt", "completion"),
     "alpaca": ("instruction", "input", "output"),
     "classification": ("text", "label"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
 }
+# Columns a preference format stores beside the canonical ones, with their types.
+FORMAT_COLUMNS = {"preference": {"rejected": pa.string()}, "kto": {"label": pa.bool_()}}
 OPTIONAL_FIELDS = {"input"}
 
 TEXT_NAMES = ("text", "sentence", "query", "utterance", "content", "body")
@@ -65,8 +73,8 @@ class Mapping:
         return self.columns.get(name)
 
     def consumed(self) -> set[str]:
-        """Source columns that become canonical fields (the label column stays as it is)."""
-        return {col for name, col in self.columns.items() if name != "label"}
+        """Source columns that become canonical fields (a classification label column stays as it is)."""
+        return {col for name, col in self.columns.items() if name != "label" or self.format == "kto"}
 
     @property
     def label_column(self) -> str | None:
@@ -120,6 +128,17 @@ def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | No
         for extra in ("system", "messages"):  # our own CSV/Parquet exports carry these
             if extra in cols:
                 mapping.columns[extra] = extra
+    elif fmt in PREFERENCE_FORMATS:
+        mapping.columns["prompt"] = pick("prompt_col", ("prompt",), "prompt")
+        if fmt == "preference":
+            mapping.columns["chosen"] = pick("chosen_col", ("chosen",), "chosen")
+            mapping.columns["rejected"] = pick("rejected_col", ("rejected",), "rejected")
+        else:
+            mapping.columns["completion"] = pick("completion_col", COMPLETION_NAMES, "completion")
+            mapping.columns["label"] = pick("label_col", ("label",), "label (true/false)")
+        for extra in ("system", "messages"):  # our own CSV/Parquet exports carry these
+            if extra in cols:
+                mapping.columns[extra] = extra
     elif fmt == "alpaca":
         mapping.columns["instruction"] = pick("prompt_col", ("instruction",), "instruction")
         inp = pick("input_col", ("input",), "input", required=False)
@@ -138,6 +157,10 @@ def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | No
 
 
 def _detect(cols: list[str], given: dict) -> str:
+    if "prompt" in cols and "chosen" in cols and "rejected" in cols:
+        return "preference"
+    if "prompt" in cols and "completion" in cols and "label" in cols and "completion_col" not in given:
+        return "kto"
     if "prompt_col" in given or "completion_col" in given:
         return "prompt-completion"
     if "text_col" in given or "label_col" in given:
@@ -152,7 +175,8 @@ def _detect(cols: list[str], given: dict) -> str:
         return "classification"
     raise WorkbenchError(
         f"cannot tell the format from the columns ({', '.join(cols) or 'none'}); expected messages, "
-        "prompt+completion, instruction+output, or a text and a label column. "
+        "prompt+completion, instruction+output, prompt+chosen+rejected, prompt+completion+label (true/false), "
+        "or a text and a label column. "
         "Pass --format and the column flags (--prompt-col, --completion-col, --text-col, --label-col)"
     )
 
@@ -217,6 +241,8 @@ def convert_row(obj, mapping: Mapping, max_bytes: int) -> dict:
             raise RowError("label", f"`{col['label']}` (the label) is missing or empty")
         if isinstance(label, (list, dict)):
             raise RowError("label", f"`{col['label']}` is {_kind(label)}; expected one label")
+    elif fmt in PREFERENCE_FORMATS:
+        row.update(_preference_row(obj, mapping, max_bytes))
     else:
         row.update(chat_to_canonical(obj.get(col["messages"]), max_bytes))
     consumed = mapping.consumed()
@@ -226,6 +252,97 @@ def convert_row(obj, mapping: Mapping, max_bytes: int) -> dict:
                 raise RowError(key, _nesting_reason(key))
             row[key] = value
     return row
+
+
+def _preference_row(obj: dict, mapping: Mapping, max_bytes: int) -> dict:
+    """A preference pair or an unpaired (KTO) example: the prompt side, then the answer(s)."""
+    col = mapping.columns
+    if "messages" in col and obj.get("messages") is not None:  # our own text exports of multi-turn prompts
+        row = prompt_to_canonical(_parsed_messages(obj["messages"]), max_bytes, "messages")
+    else:
+        row = prompt_to_canonical(obj.get(col["prompt"]), max_bytes)
+        if "system" in col and row["system"] is None:
+            row["system"] = _text(obj, "system", "system", max_bytes, required=False)
+    if mapping.format == "preference":
+        row["completion"] = _answer(obj.get(col["chosen"]), "chosen", max_bytes)
+        row["rejected"] = _answer(obj.get(col["rejected"]), "rejected", max_bytes)
+    else:
+        row["completion"] = _answer(obj.get(col["completion"]), "completion", max_bytes)
+        row["label"] = _kto_label(obj.get(col["label"]), col["label"])
+    return row
+
+
+def prompt_to_canonical(value, max_bytes: int, name: str = "prompt") -> dict:
+    """A prompt as text or as a list of {role, content} ending with a user message (TRL's conversational
+    form) -> prompt (the last user text), system, messages (JSON, only for a multi-turn prompt)."""
+    if isinstance(value, str) or value is None:
+        return {"prompt": _text({name: value}, name, name, max_bytes), "system": None, "messages": None}
+    if not isinstance(value, list) or not value:
+        what = "an empty list" if isinstance(value, list) else _kind(value)
+        raise RowError(name, f"`{name}` is {what}; expected text or a list of {{role, content}}")
+    _check_messages(value, name, max_bytes)
+    system = value[0]["content"] if value[0]["role"] == "system" else None
+    turns = value[1:] if system is not None else value
+    if not turns or turns[-1]["role"] != "user":
+        raise RowError(name, f"`{name}` does not end with a user message")
+    plain = [{"role": m["role"], "content": m["content"]} for m in value]
+    return {"prompt": turns[-1]["content"], "system": system,
+            "messages": json.dumps(plain, ensure_ascii=False) if len(turns) > 1 else None}
+
+
+def _answer(value, name: str, max_bytes: int) -> str:
+    """An answer as text, or as TRL's conversational form: a list holding one assistant message."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise RowError(name, f"`{name}` has {len(value)} messages; expected one assistant message")
+        _check_messages(value, name, max_bytes)
+        if value[0]["role"] != "assistant":
+            raise RowError(f"{name}[0].role", f"`{name}[0].role` is {value[0]['role']!r}; expected assistant")
+        value = value[0]["content"]
+    return _text({name: value}, name, name, max_bytes)
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _kto_label(value, column: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    what = "missing" if value is None else repr(value)
+    raise RowError("label", f"`{column}` is {what}; expected true or false (is the answer desirable?); "
+                            "for a category column import with --format prompt-completion")
+
+
+def _check_messages(messages: list, name: str, max_bytes: int) -> None:
+    for i, msg in enumerate(messages):
+        where = f"{name}[{i}]"
+        if not isinstance(msg, dict):
+            raise RowError(where, f"`{where}` is {_kind(msg)}; expected an object with role and content")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise RowError(f"{where}.role", f"`{where}.role` is {role!r}; expected one of {', '.join(ROLES)}")
+        if role == "system" and i != 0:
+            raise RowError(f"{where}.role", f"`{where}` is a system message; only the first message may be one")
+        content = msg.get("content")
+        if not isinstance(content, str):
+            what = "missing" if content is None else _kind(content)
+            raise RowError(f"{where}.content", f"`{where}.content` is {what}; expected text")
+        if not content.strip() and role != "system":
+            raise RowError(f"{where}.content", f"`{where}.content` is empty")
+        _check_size(f"{where}.content", content, max_bytes)
+
+
+def _parsed_messages(value):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RowError("messages", f"`messages` is not valid JSON ({exc.msg})") from None
+    return value
 
 
 def _messages_json(value, max_bytes: int) -> dict:
@@ -251,22 +368,7 @@ def chat_to_canonical(messages, max_bytes: int) -> dict:
         raise RowError("messages", f"`messages` is {_kind(messages)}; expected a list of {{role, content}}")
     if not messages:
         raise RowError("messages", "`messages` is an empty list")
-    for i, msg in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise RowError(where, f"`{where}` is {_kind(msg)}; expected an object with role and content")
-        role = msg.get("role")
-        if role not in ROLES:
-            raise RowError(f"{where}.role", f"`{where}.role` is {role!r}; expected one of {', '.join(ROLES)}")
-        if role == "system" and i != 0:
-            raise RowError(f"{where}.role", f"`{where}` is a system message; only the first message may be one")
-        content = msg.get("content")
-        if not isinstance(content, str):
-            what = "missing" if content is None else _kind(content)
-            raise RowError(f"{where}.content", f"`{where}.content` is {what}; expected text")
-        if not content.strip() and role != "system":
-            raise RowError(f"{where}.content", f"`{where}.content` is empty")
-        _check_size(f"{where}.content", content, max_bytes)
+    _check_messages(messages, "messages", max_bytes)
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
     turns = messages[1:] if system is not None else messages
     if not turns or turns[-1]["role"] != "assistant":
@@ -447,7 +549,7 @@ def _too_deep_extras(table: pa.Table, mapping: Mapping) -> BatchErrors:
 
 
 def _row_wise(mapping: Mapping) -> bool:
-    return mapping.format == "chat" or (
+    return mapping.format in ("chat", *PREFERENCE_FORMATS) or (
         mapping.format == "prompt-completion" and ("system" in mapping.columns or "messages" in mapping.columns))
 
 
@@ -469,6 +571,8 @@ def _check_rows(table: pa.Table, mapping: Mapping, max_bytes: int) -> tuple[Batc
     if errors:
         return errors, None
     canon = {k: pa.array([r[k] for r in rows], pa.string()) for k in CANONICAL}
+    for k, typ in FORMAT_COLUMNS.get(mapping.format, {}).items():
+        canon[k] = pa.array([r[k] for r in rows], typ)
     return errors, _with_extras(canon, table, mapping)
 
 

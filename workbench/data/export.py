@@ -1,4 +1,5 @@
-"""Export a dataset version as chat JSONL, alpaca, prompt-completion, CSV, Parquet or a HF DatasetDict.
+"""Export a dataset version as chat JSONL, alpaca, prompt-completion, preference (DPO/KTO), CSV, Parquet or a HF
+DatasetDict.
 
 Every export re-imports to the same records and the same content hash. CSV cells that a
 spreadsheet would run as a formula are prefixed with a quote; such a file then ends its header with
@@ -16,11 +17,14 @@ import pyarrow.compute as pc
 
 from workbench.core import files
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import CANONICAL
+from workbench.core.formats import CANONICAL, FORMAT_COLUMNS, PREFERENCE_FORMATS
 from workbench.core.store import Store, quote_ident, quote_literal
 from workbench.core.versions import Version, version_columns
 
-EXPORT_FORMATS = ("chat", "alpaca", "prompt-completion", "csv", "parquet", "hf")
+EXPORT_FORMATS = ("chat", "alpaca", "prompt-completion", "csv", "parquet", "hf", "preference", "kto")
+# A preference version exports as TRL reads it: text columns (its own format, CSV, Parquet) or conversational
+# message lists (chat JSONL, hf); the other formats cannot hold a pair or a label.
+PREFERENCE_EXPORTS = ("chat", "csv", "parquet", "hf")
 # A leading =, +, -, @, tab or CR makes spreadsheets evaluate a cell; a leading quote marks our escape.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 _UNESCAPE_RE = "^'[=+\\-@\\t\\r']"
@@ -41,6 +45,7 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
     if fmt not in EXPORT_FORMATS:
         raise WorkbenchError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out).expanduser().resolve()
+    _check_preference_export(version, fmt)
     columns = version_columns(store, version)
     names = [c for c, _ in columns]
     extras = [c for c in names if c not in CANONICAL]
@@ -68,14 +73,17 @@ def export_version(store: Store, version: Version, fmt: str, out: str | os.PathL
                     bad = cur.execute(f"SELECT count({col}) FROM {version.table_name} {where}").fetchall()[0][0]
                     raise WorkbenchError(f"{bad} record(s) of {version.ref} {why}, which {fmt} cannot hold; "
                                          "export as chat, csv, parquet or hf")
-        select = _select(fmt, version.format, extras, has, text_col, label)
+        if version.format in PREFERENCE_FORMATS:
+            select = _preference_select(fmt, version.format, extras, has)
+        else:
+            select = _select(fmt, version.format, extras, has, text_col, label)
         table = version.table_name
         replaced: dict = {}
         if redact:
             table = _register_redacted(cur, store, version, redact, progress, replaced)
         source = f"(SELECT {select} FROM {table} {where})"  # file order is record order
         with files.atomic_path(out) as tmp:  # the export appears whole or not at all
-            if fmt in ("chat", "alpaca", "prompt-completion"):
+            if fmt in ("chat", "alpaca", "prompt-completion", *PREFERENCE_FORMATS):
                 cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT json)")
             elif fmt == "parquet":
                 cur.execute(f"COPY {source} TO {quote_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
@@ -102,6 +110,35 @@ def _register_redacted(cur, store: Store, version: Version, types, progress, rep
         first.schema, (b for t in ([first], batches) for table in t for b in table.to_batches()))
     cur.register("wb_export_redacted", reader)
     return "wb_export_redacted"
+
+
+def _check_preference_export(version: Version, fmt: str) -> None:
+    if version.format in PREFERENCE_FORMATS:
+        allowed = (version.format, *PREFERENCE_EXPORTS)
+        if fmt not in allowed:
+            raise WorkbenchError(f"{version.ref} is a {version.format} dataset; export it as {', '.join(allowed)}")
+    elif fmt in PREFERENCE_FORMATS:
+        raise WorkbenchError(f"{version.ref} is a {version.format} dataset, not {fmt}; make preference data with "
+                             "`workbench review preferences` or import prompt/chosen/rejected records")
+
+
+def _preference_select(fmt: str, source_format: str, extras: list[str], has: dict) -> str:
+    """Pairs as prompt/chosen/rejected, unpaired examples as prompt/completion/label (TRL's names): text columns,
+    or for chat and hf the conversational form (the prompt as messages, each answer one assistant message)."""
+    own = list(FORMAT_COLUMNS[source_format])
+    keep = "".join(", " + quote_ident(c) for c in extras if c not in own)
+    answer = "chosen" if source_format == "preference" else "completion"
+    if fmt in ("chat", "hf"):
+        def said(col: str) -> str:
+            return f"[{{'role': 'assistant', 'content': {col}}}]"
+        prompt = ("list_concat(CASE WHEN system IS NOT NULL THEN [{'role': 'system', 'content': system}] "
+                  "ELSE [] END, [{'role': 'user', 'content': prompt}])")
+        if has["messages"]:
+            prompt = f"coalesce(CAST(CAST(messages AS JSON) AS STRUCT(role VARCHAR, content VARCHAR)[]), {prompt})"
+        second = f"{said('rejected')} AS rejected" if source_format == "preference" else "label"
+        return f"{prompt} AS prompt, {said('completion')} AS {answer}, {second}{keep}"
+    cols = ["prompt", f"completion AS {answer}", *own] + [c for c in ("system", "messages") if has[c]]
+    return ", ".join(cols) + keep
 
 
 def _select(fmt: str, source_format: str, extras: list[str], has: dict, text_col: str | None,
