@@ -161,3 +161,23 @@ def test_control_characters_from_data_are_escaped(capsys, tmp_path):
     assert json.loads(out)["rows"] == [{"prompt": ESC_DATA}]  # JSON keeps the exact value
     code, out, err = run(capsys, "sql", "SELECT * FROM \"\x1b[31mred\"", "--project", proj)
     assert code == 1 and "\x1b" not in err and "\\u001b[31mred" in err
+
+
+@pytest.mark.slow
+def test_model_commands_print_only_our_own_lines(tmp_path):
+    """`workbench chat` in a fresh interpreter: no library progress bars ('Loading weights: 100%|...') and no
+    transformers FutureWarnings between the answer and the prompt (issue 22's noise)."""
+    from trainers import tiny
+    from trainers.config import TrainConfig
+
+    folder = tmp_path / "model"
+    tok = tiny.train_tokenizer(["where is my order", "your refund is on its way"] * 20, 300)
+    tiny.random_model(TrainConfig(), tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_DISABLE", "PYTHONWARNINGS"))}
+    proc = subprocess.run([sys.executable, "-m", "workbench", "chat", "--base-model", str(folder), "--prompt",
+                           "where is my order", "--max-new-tokens", "4", "--json", "--project", str(tmp_path / "p")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["new_tokens"] <= 4
+    assert "it/s]" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr[-1000:]

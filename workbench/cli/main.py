@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainers.quiet import quiet_libraries
+
+    quiet_libraries()  # no library progress bars or FutureWarnings between our own lines
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
