@@ -121,6 +121,14 @@ def _results_view(store, name: str) -> None:
         st.metric(f"Best: trial {best['number']}", f"{best['value']:.4f}", help=f"run {best['run_id']}")
         st.json(best["settings"], expanded=False)
     st.altair_chart(objective_chart(out["trials"]), width="stretch")
+    slices = pd.DataFrame(sweeps.slice_rows(out))
+    if not slices.empty:
+        st.altair_chart(alt.Chart(slices).mark_point(filled=True).encode(
+            x=alt.X("setting_value:Q", title=None, scale=alt.Scale(zero=False)),
+            y=alt.Y("objective:Q", title="objective", scale=alt.Scale(zero=False)),
+            tooltip=["trial", "setting", "setting_value", alt.Tooltip("objective:Q", format=".4f")])
+            .properties(width=180, height=140).facet(facet=alt.Facet("setting:N", title=None), columns=3)
+            .resolve_scale(x="independent"))
     importance = sweeps.importance(store.project.root, name)
     if importance:
         st.altair_chart(alt.Chart(pd.DataFrame({"setting": list(importance), "importance": list(importance.values())}))

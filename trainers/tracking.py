@@ -116,6 +116,7 @@ class Reporter:
                                   f"or leave {item} out of report_to (none turns tracking off)")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                                        os.environ.get("PYTHONPATH")) if p)}
+        env.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no schema-migration chatter in trainer.log
         proc = subprocess.Popen([sys.executable, "-m", "trainers.tracking", str(run_dir), ",".join(chosen)],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
         return Reporter(proc)
@@ -158,6 +159,22 @@ def final_metrics(end: dict) -> dict[str, float]:
     keys = ("train_loss", "eval_loss", "best_step", "step", "elapsed_s", "steady_tokens_per_s",
             "steady_supervised_tokens_per_s", "peak_memory_gb")
     return {f"final/{k}": float(end[k]) for k in keys if isinstance(end.get(k), (int, float))}
+
+
+def log_evaluation(run_dir: Path, metrics: dict[str, float], *, prefix: str = "eval/") -> bool:
+    """Add an evaluation's metrics (bleu, rougeL, ...) to the training run's MLflow run(s) in their stores;
+    False when the run was not tracked in MLflow. For workbench.models.evaluation, once an evaluation ends."""
+    known = _read_json(Path(run_dir) / STATE)
+    if not known:
+        return False
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now = int(time.time() * 1000)
+    rows = [Metric(prefix + k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
+    for uri, run_id in known.items():
+        MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=rows)
+    return True
 
 
 # ---------------------------------------------------------------- the child process and its sinks

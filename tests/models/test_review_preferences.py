@@ -15,7 +15,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store
 from workbench.core.versions import get_version
 from workbench.data.export import export_version
-from workbench.models import evaluation
+from workbench.models import evaluation, review_actions
 from workbench.models import review as R
 from workbench.models.review_preferences import write_preferences
 
@@ -79,6 +79,8 @@ def test_pairwise_majority_pairs_and_counts_match_a_plain_recount(project, tmp_p
         row = evaluation.item_row(store, evals[0], eval_item)
         table = get_version(store, "tickets").table_name
         assert prompt == store.cursor().execute(f"SELECT prompt FROM {table} WHERE _row = {row}").fetchone()[0]
+    loop = review_actions.loop(store, rv)  # the review's loop now leads to the preference version
+    assert [v["version"] for v in loop["versions"]] == [version.ref]
     exported = export_version(store, version, "chat", tmp_path / "pairs.jsonl")
     first = json.loads(open(exported["path"], encoding="utf-8").readline())
     assert first["prompt"][-1]["role"] == "user" and first["chosen"][0]["role"] == "assistant"

@@ -49,7 +49,7 @@ def test_a_user_space_is_checked(tmp_path):
 def test_six_trials_prune_survive_a_kill_and_report_optunas_best(tmp_path, capsys):
     project = tmp_path / "project"
     with Store.open(project) as store:
-        import_file(store, write_records(tmp_path / "t.jsonl", chat_records(40)), "tickets")
+        import_file(store, write_records(tmp_path / "t.jsonl", chat_records(30)), "tickets")
     space = tmp_path / "space.yaml"
     space.write_text("learning_rate: {low: 1.0e-5, high: 5.0e-2, log: true}\nlora_rank: [4, 8]\n")
     fixed = {**TINY, "max_steps": 6, "eval_every": 2, "checkpoint_every": 2, "report_to": "none"}
@@ -91,8 +91,8 @@ def test_six_trials_prune_survive_a_kill_and_report_optunas_best(tmp_path, capsy
             run_dir = store.project.runs_dir / t.user_attrs["run_id"]
             evals = [e for e in runs.read_events(run_dir) if e["type"] == "eval" and e["step"] > 0]
             assert sorted(t.intermediate_values) == sorted({e["step"] for e in evals})
-            if t.state.name == "PRUNED":
-                assert runs.run_status(run_dir)["status"] == "cancelled"
+            if t.state.name == "PRUNED":  # cancelled, unless its last steps finished before the sweep looked
+                assert runs.run_status(run_dir)["status"] in ("cancelled", "completed")
             if t.state.name == "COMPLETE":
                 assert t.value == pytest.approx(runs.run_status(run_dir)["eval_loss"])
 

@@ -249,13 +249,14 @@ def test_a_kto_run_and_early_stopping_on_the_validation_loss(dpo_run):
     unpaired = [{"prompt": p["prompt"], "completion": p[k], "label": k == "chosen", "split": p["split"]}
                 for p in pairs for k in ("chosen", "rejected")]
     kto = copy_run(run_dir, "kto1", cfg.replace(method="kto", max_steps=4, eval_every=2, checkpoint_every=4,
-                                                kto_desirable_weight=1.2), unpaired)
+                                                kto_desirable_weight=1.2, max_val_records=1000), unpaired)
     assert train_main([str(kto)]) == 0
     events = [json.loads(line) for line in (kto / "events.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["type"] == "eval"]
     assert events[-1]["status"] == "completed" and [e["step"] for e in evals] == [0, 2, 4]
     assert evals[0]["val_loss"] == pytest.approx((1.2 + 1.0) / 2 * 0.5, abs=1e-6)  # 1 - sigmoid(0) per example
-    assert "val_reward_accuracy" in evals[-1] and "reward_margin" in events[-2]
+    last_step = [e for e in events if e["type"] == "step"][-1]
+    assert "val_reward_accuracy" in evals[-1] and "reward_margin" in last_step
     # a validation loss that must fall by more than 10 never improves: the run stops at its first evaluation
     stop = copy_run(run_dir, "dpo-stop", cfg.replace(max_steps=10, eval_every=2, early_stopping_patience=1,
                                                      early_stopping_min_delta=10.0))

@@ -86,3 +86,14 @@ def test_report_to_accepts_sinks_uris_and_refuses_the_rest():
     for bad, word in (("mlfow", "not known"), ("none,mlflow", "none alone"), ("", "empty")):
         with pytest.raises(ConfigError, match=word):
             TrainConfig(report_to=bad)
+
+
+def test_an_evaluation_adds_its_metrics_to_the_same_mlflow_run(tracked_run):
+    from mlflow.tracking import MlflowClient
+
+    project, run_dir, _, _ = tracked_run
+    assert tracking.log_evaluation(run_dir, {"rougeL": 0.25, "bleu": 12.5, "note": "x"})
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'tracking' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+    assert run.data.metrics["eval/rougeL"] == 0.25 and run.data.metrics["eval/bleu"] == 12.5
+    assert not tracking.log_evaluation(project / "elsewhere", {"rougeL": 0.1})  # an untracked run

@@ -365,6 +365,13 @@ def _running(project_root: Path, name: str) -> bool:
     return path.exists() and jobs.alive(jobs.Job.from_text(path.read_text(encoding="utf-8")))
 
 
+def slice_rows(out: dict) -> list[dict]:
+    """The completed trials in long form for a slice plot: {trial, setting, setting_value, objective}."""
+    return [{"trial": t["number"], "setting": k, "setting_value": float(v), "objective": t["value"]}
+            for t in out["trials"] if t["state"] == "COMPLETE" for k, v in t["params"].items()
+            if isinstance(v, (int, float))]
+
+
 def importance(project_root: Path, name: str) -> dict[str, float]:
     """optuna.importance over the completed trials ({} with fewer than two, or one searched setting)."""
     import optuna
