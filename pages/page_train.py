@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import train_export
+import train_sweep
 import wb_ui
 import widgets
 from trainers.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
@@ -234,4 +235,6 @@ def runs_section(store) -> None:
 store = wb_ui.get_store()
 st.title("Train")
 new_run_section(store)
+train_sweep.sweep_section(store)
 runs_section(store)
+train_sweep.compare_section(store)

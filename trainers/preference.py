@@ -45,11 +45,14 @@ CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, CPU_SEQ_LEN, GPU_SEQ_LEN = 2048, 16384, 512,
 
 # ---------------------------------------------------------------- records and tokens
 
-def read_preference_records(path: str | Path, method: str) -> list[dict]:
-    """{prompt: [messages], answers: [chosen, rejected] or [completion], label (kto), split} per line."""
+def read_preference_records(path: str | Path, method: str, *, limit: int | None = None) -> list[dict]:
+    """{prompt: [messages], answers: [chosen, rejected] or [completion], label (kto), split} per line (the
+    first `limit` records when given)."""
     out = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
+            if limit is not None and len(out) >= limit:
+                break
             if not line.strip():
                 continue
             rec = json.loads(line)
@@ -171,6 +174,88 @@ def batches(examples: list[Tokenized], *, batch_tokens: int, pad_id: int, seed: 
     if cur:
         groups.append(cur)
     return [collate(g, pad_id, kl=kl) for g in groups]
+
+
+# ---------------------------------------------------------------- pre-flight
+
+def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int = 3) -> dict:
+    """trainers.preflight for dpo and kto: the split, token counts of prompt + answer, what max_seq_len cuts,
+    steps per epoch, one pair as the model sees it, and a time per step measured from real preference steps
+    (policy forward and backward, reference forward) on this machine. Same keys as the supervised pre-flight."""
+    import statistics
+    import time
+
+    from trainers.preflight import READ_RECORDS, _count_lines, base_and_adapter
+
+    kto = cfg.method == "kto"
+    lines = _count_lines(records_path)
+    records = read_preference_records(records_path, cfg.method, limit=READ_RECORDS)
+    train, val, how = D.split_records(records, val_fraction=cfg.val_fraction, max_val_records=cfg.max_val_records,
+                                      seed=cfg.seed)
+    notes = [f"{cfg.method}: each {'example' if kto else 'pair'} is scored by the adapter and by the reference "
+             f"({'the starting adapter' if cfg.start_adapter.strip() else 'the base model, adapter off'}); "
+             f"beta {cfg.beta:g}"]
+    scale = 1.0
+    if lines > READ_RECORDS:
+        scale = lines / READ_RECORDS
+        notes.append(f"counts are estimated from the first {READ_RECORDS:,} of {lines:,} records")
+    texts = (m["content"] for r in train for msgs in (r["prompt"], *r["answers"]) for m in msgs if m["content"])
+    tokenizer, model, device = base_and_adapter(cfg.replace(method="lora", start_adapter=""), texts, notes)
+    cuda = device.type == "cuda"
+    max_len = cfg.max_seq_len or (GPU_SEQ_LEN if cuda else CPU_SEQ_LEN)
+    batch_tokens = cfg.batch_tokens or (GPU_BATCH_TOKENS if cuda else CPU_BATCH_TOKENS)
+    examples, counts = tokenize_all(tokenizer, train, max_len)
+    if not examples:
+        raise ConfigError(f"no training example keeps an answer within max_seq_len ({max_len}); raise max_seq_len")
+    lengths = [len(e.prompt_ids) + max(map(len, e.answer_ids)) for e in examples]
+    epoch = batches(examples, batch_tokens=batch_tokens, pad_id=tokenizer.pad_token_id, seed=cfg.seed, epoch=0,
+                    kl=kto)
+    steps_per_epoch = max(1, math.floor(len(epoch) * scale / cfg.grad_accum))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
+    model.train()
+    times = []
+    for batch in (epoch * (measure_steps + 1))[: measure_steps + 1]:
+        t0 = time.monotonic()
+        batch = to_device(batch, device)
+        args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        logps = sequence_logps(model, *args)
+        with torch.no_grad(), model.disable_adapter():
+            sequence_logps(model, *args)
+        (-logps.mean()).backward()  # the step's shape of work; the loss itself is the run's
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.monotonic() - t0)
+    per_micro = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    planned = cfg.max_steps or max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    first = examples[0]
+    example = [{"text": tokenizer.decode(first.prompt_ids, skip_special_tokens=False), "trained": False},
+               {"text": tokenizer.decode(first.answer_ids[0], skip_special_tokens=False), "trained": True}]
+    if not kto:
+        example += [{"text": "\n\nrejected: ", "trained": False},
+                    {"text": tokenizer.decode(first.answer_ids[1], skip_special_tokens=False), "trained": True}]
+    answer_tokens = sum(sum(map(len, e.answer_ids)) for e in examples)
+    return {
+        "split": how, "train_records": round(len(train) * scale), "val_records": min(round(len(val) * scale),
+                                                                                    cfg.max_val_records),
+        "sampled_records": len(train), "estimated": scale > 1,
+        "example": example, "example_text": "".join(s["text"] for s in example),
+        "tokens_mean": round(statistics.fmean(lengths), 1), "tokens_median": statistics.median(lengths),
+        "tokens_p95": sorted(lengths)[int(0.95 * (len(lengths) - 1))], "tokens_max": max(lengths),
+        "truncated": round(counts["truncated"] * scale), "dropped": round(counts["dropped"] * scale),
+        "max_seq_len": max_len, "batch_tokens": batch_tokens, "row_len": max_len,
+        "batch_plan": [f"{'examples' if kto else 'pairs'} padded to the longest of their batch, up to "
+                       f"{batch_tokens:,} tokens a micro-batch"],
+        "supervised_tokens_per_epoch": round(answer_tokens * scale),
+        "tokens_per_epoch": round(sum(len(e.prompt_ids) * len(e.answer_ids) for e in examples) * scale
+                                  + answer_tokens * scale),
+        "steps_per_epoch": steps_per_epoch, "planned_steps": planned,
+        "seconds_per_step": round(per_micro * cfg.grad_accum, 3),
+        "seconds_per_epoch": round(per_micro * len(epoch) * scale, 1),
+        "seconds_planned": round(per_micro * cfg.grad_accum * planned, 1),
+        "trainable_parameters": sum(p.numel() for p in trainable), "device": str(device), "notes": notes,
+        "method": cfg.method,
+    }
 
 
 # ---------------------------------------------------------------- the maths

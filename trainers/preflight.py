@@ -16,15 +16,18 @@ from pathlib import Path
 import torch
 
 from trainers import data as D
-from trainers.config import TrainConfig
+from trainers.config import PREFERENCE_METHODS, TrainConfig
 
 SAMPLE_RECORDS = 5000  # counts on bigger splits are measured on a sample and scaled up
 READ_RECORDS = 50_000  # a bigger version is estimated from its first records (the page stays responsive)
 
 
 def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int = 3) -> dict:
-    from trainers import tiny
-    from trainers.train import load_base, load_tokenizer, loss_sum, pick_device, wrap_peft
+    if cfg.method in PREFERENCE_METHODS:
+        from trainers.preference import preflight as preference_preflight
+
+        return preference_preflight(records_path, cfg, measure_steps=measure_steps)
+    from trainers.train import loss_sum
 
     lines = _count_lines(records_path)
     records = D.read_records(records_path, limit=READ_RECORDS)
@@ -40,20 +43,7 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
         train_count, val_count = len(train), len(val)
     sample = train if len(train) <= SAMPLE_RECORDS else random.Random(cfg.seed).sample(train, SAMPLE_RECORDS)
     scale = train_count / len(sample)
-    tiny_ready = cfg.base_model == "tiny" and (Path(cfg.tiny_dir) / tiny.MANIFEST).exists()
-    if cfg.base_model == "tiny" and not tiny_ready:
-        tokenizer = tiny.train_tokenizer(D.plain_texts(sample), cfg.tiny_vocab)
-        notes.append(f"the tiny base is not built yet: the run first pre-trains it for {cfg.tiny_pretrain_steps} "
-                     "steps (counts use a tokenizer trained the same way)")
-    else:
-        tokenizer = load_tokenizer(cfg.tiny_dir if cfg.base_model == "tiny" else cfg.base_model)
-    device, dtype = pick_device(cfg)
-    if cfg.base_model == "tiny":
-        model = (load_base(cfg.tiny_dir, cfg, device, dtype) if tiny_ready
-                 else tiny.random_model(cfg, tokenizer).to(device))
-    else:
-        model = load_base(cfg.base_model, cfg, device, dtype)
-    model = wrap_peft(model, cfg)
+    tokenizer, model, device = base_and_adapter(cfg, D.plain_texts(sample), notes)
     plan = _plan(cfg, tokenizer, sample, model, device)
     notes.append("batch plan: " + "; ".join(plan.reasons))
     examples, counts = D.tokenize(tokenizer, sample, plan.max_seq_len)
@@ -96,6 +86,28 @@ def preflight(records_path: str | Path, cfg: TrainConfig, *, measure_steps: int 
         "trainable_parameters": sum(p.numel() for p in trainable),
         "device": str(device), "notes": notes,
     }
+
+
+def base_and_adapter(cfg: TrainConfig, texts, notes: list[str]):
+    """(tokenizer, model with a fresh adapter, device) as the run will start from; when the tiny base is not
+    built yet, a random one with a tokenizer trained the same way on texts (noted)."""
+    from trainers import tiny
+    from trainers.train import load_base, load_tokenizer, pick_device, wrap_peft
+
+    tiny_ready = cfg.base_model == "tiny" and (Path(cfg.tiny_dir) / tiny.MANIFEST).exists()
+    if cfg.base_model == "tiny" and not tiny_ready:
+        tokenizer = tiny.train_tokenizer(texts, cfg.tiny_vocab)
+        notes.append(f"the tiny base is not built yet: the run first pre-trains it for {cfg.tiny_pretrain_steps} "
+                     "steps (counts use a tokenizer trained the same way)")
+    else:
+        tokenizer = load_tokenizer(cfg.tiny_dir if cfg.base_model == "tiny" else cfg.base_model)
+    device, dtype = pick_device(cfg)
+    if cfg.base_model == "tiny":
+        model = (load_base(cfg.tiny_dir, cfg, device, dtype) if tiny_ready
+                 else tiny.random_model(cfg, tokenizer).to(device))
+    else:
+        model = load_base(cfg.base_model, cfg, device, dtype)
+    return tokenizer, wrap_peft(model, cfg), device
 
 
 def _plan(cfg: TrainConfig, tokenizer, sample: list[dict], model, device):

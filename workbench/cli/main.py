@@ -14,6 +14,11 @@ from workbench.cli import common
 from workbench.cli.common import ProgressBar, SafeStream, emit, open_store
 from workbench.core.errors import WorkbenchError
 
+# workbench.core.formats.FORMATS and workbench.data.export.EXPORT_FORMATS, spelled out so that the CLI starts
+# without pyarrow (tests/cli check they stay equal)
+IMPORT_FORMATS = ("chat", "prompt-completion", "alpaca", "classification", "preference", "kto")
+EXPORT_FORMATS = ("chat", "alpaca", "prompt-completion", "csv", "parquet", "hf", "preference", "kto")
+
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL = 2
 
@@ -206,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", parents=[common, reporting], help="import a file as a new dataset version")
     p.add_argument("path", help="JSONL, JSON, CSV/TSV, Parquet file or a Hugging Face save_to_disk folder")
     p.add_argument("--dataset", required=True, help="dataset name (a new version if it exists)")
-    p.add_argument("--format", default="auto", choices=["auto", "chat", "prompt-completion", "alpaca",
-                                                        "classification"])
+    p.add_argument("--format", default="auto", choices=["auto", *IMPORT_FORMATS],
+                   help="auto: from the columns; preference: prompt, chosen, rejected; kto: prompt, completion, label")
     p.add_argument("--text-col", help="classification: the text column")
     p.add_argument("--label-col", help="classification: the label column")
     p.add_argument("--prompt-col", help="prompt-completion: the prompt column (alpaca: instruction)")
@@ -234,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common, reporting], help="write a version to a file")
     p.add_argument("name", metavar="NAME[@VERSION]")
-    p.add_argument("--format", required=True, choices=["chat", "alpaca", "prompt-completion", "hf", "parquet",
-                                                       "csv"])
+    p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS),
+                   help="preference and kto: the pairs of a preference dataset (TRL's DPO and KTO columns)")
     p.add_argument("--split", help="only records whose split column has this value")
     p.add_argument("--redact", nargs="?", const="all", metavar="TYPES",
                    help="replace PII with placeholders such as [EMAIL] in the exported text: every personal type, or a "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from trainers.config import ConfigError, field_help, parse_assignment
+from trainers.config import METHODS, ConfigError, field_help, parse_assignment
 from workbench.cli.common import ProgressBar, emit, open_store
 from workbench.core.errors import WorkbenchError
 
@@ -20,6 +20,7 @@ def _config(store, args):
             raise WorkbenchError(str(exc)) from None
         overrides[key] = value
     overrides["base_model"] = args.base_model
+    overrides["method"] = args.method
     overrides["max_steps"] = args.max_steps
     if args.config:
         return runs.config_from_file(store, args.config, **overrides)
@@ -122,6 +123,7 @@ def register(sub, common, reporting) -> None:
     p.add_argument("--base-model", metavar="tiny|PATH|HF_ID", help=helps["base_model"])
     p.add_argument("--config", metavar="FILE", help="a YAML, JSON or TOML file of training settings")
     p.add_argument("--max-steps", type=int, metavar="N", help=helps["max_steps"])
+    p.add_argument("--method", choices=list(METHODS), help=helps["method"])
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one setting, e.g. --set lora_rank=8 "
                    "(repeatable; overrides --config)")
     p.add_argument("--preflight", action="store_true", help="only show what the run would do (template, token counts,"
