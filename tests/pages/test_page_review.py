@@ -230,3 +230,35 @@ def test_reviewers_per_item_no_accounts_can_meet_are_warned_about(project):
     owner.number_input(key="rv_overlap").set_value(3).run()
     warned = [w.value for w in owner.warning if "different" in w.value]
     assert warned and "3 different reviewers are needed per item, but only 2 are chosen" in warned[0]
+
+
+def test_a_judge_run_from_the_results_shows_its_agreement_and_position_bias(project):
+    """The owner starts a judge run on an endpoint (a fake OpenAI-compatible server that always answers "A") from
+    the Results, and reads it: every item judged, position bias 100%, every item inconsistent."""
+    from tests.models.test_judge import FakeJudge
+
+    root, evals, _ = project
+    with Store.open(root) as store:
+        rv = R.create_review(store, evals, sample_size=4, overlap=2, seed=3)
+        for who in ("rita", "remy"):
+            user = auth.get_user(store, who)
+            for item in R.review_items(store, rv)["item"]:
+                R.submit(store, rv, str(item), choice="left", user=user)
+    fake = FakeJudge(lambda prompt: "Reason: the first one.\nVerdict: A")
+    try:
+        owner = signed_in(root, "owner")
+        owner.segmented_control(key="review_mode").set_value("Results").run()
+        assert not owner.exception, [e.value for e in owner.exception]
+        assert any(c.value == "No judge runs on this review yet." for c in owner.caption)
+        owner.selectbox(key=f"jd_model_{rv.review_id}").set_value("endpoint").run()
+        owner.text_input(key=f"jd_url_{rv.review_id}").set_value(fake.url)
+        owner.text_input(key=f"jd_name_{rv.review_id}").set_value("fake")
+        owner.button(key=f"jd_start_{rv.review_id}").click().run()
+        assert not owner.exception, [e.value for e in owner.exception]
+    finally:
+        fake.close()
+    assert len(fake.prompts) == 8  # 4 items, both orders
+    assert any(s.value.startswith("Judge run") and "finished" in s.value for s in owner.success)
+    metrics = {m.label: m.value for m in owner.metric}
+    assert metrics["Items judged"] == "4" and metrics["Unparseable"] == "0"
+    assert metrics["Position bias"] == "100%" and metrics["Position-inconsistent"] == "100%"
