@@ -98,3 +98,33 @@ def test_an_adapter_folder_must_hold_an_adapter(project):
     with Store.open(root) as store:
         with pytest.raises(WorkbenchError, match="not an adapter folder"):
             eval_setup.resolve_model(store, base_model="tiny", adapter=str(root))
+
+
+def test_workbench_eval_leaves_the_project_free_while_it_generates(project):
+    """The CLI holds the database only to set the run up and to score it: while the generator runs, another
+    process (the app) opens the project, and the CLI still finishes and scores."""
+    import subprocess
+    import sys
+    import time
+
+    root, _ = project
+    cli = subprocess.Popen([sys.executable, "-m", "workbench.cli", "eval", "--project", str(root), "--base-model",
+                            "tiny", "--dataset", "tickets", "--split", "test", "--max-new-tokens", "48", "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).resolve().parents[2])
+    seen = []
+    try:
+        while cli.poll() is None and not seen:
+            try:
+                store = Store.open(root)
+            except WorkbenchError:  # the CLI holds it while it sets up or scores
+                time.sleep(0.05)
+                continue
+            with store:
+                seen = [r.status for r in evaluation.list_evals(store) if r.status == "running"]
+    finally:
+        out, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, err
+    assert seen == ["running"]  # opened while the evaluation was generating
+    got = json.loads(out)
+    assert got["status"] == "finished" and got["generated"] == got["items"] == 6

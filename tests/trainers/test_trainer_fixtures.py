@@ -10,7 +10,8 @@ from workbench.data.demo import generate_tickets
 
 # Small enough that a step takes milliseconds on one CPU thread.
 TINY = dict(tiny_layers=2, tiny_width=64, tiny_heads=2, tiny_vocab=400, tiny_pretrain_steps=10, batch_tokens=1024,
-            max_seq_len=512, cpu_threads=1, warmup_steps=0, eval_every=5, checkpoint_every=5, max_val_records=16)
+            max_seq_len=512, cpu_threads=1, warmup_steps=0, eval_every=5, checkpoint_every=5, max_val_records=16,
+            report_to="none")  # tracking has its own tests (tests/trainers/test_tracking.py); the e2e runs keep it on
 
 
 def chat_records(n: int, seed: int = 7) -> list[dict]:

@@ -100,10 +100,16 @@ class _Borrowed:
         return None
 
 
-def open_store(args, create: bool = True):
+OPEN_WAIT_S = 5.0  # how long a command waits for another process's moment with the database
+
+
+def open_store(args, create: bool = True, *, wait_s: float = OPEN_WAIT_S):
     """The store of the project named by --project (or the environment, or the default folder); inside the
-    app serving that project, the app's own store."""
-    from workbench.core.errors import WorkbenchError
+    app serving that project, the app's own store. Another process holding the database for a moment (a
+    command's one operation) is waited for, up to wait_s seconds."""
+    import time
+
+    from workbench.core.errors import StoreBusy, WorkbenchError
     from workbench.core.project import project_dir
     from workbench.core.store import Store
 
@@ -112,7 +118,14 @@ def open_store(args, create: bool = True):
         if project_dir(args.project) != borrowed.project.root.resolve():
             raise WorkbenchError(f"this app serves {borrowed.project.root}, not {project_dir(args.project)}")
         return _Borrowed(borrowed)
-    return Store.open(args.project, create=create)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return Store.open(args.project, create=create)
+        except StoreBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def emit(args, payload: dict, text: str) -> None:

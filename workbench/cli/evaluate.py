@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from workbench.cli.common import ProgressBar, emit
 from workbench.core.errors import WorkbenchError
 
@@ -36,20 +38,38 @@ def _eval_text(run) -> str:
 
 def cmd_eval(args) -> int:
     from workbench.cli.main import open_store
-    from workbench.models import eval_setup, generator
+    from workbench.models import eval_setup, evaluation, generator
 
+    bar = ProgressBar(not args.json)
     with open_store(args) as store:
-        bar = ProgressBar(not args.json)
         if args.resume is not None:
-            run = generator.resume(store, args.resume, progress=bar)
+            run = generator.restart(store, args.resume)
         else:
             if not args.dataset:
                 raise WorkbenchError("say which dataset to evaluate on: --dataset NAME[@VERSION] (or --resume ID)")
             model = eval_setup.resolve_model(store, run_id=args.run, base_model=args.base_model, adapter=args.adapter)
             settings = eval_setup.GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                                    top_p=args.top_p, batch_size=args.batch_size, seed=args.seed)
-            run = generator.run_eval(store, args.dataset, model=model, split=args.split, settings=settings,
-                                    progress=bar)
+            run = evaluation.create_eval(store, args.dataset, model=model, split=args.split, settings=settings)
+            run = generator.launch(store, run.eval_id)
+    if run.status != "finished":
+        # The database is closed while the generator runs, so the app can open the project meanwhile.
+        try:
+            generator.follow_job(run, progress=bar)
+        except KeyboardInterrupt:
+            print(f"\nstopped evaluation {run.eval_id}; what it generated is kept: "
+                  f"`workbench eval --resume {run.eval_id}`", file=sys.stderr)
+            with open_store(args) as store:
+                generator.stop(store, run.eval_id)
+            return 130
+        try:
+            store = open_store(args, wait_s=30.0)  # a page's or a script's moment
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"evaluation {run.eval_id} has generated its answers, but the project is now "
+                                 f"open elsewhere ({exc}); the Evaluate page scores it when you open the run there, "
+                                 f"or run `workbench eval --resume {run.eval_id}` once it is closed") from None
+        with store:
+            run = generator.wait(store, run.eval_id, progress=bar)  # the last answers in, then the scores
         if run.status != "finished":
             detail = f": {run.error.splitlines()[-1]}" if run.error else ""
             raise WorkbenchError(f"evaluation {run.eval_id} {run.status} after {run.generated:,} of {run.items:,} "

@@ -3,3 +3,7 @@
 
 class WorkbenchError(Exception):
     """A problem the user can fix; the message says what to do next."""
+
+
+class StoreBusy(WorkbenchError):
+    """The project's database is held by another process (DuckDB lets one process open it)."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import duckdb
 
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import StoreBusy, WorkbenchError
 from workbench.core.project import Project, open_project
 from workbench.core.schema import MIGRATIONS
 
@@ -41,7 +41,7 @@ class Store:
             self.con = duckdb.connect(str(project.db_path))
         except duckdb.IOException as exc:
             msg = str(exc).splitlines()[0]
-            raise WorkbenchError(
+            raise StoreBusy(
                 f"cannot open {project.db_path}: {msg}. Is another workbench process (app or CLI) using this project?"
             ) from None
         self.con.execute(f"SET memory_limit='{memory_limit}'")

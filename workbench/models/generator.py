@@ -24,6 +24,7 @@ from workbench.models.evaluation import (
     CONFIG_FILE,
     DONE_FILE,
     LOG_FILE,
+    OUTPUTS_FILE,
     EvalRun,
     Progress,
     create_eval,
@@ -133,17 +134,46 @@ def wait(store: Store, eval_id: int, *, progress: Progress | None = None, poll_s
 def run_eval(store: Store, version: Version | str, *, model: ModelSpec, split: str = "test",
              settings: GenerationSettings | dict | None = None, user=None,
              progress: Progress | None = None) -> EvalRun:
-    """Create, generate (a job) and score in one blocking call: what `workbench eval` does."""
+    """Create, generate (a job) and score in one blocking call, holding the store throughout (for scripts;
+    `workbench eval` closes the store while the generator runs: see follow_job)."""
     run = create_eval(store, version, model=model, split=split, settings=settings, user=user)
     launch(store, run.eval_id, user=user)
     return wait(store, run.eval_id, progress=progress)
 
 
-def resume(store: Store, eval_id: int, *, user=None, progress: Progress | None = None) -> EvalRun:
-    """Continue a stopped or crashed run: re-ingest the whole file, generate only what is missing."""
+def restart(store: Store, eval_id: int, *, user=None) -> EvalRun:
+    """Continue a stopped or crashed run: re-ingest the whole file, launch the generator for what is missing
+    (nothing when every answer is there: the run is scored and returned finished)."""
     ingest(store, eval_id, from_start=True)
     run = refresh(store, eval_id)
     if run.status == "finished":
         return run
-    launch(store, eval_id, user=user)
-    return wait(store, eval_id, progress=progress)
+    return launch(store, eval_id, user=user)
+
+
+def resume(store: Store, eval_id: int, *, user=None, progress: Progress | None = None) -> EvalRun:
+    """restart, then wait until it is scored."""
+    run = restart(store, eval_id, user=user)
+    return run if run.status == "finished" else wait(store, eval_id, progress=progress)
+
+
+def follow_job(run: EvalRun, *, progress: Progress | None = None, poll_s: float = 0.5) -> None:
+    """Follow a launched generator by its files alone, with no store open, until its process ends: the CLI's
+    loop, so the app can open the project while a long evaluation generates. Ctrl-C stops the generator (what
+    it wrote stays; the caller records the stop)."""
+    job, path = _job(run), run.path / OUTPUTS_FILE
+    offset, lines = 0, 0
+    try:
+        while jobs.alive(job):
+            if progress is not None and path.exists():
+                with open(path, "rb") as f:  # count the complete lines written since the last look
+                    f.seek(offset)
+                    chunk = f.read()
+                end = chunk.rfind(b"\n") + 1
+                lines, offset = lines + chunk[:end].count(b"\n"), offset + end
+                done = min(lines, run.items)
+                progress(min(done / max(run.items, 1), 0.999), f"{done:,}/{run.items:,} answers")
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        jobs.stop(job)
+        raise
