@@ -34,16 +34,43 @@ def all_pages() -> dict:
     }
 
 
+def busy_page(exc: Exception) -> None:
+    """While another process holds the project's database: say so, and open the app as soon as it is free."""
+    import wb_ui
+    from workbench.core.errors import StoreBusy
+
+    st.warning("A Workbench command running in a terminal (an import, a training run's setup, an evaluation's "
+               "scoring, ...) has this project's database open right now. This page opens by itself as soon as the "
+               "command lets go; nothing is lost meanwhile. To work in the app and the terminal at once, start the "
+               "app first: commands then run through it.", icon=":material/hourglass_top:")
+    st.caption(str(exc))
+
+    @st.fragment(run_every=2.0)
+    def wait_for_store() -> None:
+        try:
+            wb_ui.get_store()
+        except StoreBusy:
+            return
+        st.rerun()
+
+    wait_for_store()
+    st.button("Try now", key="busy_retry", help="Try to open the project again now.")
+
+
 def main() -> None:
     import wb_ui
-    from workbench.core.errors import WorkbenchError
+    from workbench.core.errors import StoreBusy, WorkbenchError
 
     st.set_page_config(page_title="Workbench", layout="wide")
     pages = all_pages()
     try:
         wb_ui.get_store()
         user = wb_ui.signed_in_user()
-    except WorkbenchError as exc:  # e.g. a CLI import holds the database right now
+    except StoreBusy as exc:  # a command in a terminal holds the database right now
+        st.navigation(pages, position="hidden")
+        busy_page(exc)
+        st.stop()
+    except WorkbenchError as exc:
         st.navigation(pages, position="hidden")
         wb_ui.show_error(exc)
         st.stop()

@@ -367,11 +367,13 @@ def test_quarantine_label_counts_in_good_english(demo_project, tmp_path):
 
 def test_an_undetected_format_says_what_to_click_not_which_flag(demo_project, tmp_path):
     path = tmp_path / "odd.jsonl"
-    path.write_text("".join(json.dumps({"question": f"q{i}", "reply": f"a{i}"}) + "\n" for i in range(3)))
+    path.write_text("".join(json.dumps({"asked": f"q{i}", "said": f"a{i}"}) + "\n" for i in range(3)))
     at = import_path(app(), path, "odd", "fail")
-    assert not at.exception and at.error
-    message = at.error[0].value
-    assert "--" not in message and "Column mapping" in message and "Format" in message
+    assert not at.exception and not at.error  # the app asks which column holds what (select boxes), no flags
+    message = next(w.value for w in at.warning if "column names do not say" in w.value)
+    assert "--" not in message and "Pick the format and a column for each part" in message
+    assert {s.label for s in at.selectbox if s.key and s.key.startswith("mapping_")} == {
+        "Format", "Prompt column", "Completion column"}
 
 
 def test_shared_helpers_plural_and_app_words():
@@ -392,3 +394,31 @@ def test_shared_helpers_plural_and_app_words():
                     "the tiny base is not built yet (x); the first training run builds it: `workbench train --dataset NAME`",
                     "evaluation 3 is stopped, not finished; resume it with `workbench eval --resume 3`"):
         assert "--" not in widgets.app_words(message) and "`workbench" not in widgets.app_words(message), message
+
+
+def test_a_database_held_by_a_command_is_a_wait_not_an_error(tmp_path, monkeypatch):
+    """Another process (a CLI command) holds the project's database: the app says what is going on and opens the
+    project by itself once the command lets go."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "busy"
+    init_project(root)
+    monkeypatch.setenv("WORKBENCH_PROJECT", str(root))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from workbench.core.store import Store; "
+                               f"s = Store.open({str(root)!r}); print('open', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        at = app()
+        assert not at.error and any("has this project's database open" in w.value for w in at.warning)
+        assert at.button(key="busy_retry").help
+        holder.communicate("\n", timeout=30)  # the command ends
+        at.button(key="busy_retry").click().run()
+        assert not at.exception and not at.warning
+        assert any("No datasets yet" in i.value for i in at.info)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        st.cache_resource.clear()
