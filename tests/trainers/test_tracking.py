@@ -97,3 +97,33 @@ def test_an_evaluation_adds_its_metrics_to_the_same_mlflow_run(tracked_run):
     (run,) = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
     assert run.data.metrics["eval/rougeL"] == 0.25 and run.data.metrics["eval/bleu"] == 12.5
     assert not tracking.log_evaluation(project / "elsewhere", {"rougeL": 0.1})  # an untracked run
+
+
+def test_a_scored_evaluation_of_the_run_lands_in_its_mlflow_run(tracked_run):
+    """workbench eval on a tracked run: its scores appear in that run's MLflow run, equal to the stored ones."""
+    import pyarrow as pa
+    from mlflow.tracking import MlflowClient
+
+    from tests.models.test_review import record_outputs
+    from workbench.core.store import Store
+    from workbench.core.versions import write_version
+    from workbench.data.demo import generate_tickets
+    from workbench.models import eval_setup, evaluation, generator
+
+    project, run_dir, _, _ = tracked_run
+    rows = list(generate_tickets(12, seed=3))
+    with Store.open(project) as store:
+        assert store.project.runs_dir == run_dir.parent
+        write_version(store, "tickets", [pa.table({"prompt": [r["prompt"] for r in rows],
+                                                   "completion": [r["completion"] for r in rows],
+                                                   "split": ["test"] * len(rows)})],
+                      kind="import", fmt="prompt-completion", recipe={})
+        run = evaluation.create_eval(store, "tickets", model=eval_setup.ModelSpec(str(run_dir), label="r1",
+                                                                                  run_id="r1"))
+        record_outputs(store, run, {i: rows[i]["completion"][: 20 + 7 * i] for i in range(run.items)})
+        scored = generator.refresh(store, run.eval_id)  # every answer in: scored, as the CLI's loop does
+    assert scored.status == "finished"
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'tracking' / 'mlflow.db'}")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+    for key in ("bleu", "rougeL", "chrf"):
+        assert mlrun.data.metrics[f"eval/test/{key}"] == pytest.approx(scored.metrics[key])

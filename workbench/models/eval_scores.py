@@ -78,7 +78,26 @@ def score(store: Store, eval_id: int, *, progress: Progress | None = None) -> Ev
     else:
         summary, per_item = _score_generation(run, outputs, refs, progress)
     summary["n_items"] = len(items)
-    return evaluation.save_scores(store, run, items, per_item, summary, labels)
+    scored = evaluation.save_scores(store, run, items, per_item, summary, labels)
+    _track(store, run, summary)
+    return scored
+
+
+def _track(store: Store, run: EvalRun, summary: dict) -> None:
+    """The scores into the training run's MLflow run (as eval/<split>/<metric>), when that run was tracked;
+    tracking never fails an evaluation."""
+    if not run.run_id:
+        return
+    from trainers import tracking
+
+    run_dir = store.project.runs_dir / run.run_id
+    metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    try:
+        tracking.log_evaluation(run_dir, metrics, prefix=f"eval/{run.split}/")
+    except Exception as exc:  # a broken or remote store: the scores are saved all the same
+        import logging
+
+        logging.getLogger(__name__).warning("evaluation %s: not logged to MLflow: %s", run.eval_id, exc)
 
 
 def _score_generation(run: EvalRun, outputs: list[str], refs: list[str], progress) -> tuple[dict, dict]:
