@@ -1,5 +1,7 @@
 """Datasets: import a file, pick a dataset version, browse its records, see its category mix, query it."""
 
+from pathlib import Path
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -7,10 +9,11 @@ import streamlit as st
 import wb_ui
 import widgets
 from datasets_export import export_section
+from datasets_manage import manage_section
 from workbench.core import versions
 from workbench.core.auth import require_role
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import CANONICAL, FORMATS, canonical_to_messages
+from workbench.core.formats import CANONICAL, FORMATS, MAPPED_FORMATS, FormatUnclear, canonical_to_messages
 from workbench.data import browse, importer, search, sqlconsole
 from workbench.data.uploads import save_upload
 from workbench.inspect import quality
@@ -66,24 +69,15 @@ def import_form(user) -> dict | None:
     on_error = right.radio("On bad rows", ["fail", "skip"], key="import_on_error", horizontal=True,
                            help="fail: import nothing and list every bad row. skip: import the good rows and "
                                 "keep the bad ones in the quarantine.")
-    with st.expander("Column mapping (optional)"):
-        c1, c2, c3, c4 = st.columns(4)
-        mapping = {
-            "prompt_col": c1.text_input("Prompt column", key="map_prompt",
-                                        help="The column holding the prompt (prompt-completion)."),
-            "completion_col": c2.text_input("Completion column", key="map_completion",
-                                            help="The column holding the response to learn."),
-            "text_col": c3.text_input("Text column", key="map_text",
-                                      help="The text to label (classification)."),
-            "label_col": c4.text_input("Label column", key="map_label",
-                                       help="The label or category of each record (classification)."),
-        }
+    choose = st.checkbox("Choose the columns myself", key="import_choose_columns",
+                         help="Show the file's columns and pick which one holds the prompt and the response (or "
+                              "the text and the label) before importing, instead of going by the column names.")
     if st.button("Import", type="primary", icon=":material/download:", key="import_button",
                  disabled=not user.can("import"),
                  help="Import the file as a new version of the dataset." if user.can("import")
                  else "Only an admin may import."):
         return {"source": source, "upload": upload, "path": path.strip(), "name": name.strip(), "fmt": fmt,
-                "on_error": on_error, "mapping": {k: v.strip() or None for k, v in mapping.items()}}
+                "on_error": on_error, "choose_columns": choose}
     return None
 
 
@@ -98,14 +92,37 @@ def missing_input(asked: dict) -> str | None:
 
 
 def run_import(store, user, asked: dict) -> None:
-    """Save the upload, import it with a progress bar, and keep the outcome for the next run."""
-    upload, outcome = asked["upload"], {"dataset": asked["name"]}
-    try:
-        with widgets.progress(f"saving {upload.name}" if upload else "starting") as report:
+    """Save the upload and import it with a progress bar. When the column names leave the format unclear, or the
+    user asked to choose, the saved file waits for the column mapping instead (nothing is uploaded twice)."""
+    upload = asked["upload"]
+    job = {"name": asked["name"], "fmt": asked["fmt"], "on_error": asked["on_error"]}
+    st.session_state.pop("import_mapping", None)  # a new import replaces a mapping left unfinished
+    with widgets.progress(f"saving {upload.name}" if upload else "starting") as report:
+        try:
             require_role(user, "import")  # before the upload is saved; import_file checks again
-            source = save_upload(store.project, upload.name, upload.getvalue()) if upload else asked["path"]
-            result = importer.import_file(store, source, asked["name"], fmt=asked["fmt"], on_error=asked["on_error"],
-                                          progress=report, user=user, **asked["mapping"])
+            job["source"] = str(save_upload(store.project, upload.name, upload.getvalue())) if upload \
+                else asked["path"]
+        except WorkbenchError as exc:
+            keep_outcome({"dataset": job["name"], "kind": "error", "message": str(exc)})
+            return
+        if asked["choose_columns"]:
+            start_mapping(job, reason=None)
+        else:
+            import_job(store, user, job, {}, report)
+
+
+def import_job(store, user, job: dict, columns: dict, report) -> None:
+    """Import job's file (columns: the mapping the user chose, if any) and keep the outcome for the next run."""
+    outcome = {"dataset": job["name"]}
+    try:
+        result = importer.import_file(store, job["source"], job["name"], fmt=job["fmt"], on_error=job["on_error"],
+                                      progress=report, user=user, **columns)
+    except FormatUnclear as exc:
+        if job["fmt"] in ("auto", *MAPPED_FORMATS):  # the formats whose columns the mapping below can name
+            start_mapping(job, reason=exc.reason)
+            return
+        outcome.update(kind="error", message=f"{exc.reason}. Rename the columns in the file, or tick **Choose the "
+                                             "columns myself** for a prompt-completion or classification import.")
     except importer.ImportRejected as exc:
         r = exc.result
         outcome.update(kind="rejected", errors=r.errors[:SHOWN_ERRORS], message=(
@@ -114,14 +131,75 @@ def run_import(store, user, asked: dict) -> None:
     except WorkbenchError as exc:
         outcome.update(kind="error", message=str(exc))
     else:
-        outcome.update(kind="success", skipped=result.skipped, errors=result.errors[:SHOWN_ERRORS], message=(
-            f"Imported {widgets.plural(result.imported, 'record')} into **{result.version.ref}** "
-            f"({result.format}, {result.seconds:.1f} s)."))
+        message = (f"Imported {widgets.plural(result.imported, 'record')} into **{result.version.ref}** "
+                   f"({result.format}, {result.seconds:.1f} s).")
+        if n := result.line_endings_normalised:
+            message += (f" Line endings made plain line feeds in {widgets.plural(n, 'record')} (the file had "
+                        "Windows CRLF or lone CR line breaks, which a model would learn to print).")
+        outcome.update(kind="success", skipped=result.skipped, errors=result.errors[:SHOWN_ERRORS], message=message)
         widgets.show_next(PICK, result.version.dataset, result.version.number)
         reset_browse()
-    st.session_state["import_outcome"] = outcome
+        st.session_state.pop("import_mapping", None)
+    keep_outcome(outcome)
     if outcome["kind"] == "success":
         st.rerun()  # the tables above the import form must show the new version
+
+
+def keep_outcome(outcome: dict) -> None:
+    st.session_state["import_outcome"] = outcome
+
+
+def start_mapping(job: dict, *, reason: str | None) -> None:
+    """Keep the saved file, its columns and the best guesses for the column mapping shown below the form."""
+    try:
+        choices = importer.column_choices(job["source"])
+    except WorkbenchError as exc:
+        keep_outcome({"dataset": job["name"], "kind": "error", "message": str(exc)})
+        return
+    fmt = job["fmt"] if job["fmt"] in MAPPED_FORMATS else choices.format
+    st.session_state["import_mapping"] = {**job, "reason": reason, "columns": choices.columns, "format": fmt,
+                                          "guess": choices.guess}
+    st.session_state.pop("import_outcome", None)
+
+
+ROLE_CONTROLS = {  # label, help
+    "prompt_col": ("Prompt column", "The column holding what the customer or user wrote: the model's input."),
+    "completion_col": ("Completion column", "The column holding the answer the model should learn to give."),
+    "text_col": ("Text column", "The column holding the text to classify."),
+    "label_col": ("Label column", "The column holding each record's label or category."),
+}
+
+
+def column_mapping(store, user, pending: dict) -> None:
+    """The file's columns as select boxes, one per part of the chosen format, defaulting to the best guesses."""
+    columns, token = pending["columns"], pending["source"]
+    with st.container(border=True):
+        st.markdown(f"**Which column holds what in {wb_ui.safe_markdown(Path(token).name)}?**")
+        if pending["reason"]:
+            st.warning(f"The column names do not say it: {wb_ui.safe_markdown(pending['reason'])}. Pick the "
+                       "format and a column for each part below, then import.", icon=":material/table_view:")
+        formats = list(MAPPED_FORMATS)
+        left, middle, right = st.columns(3)
+        fmt = left.selectbox("Format", formats, index=formats.index(pending["format"]), key=f"mapping_format::{token}",
+                             help="prompt-completion: a prompt and the answer to learn. classification: a text and "
+                                  "its label.")
+        chosen = {}
+        for where, flag in zip((middle, right), MAPPED_FORMATS[fmt]):
+            label, help_text = ROLE_CONTROLS[flag]
+            guess = pending["guess"].get(flag)
+            chosen[flag] = where.selectbox(label, columns, index=columns.index(guess) if guess in columns else 0,
+                                           key=f"mapping_{flag}::{token}", help=help_text)
+        go, cancel = st.columns([1, 4])
+        if go.button("Import with this mapping", type="primary", key="mapping_import", icon=":material/download:",
+                     help=f"Import {Path(token).name} as a new version of {pending['name']} with these columns."):
+            if len(set(chosen.values())) < len(chosen):
+                widgets.show_error("Choose a different column for each part.")
+            else:
+                with widgets.progress("starting") as report:
+                    import_job(store, user, {**pending, "fmt": fmt}, chosen, report)
+        if cancel.button("Cancel", key="mapping_cancel", help="Forget this file's mapping and import nothing."):
+            st.session_state.pop("import_mapping", None)
+            st.rerun()
 
 
 def show_import_outcome(outcome: dict) -> None:
@@ -147,6 +225,8 @@ def import_section(store, user, *, expanded: bool) -> None:
                 widgets.show_error(problem)
             else:
                 run_import(store, user, asked)
+        if (pending := st.session_state.get("import_mapping")) is not None:
+            column_mapping(store, user, pending)
     if "import_outcome" in st.session_state:
         show_import_outcome(st.session_state["import_outcome"])
 
@@ -311,3 +391,4 @@ if version is not None:
     export_section(store, version, user)
     quarantine_section(store, version.dataset)
     sql_console_section(store, version)
+manage_section(store, user)  # shown with no dataset listed too: archived ones come back here

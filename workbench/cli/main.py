@@ -57,6 +57,8 @@ def cmd_import(args) -> int:
     payload = result.to_json()
     text = (f"imported {result.imported:,} records into {args.dataset}@{result.version.number} "
             f"({result.format}, {result.seconds:.1f} s)")
+    if n := result.line_endings_normalised:
+        text += f"; line endings made LF (\\n) in {n:,} record{'s' if n != 1 else ''} (CRLF or CR in the file)"
     if result.skipped:
         text += (f"; skipped {result.skipped} bad row{'s' if result.skipped != 1 else ''} "
                  f"(see `workbench quarantine {args.dataset}`)")
@@ -69,8 +71,10 @@ def cmd_import(args) -> int:
 def cmd_datasets(args) -> int:
     from workbench.core.versions import list_datasets, list_versions
 
+    if args.rename or args.archive or args.unarchive:
+        return _manage_dataset(args)
     with open_store(args) as store:
-        rows = list_datasets(store)
+        rows = list_datasets(store, archived=True if args.archived else None if args.all else False)
         versions = {r["name"]: [
             {"version": v.number, "records": v.row_count, "kind": v.kind, "parent_id": v.parent_id,
              "content_hash": v.content_hash, "created_at": v.created_at}
@@ -80,14 +84,38 @@ def cmd_datasets(args) -> int:
             r["all_versions"] = versions[r["name"]]
     lines = [f"{'dataset':<24} {'version':>7} {'records':>10}  format"]
     for r in rows:
-        lines.append(f"{r['name']:<24} {r['version']:>7} {r['records']:>10,}  {r['format']}")
+        archived = f"  (archived {r['archived_at'][:16]})" if r.get("archived_at") else ""
+        lines.append(f"{r['name']:<24} {r['version']:>7} {r['records']:>10,}  {r['format']}{archived}")
         for v in reversed(versions.get(r["name"], [])):  # --versions: every version under its dataset, newest first
             origin = f"from @{v['parent_id']}" if v["parent_id"] else "imported"
             lines.append(f"  @{v['version']:<5} {v['records']:>10,}  {v['kind']:<10} {origin:<10} "
                          f"{str(v['created_at'])[:19]}  {str(v['content_hash'])[:12]}")
     if not rows:
-        lines = ["no datasets yet; import one with `workbench import FILE --dataset NAME`"]
+        lines = ["no archived datasets" if args.archived else
+                 "no datasets yet; import one with `workbench import FILE --dataset NAME`"]
     emit(args, {"datasets": rows}, "\n".join(lines))
+    return 0
+
+
+def _manage_dataset(args) -> int:
+    """--rename OLD NEW, --archive NAME, --unarchive NAME: one action, its result as one JSON object."""
+    from workbench.data import manage
+
+    with open_store(args) as store:
+        if args.rename:
+            out = manage.rename_dataset(store, *args.rename)
+            moved = [f"{out[k]} {k.replace('_', ' ')}" for k in ("questions", "runs", "evaluations") if out[k]]
+            text = (f"renamed {out['renamed_from']} to {out['dataset']} ({out['versions']} version"
+                    f"{'s' if out['versions'] != 1 else ''}" + (f"; {', '.join(moved)} follow it" if moved else "")
+                    + ")")
+        elif args.archive:
+            out = manage.archive_dataset(store, args.archive)
+            text = (f"archived {out['dataset']}: it leaves the lists; its versions stay readable as "
+                    f"{out['dataset']}@N, and `workbench datasets --archived` lists it")
+        else:
+            out = manage.unarchive_dataset(store, args.unarchive)
+            text = f"{out['dataset']} is listed again"
+    emit(args, out, text)
     return 0
 
 
@@ -221,8 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail: import nothing if any row is bad; skip: import good rows, quarantine bad ones")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("datasets", parents=[common, reporting], help="list datasets")
+    p = sub.add_parser("datasets", parents=[common, reporting], help="list, rename or archive datasets")
     p.add_argument("--versions", action="store_true", help="list every version too")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--archived", action="store_true", help="list only the archived datasets")
+    shown.add_argument("--all", action="store_true", help="list the archived datasets too")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"),
+                        help="give a dataset a new name; its versions, questions, runs and evaluations follow it")
+    action.add_argument("--archive", metavar="NAME",
+                        help="leave a dataset out of the lists; its versions stay readable as NAME@N")
+    action.add_argument("--unarchive", metavar="NAME", help="list an archived dataset again")
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("stats", parents=[common, reporting], help="record count, categories, lengths")

@@ -38,6 +38,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "import": frozenset({"admin"}),  # import datasets or annotations
     "write_version": frozenset({"admin"}),  # make a new dataset version (labels, balance, splits)
     "delete": frozenset({"admin"}),
+    "manage_datasets": frozenset({"admin"}),  # rename, archive and unarchive datasets
     "train": frozenset({"admin"}),
     "evaluate": frozenset({"admin"}),
     "manage_users": frozenset({"admin"}),

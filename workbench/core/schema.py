@@ -313,4 +313,28 @@ CREATE TABLE IF NOT EXISTS wb_judge_verdicts (
 ALTER TABLE wb_questions ADD COLUMN IF NOT EXISTS choices_from VARCHAR;
 ALTER TABLE wb_questions ADD COLUMN IF NOT EXISTS shown_columns JSON;
 """),
+    Migration(12, "data.manage", "archived datasets (left out of the lists) and the names datasets had before a rename", """
+ALTER TABLE wb_datasets ADD COLUMN IF NOT EXISTS archived_at TIMESTAMP;
+ALTER TABLE wb_datasets ADD COLUMN IF NOT EXISTS archived_by VARCHAR;
+CREATE TABLE IF NOT EXISTS wb_dataset_renames (
+    old_name VARCHAR NOT NULL,
+    new_name VARCHAR NOT NULL,
+    renamed_at TIMESTAMP NOT NULL,
+    renamed_by VARCHAR
+);
+"""),
+    Migration(13, "labels.questions", "the order a question's labelling queue hands records out in", """
+ALTER TABLE wb_questions ADD COLUMN IF NOT EXISTS queue_order VARCHAR DEFAULT 'default';
+"""),
+)
+
+# The columns that hold a dataset's name as text (every other reference is a version id). A rename
+# (data.manage.rename_dataset) changes them all in one transaction: a new one belongs in this list.
+DATASET_NAME_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("wb_datasets", "name"),
+    ("wb_versions", "dataset"),
+    ("wb_quarantine", "dataset"),
+    ("wb_questions", "dataset"),
+    ("wb_runs", "dataset"),
+    ("wb_evals", "dataset"),
 )

@@ -244,7 +244,9 @@ def write_version(
 
 
 def _commit_version(cur, version_id, dataset, parent_id, kind, fmt, recipe, info, hasher, folder, created_by) -> int:
-    cur.execute("INSERT INTO wb_datasets (name) VALUES (?) ON CONFLICT DO NOTHING", [dataset])
+    # A new version of an archived dataset brings it back into the lists: someone is working on it again.
+    cur.execute("INSERT INTO wb_datasets (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET archived_at = NULL, "
+                "archived_by = NULL", [dataset])
     number = cur.execute("SELECT coalesce(max(number), 0) + 1 FROM wb_versions WHERE dataset = ?",
                          [dataset]).fetchall()[0][0]
     table = f"wb_v{version_id}"
@@ -255,9 +257,14 @@ def _commit_version(cur, version_id, dataset, parent_id, kind, fmt, recipe, info
          hasher.hexdigest(), table, json.dumps(info or {}), created_by])
     files = quote_literal(str(folder / "*.parquet"))
     cur.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({files}, union_by_name = true)")
-    for name in (dataset, f"{dataset}@{number}"):  # what SQL users query; the row column stays internal
-        cur.execute(f'CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * EXCLUDE ({ROW_COLUMN}) FROM {table}')
+    for name in (dataset, f"{dataset}@{number}"):
+        name_view(cur, name, table)
     return number
+
+
+def name_view(cur, name: str, table: str) -> None:
+    """The view SQL users query by dataset name ('tickets', 'tickets@2'); the row column stays internal."""
+    cur.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * EXCLUDE ({ROW_COLUMN}) FROM {table}")
 
 
 def remove_orphans(store: Store) -> list[Path]:
@@ -298,10 +305,20 @@ def get_version(store: Store, ref: str) -> Version:
                            [name, int(number.lstrip("v"))]).fetchall()
     row = rows[0] if rows else None
     if row is None:
-        known = [r[0] for r in cur.execute("SELECT name FROM wb_datasets ORDER BY name").fetchall()]
+        known = dict(cur.execute("SELECT name, archived_at IS NOT NULL FROM wb_datasets ORDER BY name").fetchall())
         if name in known:
-            raise WorkbenchError(f"dataset {name!r} has no version {number}; see `workbench datasets`")
-        hint = f"; datasets here: {', '.join(known)}" if known else "; import one with `workbench import`"
+            raise WorkbenchError(f"dataset {name!r} has no version {number}; see `workbench datasets --versions`")
+        now = name
+        for _ in range(20):  # a -> b -> c: say where it is now
+            later = cur.execute("SELECT new_name FROM wb_dataset_renames WHERE old_name = ? ORDER BY renamed_at DESC "
+                                "LIMIT 1", [now]).fetchall()
+            if not later or now in known:
+                break
+            now = later[0][0]
+        if now != name:
+            raise WorkbenchError(f"no dataset named {name!r}: it was renamed to {now!r}")
+        listed = [n for n, archived in known.items() if not archived]
+        hint = f"; datasets here: {', '.join(listed)}" if listed else "; import one with `workbench import`"
         raise WorkbenchError(f"no dataset named {name!r}{hint}")
     return _version(row)
 
@@ -315,16 +332,34 @@ def list_versions(store: Store, dataset: str | None = None) -> list[Version]:
     return [_version(r) for r in store.cursor().execute(sql + " ORDER BY dataset, number", params).fetchall()]
 
 
-def list_datasets(store: Store) -> list[dict]:
-    """One row per dataset: its newest version and how many versions it has."""
+def archived_at(store: Store) -> dict[str, datetime]:
+    """When each archived dataset was archived (archived datasets leave the lists; their versions stay)."""
+    return dict(store.cursor().execute(
+        "SELECT name, archived_at FROM wb_datasets WHERE archived_at IS NOT NULL").fetchall())
+
+
+def list_datasets(store: Store, *, archived: bool | None = False) -> list[dict]:
+    """One row per dataset: its newest version and how many versions it has.
+
+    archived=False (the lists, the pickers): the datasets in use; True: only the archived ones;
+    None: all. Both of the latter add `archived_at` (None while in use) to each row."""
+    hidden = archived_at(store)
     latest: dict[str, dict] = {}
     for v in list_versions(store):
+        if archived is not None and (v.dataset in hidden) != archived:
+            continue
         latest[v.dataset] = {
             "name": v.dataset, "version": v.number, "versions": v.number, "records": v.row_count,
             "format": v.format, "content_hash": v.content_hash, "kind": v.kind,
-            "created_at": v.created_at.isoformat(sep=" ", timespec="seconds") if v.created_at else None,
+            "created_at": _when(v.created_at),
         }
+        if archived is not False:
+            latest[v.dataset]["archived_at"] = _when(hidden.get(v.dataset))
     return list(latest.values())
+
+
+def _when(stamp: datetime | None) -> str | None:
+    return stamp.isoformat(sep=" ", timespec="seconds") if stamp else None
 
 
 def version_columns(store: Store, version: Version) -> list[tuple[str, str]]:
