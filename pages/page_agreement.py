@@ -294,6 +294,38 @@ def annotators_section(report: dict) -> None:
             st.caption(ds.get("reason", ""))
 
 
+def accuracy_section(report: dict) -> None:
+    st.subheader("Accuracy per annotator")
+    acc = report["annotator_accuracy"]
+    pct = f"{acc['confidence']:.0%}"
+    st.caption(f"Each annotator's answers compared with a reference label, with a {pct} {acc['interval']} interval. "
+               + " ".join(f"**{name.replace('_', ' ').capitalize()}**: {meaning}."
+                          for name, meaning in acc["references"].items()))
+    rows = pd.DataFrame(acc["rows"])
+    rows["against"] = rows["reference"].str.replace("_", " ")
+    shown = rows[rows["items"] > 0]
+    if shown.empty:
+        st.info("No answer can be compared yet: adjudicate some records, or have at least three annotators answer "
+                "the same records.", icon=":material/info:")
+        return
+    widgets.table(shown, column_order=["annotator", "against", "items", "correct", "accuracy", "ci_low", "ci_high"],
+                  column_config={"items": st.column_config.NumberColumn("records compared"),
+                                 "accuracy": st.column_config.NumberColumn(format="%.2f"),
+                                 "ci_low": st.column_config.NumberColumn(f"{pct} low", format="%.2f"),
+                                 "ci_high": st.column_config.NumberColumn(f"{pct} high", format="%.2f")})
+    base = alt.Chart(shown).encode(
+        y=alt.Y("annotator:N", title=None, sort=sorted(shown["annotator"].unique()), axis=widgets.category_axis()),
+        yOffset=alt.YOffset("against:N"),
+        color=alt.Color("against:N", title="compared with"),
+        tooltip=["annotator", "against", "items", "correct", alt.Tooltip("accuracy:Q", format=".2f"),
+                 alt.Tooltip("ci_low:Q", title=f"{pct} low", format=".2f"),
+                 alt.Tooltip("ci_high:Q", title=f"{pct} high", format=".2f")])
+    bars = base.mark_bar(opacity=0.7).encode(x=alt.X("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])))
+    errors = base.mark_errorbar(ticks=True, color="black").encode(x=alt.X("ci_low:Q", title="accuracy"),
+                                                                  x2="ci_high:Q")
+    st.altair_chart((bars + errors).properties(height=widgets.step(44)), width="stretch")
+
+
 def consensus_section(store, given: Answers) -> None:
     st.subheader("Consensus")
     method = st.radio("Method", list(agreement.CONSENSUS_METHODS), horizontal=True, key="ag_method",
@@ -333,4 +365,5 @@ per_label_section(report)
 confusion_section(given.frame, report)
 disputed_section(report, given.source)
 annotators_section(report)
+accuracy_section(report)
 consensus_section(store, given)

@@ -69,8 +69,14 @@ def split_chart(report: dict) -> alt.Chart:
 
 # ---------------------------------------------------------------- target
 
+def listed_versions(store) -> list:
+    """Every version of the datasets that are not archived (archived ones leave the pickers)."""
+    listed = {d["name"] for d in versions.list_datasets(store)}
+    return [v for v in versions.list_versions(store) if v.dataset in listed]
+
+
 def reference_target(store, version) -> str:
-    refs = [v.ref for v in versions.list_versions(store) if v.version_id != version.version_id]
+    refs = [v.ref for v in listed_versions(store) if v.version_id != version.version_id]
     return st.selectbox("Reference dataset", refs, key="bal_reference",
                         help="Its mix of the same column becomes the target.")
 
@@ -290,7 +296,7 @@ def length_chart(result: dict) -> alt.Chart:
 
 def drift_section(store, version) -> None:
     st.subheader("Drift between two versions")
-    refs = [v.ref for v in versions.list_versions(store)]
+    refs = [v.ref for v in listed_versions(store)]
     c_a, c_b = st.columns(2)
     # The pickers are keyed by the version chosen above, so changing it re-seeds both.
     ref_a = c_a.selectbox("Baseline (A)", refs, index=refs.index(version.ref), key=f"drift_a::{version.ref}",

@@ -8,11 +8,14 @@ import wb_ui
 from workbench.core import auth, versions
 from workbench.core.errors import WorkbenchError
 from workbench.core.formats import CANONICAL, canonical_to_messages
-from workbench.labels import adjudication, annotations, kinds
+from workbench.labels import adjudication, annotations, kinds, queue_order
 from workbench.labels import questions as qs
 
 ANNOTATE, QUESTIONS, ADJUDICATE = "Annotate", "Questions", "Adjudicate"
 STATUS_ORDER = list(adjudication.STATUSES)
+QUEUE_ORDER_HELP = ("The order records are handed out in. " + " ".join(
+    f"{name}: {meaning}." for name, meaning in queue_order.ORDERS.items()) + " The classifier's certainty comes "
+    "from Suspected label errors on the Inspect page, run on the question's version.")
 
 store = wb_ui.get_store()
 user = wb_ui.current_user()
@@ -281,12 +284,13 @@ def add_question_form(datasets: list[str]) -> None:
                                "the choices come from is left out by default: it holds the answer.")
         guidelines = st.text_area("Guidelines (markdown)", key="q_guidelines", height=150,
                                   help="Shown to annotators beside every record.")
+        order = st.selectbox("Queue order", list(queue_order.ORDERS), key="q_queue_order", help=QUEUE_ORDER_HELP)
         if st.button("Add question", type="primary", key="q_add", icon=":material/add:",
                      help="Ask this question of every record of the version."):
             try:
                 q = qs.add_question(store, version, name, kind, choices=choices, choices_from=choices_from,
                                     anchors=qs.parse_anchors(anchors), overlap=int(overlap), majority=majority,
-                                    guidelines=guidelines, shown_columns=shown, user=user)
+                                    guidelines=guidelines, shown_columns=shown, order=order, user=user)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)
             else:
@@ -317,11 +321,18 @@ def change_question_form() -> None:
                                help="Columns shown under each record; leave out any that gives the answer away.")
         guidelines = st.text_area("Guidelines (markdown)", q.guidelines, key=f"{k}::guidelines", height=150,
                                   help="Shown to annotators beside every record.")
+        orders = list(queue_order.ORDERS)
+        order = st.selectbox("Queue order", orders, index=orders.index(q.queue_order), key=f"{k}::queue_order",
+                             help=QUEUE_ORDER_HELP)
+        if order != queue_order.DEFAULT:
+            st.caption("Classifier certainty for this version: " + (
+                "found, the least sure records come after the disagreeing ones." if queue_order.certainty_file(store, q) else
+                "none yet (run Suspected label errors on the Inspect page); disagreement first, then record order."))
         if st.button("Save changes", key=f"{k}::save", type="primary", icon=":material/save:",
-                     help="Save the overlap, majority rule, choices and guidelines."):
+                     help="Save the overlap, majority rule, choices, guidelines and queue order."):
             try:
                 qs.update_question(store, q.dataset, q.name, guidelines=guidelines, overlap=int(overlap),
-                                   majority=majority, user=user, shown_columns=shown,
+                                   majority=majority, user=user, shown_columns=shown, order=order,
                                    choices=[c for c in choices.split(",") if c.strip()] if choices else None)
             except WorkbenchError as exc:
                 wb_ui.show_error(exc)

@@ -141,6 +141,19 @@ def render_text(report: dict) -> str:
         lines.append(f"  {row['annotator'][:16]:<16} {row['answers']:>8,} {_fmt(row['consensus_agreement'], 2):>12} "
                      f"{_fmt(row['mean_kappa'], 2):>10} {gold:>9} {_fmt(row['dawid_skene_accuracy'], 2):>16}")
 
+    accuracy = report.get("annotator_accuracy")
+    if accuracy and any(r["items"] for r in accuracy["rows"]):
+        pct = f"{accuracy['confidence']:.0%}"
+        lines += ["", f"Accuracy per annotator ({pct} {accuracy['interval']} intervals):",
+                  f"  {'annotator':<16} {'against':<16} {'items':>7} {'accuracy':>9}  {pct} interval"]
+        for row in accuracy["rows"]:
+            if row["items"]:
+                lines.append(f"  {row['annotator'][:16]:<16} {row['reference'].replace('_', ' '):<16} "
+                             f"{row['items']:>7,} {_fmt(row['accuracy'], 2):>9}  "
+                             f"[{_fmt(row['ci_low'], 2)}, {_fmt(row['ci_high'], 2)}]")
+        for name, meaning in accuracy["references"].items():
+            lines.append(f"  {name.replace('_', ' ')}: {meaning}")
+
     if report["disputed"]:
         lines += ["", f"Most disputed records (top {len(report['disputed'])}):"]
         for d in report["disputed"]:

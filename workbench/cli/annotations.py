@@ -1,4 +1,5 @@
-"""`workbench annotations import|export|final`, `workbench questions add|list` and `workbench users add|list|remove`."""
+"""`workbench annotations import|export|final`, `workbench questions add|change|list` and
+`workbench users add|list|remove`."""
 
 from __future__ import annotations
 
@@ -70,26 +71,42 @@ def cmd_annotations_final(args) -> int:
 
 # ---------------------------------------------------------------- questions
 
+def _read_guidelines(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise WorkbenchError(f"cannot read the guidelines file {path}: {exc.strerror}") from None
+
+
 def cmd_questions_add(args) -> int:
     from workbench.labels.questions import add_question, parse_anchors
 
-    guidelines = ""
-    if args.guidelines:
-        try:
-            with open(args.guidelines, encoding="utf-8") as f:
-                guidelines = f.read()
-        except OSError as exc:
-            raise WorkbenchError(f"cannot read the guidelines file {args.guidelines}: {exc.strerror}") from None
+    guidelines = _read_guidelines(args.guidelines) or ""
     anchors = parse_anchors(args.anchors)
     choices = [c for c in (args.choices or "").split(",") if c.strip()] or None
     with common.open_store(args) as store:
         q = add_question(store, args.dataset, args.name, args.kind, choices=choices, choices_from=args.choices_from,
                          anchors=anchors, column=args.column, overlap=args.overlap, majority=args.majority,
                          guidelines=guidelines, shown_columns=[c.strip() for c in args.show_columns.split(",")
-                                                               if c.strip()] if args.show_columns else None)
+                                                               if c.strip()] if args.show_columns else None,
+                         order=args.queue_order)
     payload = _question_json(q)
     common.emit(args, payload, f"added question {q.name} ({q.kind}) to {q.dataset}: {q.overlap} annotators per "
                              f"record{', choices ' + ', '.join(q.choices) if q.choices else ''}")
+    return 0
+
+
+def cmd_questions_change(args) -> int:
+    from workbench.labels.questions import update_question
+
+    with common.open_store(args) as store:
+        q = update_question(store, args.dataset, args.name, overlap=args.overlap, majority=args.majority,
+                            guidelines=_read_guidelines(args.guidelines), order=args.queue_order)
+    common.emit(args, _question_json(q), f"question {q.name} of {q.dataset}: {q.overlap} annotators per record, "
+                                         f"queue order {q.queue_order}")
     return 0
 
 
@@ -97,7 +114,7 @@ def _question_json(q) -> dict:
     return {"dataset": q.dataset, "name": q.name, "kind": q.kind, "choices": list(q.choices), "anchors": q.anchors,
             "overlap": q.overlap, "majority": q.majority, "column": q.column, "key_column": q.key_column or "row",
             "version_id": q.version_id, "choices_from": q.choices_from,
-            "shown_columns": None if q.shown_columns is None else list(q.shown_columns)}
+            "shown_columns": None if q.shown_columns is None else list(q.shown_columns), "queue_order": q.queue_order}
 
 
 def cmd_questions_list(args) -> int:
@@ -164,6 +181,9 @@ def cmd_users_remove(args) -> int:
 def register(sub, common, reporting) -> None:
     from workbench.core.auth import ROLES
     from workbench.labels.kinds import NAMES as KINDS
+    from workbench.labels.queue_order import ORDERS
+
+    QUEUE_ORDER_HELP = "the order records are handed out in: " + "; ".join(f"{k}: {v}" for k, v in ORDERS.items())
 
     p = sub.add_parser("annotations", parents=[common], help="import, export and apply annotations")
     asub = p.add_subparsers(dest="annotations_command", required=True, metavar="ACTION")
@@ -214,7 +234,18 @@ def register(sub, common, reporting) -> None:
                    help="the metadata columns annotators see (default: all but --choices-from's column)")
     a.add_argument("--column", help="column the final values go to (default: the question's name; text: completion)")
     a.add_argument("--guidelines", metavar="FILE", help="markdown file shown to annotators beside each record")
+    a.add_argument("--queue-order", choices=list(ORDERS), default=None, help=QUEUE_ORDER_HELP + " (default: default)")
     a.set_defaults(func=cmd_questions_add)
+    a = qsub.add_parser("change", parents=[common, reporting],
+                        help="change what may change once answers exist (overlap, majority, guidelines, queue order)")
+    a.add_argument("name", help="the question's name")
+    a.add_argument("--dataset", required=True, help="the dataset the question belongs to")
+    a.add_argument("--overlap", type=int, help="how many annotators answer each record")
+    a.add_argument("--majority", action=argparse.BooleanOptionalAction, default=None,
+                   help="a strict majority of the answers is final")
+    a.add_argument("--guidelines", metavar="FILE", help="markdown file shown to annotators beside each record")
+    a.add_argument("--queue-order", choices=list(ORDERS), default=None, help=QUEUE_ORDER_HELP + " (left out: unchanged)")
+    a.set_defaults(func=cmd_questions_change)
     a = qsub.add_parser("list", parents=[common, reporting], help="questions and how far they are")
     a.add_argument("--dataset")
     a.set_defaults(func=cmd_questions_list)

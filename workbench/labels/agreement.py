@@ -19,6 +19,7 @@ import pandas as pd
 from metrics import agreement as ag
 from metrics.interpret import reading
 from workbench.core.errors import WorkbenchError
+from workbench.labels.annotator_accuracy import annotator_accuracy
 
 LEVELS = ag.LEVELS
 CONSENSUS_METHODS = ("majority", "dawid-skene")
@@ -216,7 +217,8 @@ def build_report(answers: pd.DataFrame, *, level: str = "nominal", labels=None, 
     undefined; `reasons` says why), n_items, n_annotators, n_answers, level, labels; then `coefficients`
     (each with ci_low/ci_high, n_items, n_annotators, reason, reading), `alpha_by_level`, `pairwise`
     (Cohen's kappa per pair, plain and, for ordered levels, linear/quadratic weighted), `per_label`,
-    `disputed` (most disputed items first), `annotators` (quality), `dawid_skene`, `bootstrap`, `notes`.
+    `disputed` (most disputed items first), `annotators` (quality), `annotator_accuracy` (each annotator against
+    the adjudicated and the high-confidence labels, with Wilson intervals), `dawid_skene`, `bootstrap`, `notes`.
     """
     progress = progress or _no_progress
     if not 0 < confidence < 1:
@@ -277,6 +279,7 @@ def build_report(answers: pd.DataFrame, *, level: str = "nominal", labels=None, 
     report["annotators"] = _annotator_rows(ratings, gold_codes, pairwise["none"], ds)
     report["dawid_skene"] = _dawid_skene_json(ratings, ds)
     report["gold_items"] = int((gold_codes >= 0).sum())
+    report["annotator_accuracy"] = annotator_accuracy(ratings, gold or {}, confidence=confidence)
     progress(1.0, "done")
     return report
 

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from workbench.core.auth import User, now_utc, require_role
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store, quote_ident
 from workbench.core.versions import ROW_COLUMN, Version, get_version, version_columns
-from workbench.labels import assignment, flags, kinds
-
-# Records someone pointed at for another look (from an evaluation or a review) come first in every
-# question's queue over that version: the others' queue positions are moved back by this much.
-FLAGGED_OFFSET = 1 << 48
+from workbench.labels import assignment, kinds, queue_order
 
 
 @dataclass(frozen=True)
@@ -50,6 +46,10 @@ class Question:
     """The column the choices were taken from: it holds the answer, so annotators never see it."""
     shown_columns: tuple[str, ...] | None = None
     """The metadata columns annotators see beside each record; None: every one but the hidden ones."""
+    queue_order: str = queue_order.DEFAULT
+    """The order the queue hands out records in (workbench.labels.queue_order.ORDERS)."""
+    certainty_file: str | None = None
+    """Uncertain order: the label-error finder's certainty file of the version, found when the question is loaded."""
 
     def metadata(self, record: dict) -> dict:
         """The record's metadata as an annotator may see it: never the texts (shown as the conversation),
@@ -85,11 +85,7 @@ class Question:
     def task(self) -> assignment.Task:
         return assignment.Task(
             name=f"question:{self.question_id}",
-            # flagged records first, then the rest in record order
-            items_sql=(f"SELECT {self.key_sql_of('r')} AS item, r.{ROW_COLUMN} + CASE WHEN f._row IS NULL "
-                       f"THEN {FLAGGED_OFFSET} ELSE 0 END AS pos FROM wb_v{self.version_id} r LEFT JOIN "
-                       f"({flags.flagged_rows_sql(self.version_id)}) f "
-                       f"ON f._row = r.{ROW_COLUMN}"),
+            items_sql=queue_order.items_sql(self),  # flagged records first, then in the question's order
             answers_sql=f"SELECT item, annotator FROM wb_annotations WHERE question_id = {int(self.question_id)}",
             overlap=self.overlap)
 
@@ -99,14 +95,18 @@ class Question:
 
 
 _Q_COLS = ("question_id, dataset, name, version_id, kind, choices, anchors, column_name, key_column, overlap, "
-           "majority, guidelines, created_at, created_by, choices_from, shown_columns")
+           "majority, guidelines, created_at, created_by, choices_from, shown_columns, queue_order")
 
 
-def _question(row) -> Question:
+def _question(store: Store, row) -> Question:
     (qid, ds, name, vid, kind, choices, anchors, column, key, overlap, majority, guide, created, by, source,
-     shown) = row
-    return Question(qid, ds, name, vid, kind, tuple(json.loads(choices)), json.loads(anchors), column, key, overlap,
-                    bool(majority), guide, created, by, source, None if shown is None else tuple(json.loads(shown)))
+     shown, order) = row
+    q = Question(qid, ds, name, vid, kind, tuple(json.loads(choices)), json.loads(anchors), column, key, overlap,
+                 bool(majority), guide, created, by, source, None if shown is None else tuple(json.loads(shown)),
+                 order or queue_order.DEFAULT)
+    if q.queue_order != queue_order.DEFAULT:
+        q = replace(q, certainty_file=queue_order.certainty_file(store, q))
+    return q
 
 
 def version_by_id(store: Store, version_id: int) -> Version:
@@ -122,14 +122,14 @@ def list_questions(store: Store, dataset: str | None = None) -> list[Question]:
     sql, params = f"SELECT {_Q_COLS} FROM wb_questions", []
     if dataset:
         sql, params = sql + " WHERE dataset = ?", [dataset]
-    return [_question(r) for r in store.cursor().execute(sql + " ORDER BY dataset, name", params).fetchall()]
+    return [_question(store, r) for r in store.cursor().execute(sql + " ORDER BY dataset, name", params).fetchall()]
 
 
 def find_question(store: Store, dataset: str, name: str) -> Question | None:
     """The question, or None when the dataset has no question of that name."""
     rows = store.cursor().execute(f"SELECT {_Q_COLS} FROM wb_questions WHERE dataset = ? AND name = ?",
                                   [dataset, name]).fetchall()
-    return _question(rows[0]) if rows else None
+    return _question(store, rows[0]) if rows else None
 
 
 def get_question(store: Store, dataset: str, name: str) -> Question:
@@ -206,11 +206,12 @@ def _shown(store: Store, version: Version, shown_columns: Iterable[str] | None) 
 def add_question(store: Store, version: Version | str, name: str, kind: str, *, choices: Iterable | None = None,
                  choices_from: str | None = None, anchors: dict | None = None, column: str | None = None,
                  overlap: int = 1, majority: bool | None = None, guidelines: str = "",
-                 shown_columns: Iterable[str] | None = None, user: User | None = None) -> Question:
+                 shown_columns: Iterable[str] | None = None, order: str | None = None,
+                 user: User | None = None) -> Question:
     """Ask `name` of every record of a version. Choices are typed in, or taken from a column's values.
     majority None: the kind's default (a strict majority settles a single-choice record: 2 of 3 agreeing is
     not a dispute). shown_columns: the metadata annotators see (None: all but the column the choices came
-    from and the one the answers go to)."""
+    from and the one the answers go to). order: the queue's order (queue_order.ORDERS; default: record order)."""
     user = require_role(user, "edit_questions")
     version = get_version(store, version) if isinstance(version, str) else version
     name = (name or "").strip()
@@ -228,7 +229,7 @@ def add_question(store: Store, version: Version | str, name: str, kind: str, *, 
            "column_name": column or spec.default_column(name), "key_column": record_key_column(store, version),
            "overlap": _check_overlap(overlap), "majority": majority, "guidelines": guidelines or "",
            "created_at": now_utc(), "created_by": user.name, "choices_from": choices_from or None,
-           "shown_columns": _shown(store, version, shown_columns)}
+           "shown_columns": _shown(store, version, shown_columns), "queue_order": queue_order.check_order(order)}
     store.retry(lambda cur: _insert_question(cur, row))
     return get_question(store, version.dataset, name)
 
@@ -247,7 +248,7 @@ def _insert_question(cur, row: dict) -> None:
 def update_question(store: Store, dataset: str, name: str, *, guidelines: str | None = None,
                     overlap: int | None = None, majority: bool | None = None, choices: Iterable | None = None,
                     anchors: dict | None = None, column: str | None = None, shown_columns: Iterable[str] | None = None,
-                    user: User | None = None) -> Question:
+                    order: str | None = None, user: User | None = None) -> Question:
     """Change what the owner may change once answers exist (not the kind, nor the version)."""
     user = require_role(user, "edit_questions")
     q = get_question(store, dataset, name)
@@ -257,7 +258,8 @@ def update_question(store: Store, dataset: str, name: str, *, guidelines: str | 
                "choices": None if choices is None else json.dumps(list(q.spec.check_choices(choices))),
                "anchors": None if anchors is None else json.dumps(_clean_anchors(anchors)),
                "column_name": None if column is None else column.strip() or q.spec.default_column(q.name),
-               "shown_columns": None if shown_columns is None else _shown(store, q.version(store), shown_columns)}
+               "shown_columns": None if shown_columns is None else _shown(store, q.version(store), shown_columns),
+               "queue_order": None if order is None else queue_order.check_order(order)}
     sets = {k: v for k, v in changes.items() if v is not None}
     if sets:
         sets.update(updated_at=now_utc(), updated_by=user.name)
