@@ -3,11 +3,14 @@ GGUF file with an Ollama Modelfile (workbench.models.export_model does the work)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 import wb_ui
 import widgets
-from workbench.models import export_model
+from workbench.data import downloads
+from workbench.models import export_model, runs
 
 FORMAT_HELP = {
     "merged": "merged: base + adapter in one plain transformers folder (transformers, vLLM)",
@@ -27,7 +30,27 @@ def render_export(store, run_id: str) -> None:
         if export_model.not_exportable(store, run_id):
             return
         with st.expander("Export the model", icon=":material/ios_share:"):
+            _adapter_download(store, run_id)
             _export_form(store, run_id)
+
+
+def offer_folder(folder: Path, name: str, label: str, key: str, help: str) -> None:
+    """A download button for a folder as one zip, built when clicked; a folder too big for a browser copy is
+    named by its path instead."""
+    size = downloads.folder_size(folder)
+    if size > downloads.BROWSER_LIMIT:
+        st.caption(f"{label}: {size / 2**30:.1f} GB, too big for a browser download; copy it from `{folder}`.")
+        return
+    st.download_button(f"{label} ({max(size / 2**20, 0.1):.1f} MB)", data=lambda: downloads.zip_folder(folder),
+                       file_name=f"{name}.zip", mime="application/zip", icon=":material/download:", key=key,
+                       help=help, on_click="ignore")
+
+
+def _adapter_download(store, run_id: str) -> None:
+    adapter = Path(runs.run_status(runs.run_path(store, run_id))["adapter"])
+    offer_folder(adapter, f"{run_id}-adapter", "Download the adapter", f"export_adapter_{run_id}",
+                 "The LoRA adapter as a zip (adapter_config.json and the weights): load it on its base model with "
+                 "peft's PeftModel.from_pretrained, or merge it below.")
 
 
 def _export_form(store, run_id: str) -> None:
@@ -59,3 +82,5 @@ def _export_form(store, run_id: str) -> None:
             st.code(payload["ollama_create"], language="bash")
         st.caption("Files written:")
         st.code("\n".join(payload["files"]), language=None)
+        offer_folder(Path(payload["path"]), Path(payload["path"]).name, "Download the export", f"export_dl_{run_id}",
+                     "Everything written, as one zip.")

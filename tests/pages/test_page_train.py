@@ -65,6 +65,8 @@ def test_preflight_start_and_follow_a_run(project):
     assert any(m.label == "Status" and m.value == "completed" for m in at.metric)
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the loss curves
     assert any(c.value.endswith("adapter") for c in at.code)
+    download = [d for d in at.get("download_button") if "Download the adapter" in d.proto.label]
+    assert download and download[0].proto.help  # the adapter as a zip, once the run has one
     manifest = json.loads((project / "runs" / run_id / "manifest.json").read_text())
     assert manifest["config"]["lora_rank"] == 4
 

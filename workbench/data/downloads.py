@@ -34,12 +34,28 @@ def export_bytes(store: Store, version: Version, fmt: str, *, split: str | None 
         result = export_version(store, version, fmt, target, split=split, redact=redact, progress=progress,
                                 user=user)
         if fmt == "hf":  # a folder (arrow files, dataset_info.json): zipped under its own name
-            buffer = io.BytesIO()
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-                for path in sorted(target.rglob("*")):
-                    if path.is_file():
-                        z.write(path, os.path.relpath(path, target.parent))
-            data = buffer.getvalue()
+            data = zip_folder(target)
         else:
             data = target.read_bytes()
     return name, data, MIME[Path(name).suffix], result
+
+
+BROWSER_LIMIT = 1 << 30  # bigger folders are not offered as a download (the browser's copy is held in memory)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The folder as one zip file, its files under the folder's own name (unzips to the folder); weights and
+    other binary files are stored, text is deflated."""
+    folder = Path(folder)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                packed = path.suffix in (".safetensors", ".gguf", ".bin", ".pt", ".arrow", ".parquet")
+                z.write(path, os.path.relpath(path, folder.parent),
+                        compress_type=zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
