@@ -189,17 +189,19 @@ def column_mapping(store, user, pending: dict) -> None:
             guess = pending["guess"].get(flag)
             chosen[flag] = where.selectbox(label, columns, index=columns.index(guess) if guess in columns else 0,
                                            key=f"mapping_{flag}::{token}", help=help_text)
-        go, cancel = st.columns([1, 4])
-        if go.button("Import with this mapping", type="primary", key="mapping_import", icon=":material/download:",
-                     help=f"Import {Path(token).name} as a new version of {pending['name']} with these columns."):
+        with st.container(horizontal=True):
+            go = st.button("Import with this mapping", type="primary", key="mapping_import", icon=":material/download:",
+                           help=f"Import {Path(token).name} as a new version of {pending['name']} with these columns.")
+            cancel = st.button("Cancel", key="mapping_cancel", help="Forget this file's mapping and import nothing.")
+        if cancel:
+            st.session_state.pop("import_mapping", None)
+            st.rerun()
+        if go:
             if len(set(chosen.values())) < len(chosen):
                 widgets.show_error("Choose a different column for each part.")
             else:
                 with widgets.progress("starting") as report:
                     import_job(store, user, {**pending, "fmt": fmt}, chosen, report)
-        if cancel.button("Cancel", key="mapping_cancel", help="Forget this file's mapping and import nothing."):
-            st.session_state.pop("import_mapping", None)
-            st.rerun()
 
 
 def show_import_outcome(outcome: dict) -> None:

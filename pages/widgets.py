@@ -19,7 +19,7 @@ from workbench.core.errors import WorkbenchError
 # The library speaks to the CLI and the app alike; in the app a flag is a control to click.
 APP_WORDS = [
     (re.compile(r"Pass --format and the column flags \([^)]*\)"),
-     "Pick the **Format** and fill in the **Column mapping** under Import a file"),
+     "Tick **Choose the columns myself** under Import a file"),
     (re.compile(r"leave --tokenizer out"), "choose **Approximate (no tokenizer)**"),
     (re.compile(r"train once with `workbench train` to build it"),
      "start a run on the **Train** page once to build it"),

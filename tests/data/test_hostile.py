@@ -129,6 +129,10 @@ def test_wrong_types_in_each_format(project, prompt, completion, role):
     assert project.files_outside() == []
 
 
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _roundtrip_rows(values: list[str]) -> list[dict]:
     return [{"prompt": v, "completion": values[-i - 1], "category": values[i // 2]} for i, v in enumerate(values)]
 
@@ -143,6 +147,8 @@ def test_hostile_text_roundtrips_through_every_export(project, values):
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     version = import_file(project.store, src, "hostile", on_error="fail").version
     stored = [r for batch in iter_version(project.store, version) for r in batch.to_pylist()]
+    # The import makes CRLF and lone CR line endings LF in the text a model learns from; other columns stay as is.
+    rows = [{**r, "prompt": _lf(r["prompt"]), "completion": _lf(r["completion"])} for r in rows]
     assert [(r["prompt"], r["completion"], r["category"]) for r in stored] == \
         [(r["prompt"], r["completion"], r["category"]) for r in rows]
 

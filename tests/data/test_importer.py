@@ -90,14 +90,14 @@ def test_chat_alpaca_and_classification(store, tmp_path):
 
 
 def test_explicit_column_mapping(store, tmp_path):
-    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "Q1", "answer": "A1", "team": "x"}])
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"asked": "Q1", "said": "A1", "team": "x"}])  # no known names
     with pytest.raises(WorkbenchError, match="cannot tell the format"):
         import_file(store, path, "qa")
-    import_file(store, path, "qa", prompt_col="question", completion_col="answer")
+    import_file(store, path, "qa", prompt_col="asked", completion_col="said")
     assert rows(store, "qa", "prompt, completion, team") == [("Q1", "A1", "x")]
     with pytest.raises(WorkbenchError, match="'nope' .*not in the file"):
-        import_file(store, path, "qa", prompt_col="nope", completion_col="answer")
-    r = import_file(store, path, "qa2", fmt="classification", text_col="question", label_col="team")
+        import_file(store, path, "qa", prompt_col="nope", completion_col="said")
+    r = import_file(store, path, "qa2", fmt="classification", text_col="asked", label_col="team")
     assert r.format == "classification"
 
 

@@ -48,9 +48,31 @@ FORMAT_FIELDS = {
 FORMAT_COLUMNS = {"preference": {"rejected": pa.string()}, "kto": {"label": pa.bool_()}}
 OPTIONAL_FIELDS = {"input"}
 
-TEXT_NAMES = ("text", "sentence", "query", "utterance", "content", "body")
-LABEL_NAMES = ("label", "category", "intent", "class")
-COMPLETION_NAMES = ("completion", "response")
+# Column-name families: the names people give each role, strongest tier first (the canonical name alone).
+# Names match ignoring case, spaces and hyphens; two columns of the same tier for one role are an ambiguity.
+Family = tuple[tuple[str, ...], ...]
+PROMPT_FAMILY: Family = (("prompt",), ("instruction", "question", "query", "input", "request", "utterance"),
+                         ("user", "customer", "ticket", "customer_message", "user_message"))
+COMPLETION_FAMILY: Family = (("completion",), ("response", "answer", "output", "reply"),
+                             ("assistant", "agent_response", "resolution", "assistant_message"))
+TEXT_FAMILY: Family = (("text",), ("sentence", "utterance", "query", "content", "body", "message"))
+LABEL_FAMILY: Family = (("label",), ("category", "intent", "class", "topic", "sentiment"))
+# Which family each column flag of the importer maps (the formats the app's column mapping offers).
+ROLE_FAMILIES = {"prompt_col": PROMPT_FAMILY, "completion_col": COMPLETION_FAMILY,
+                 "text_col": TEXT_FAMILY, "label_col": LABEL_FAMILY}
+MAPPED_FORMATS = {"prompt-completion": ("prompt_col", "completion_col"), "classification": ("text_col", "label_col")}
+
+
+class FormatUnclear(WorkbenchError):
+    """The columns do not say which format the file is or which column plays a role: the user must choose.
+
+    reason: the problem in a line for any reader; the message adds detail (what would be detected) and how to
+    choose on the command line."""
+
+    def __init__(self, reason: str, cli_hint: str, columns: list[str], detail: str = ""):
+        super().__init__(f"{reason}{detail}. {cli_hint}")
+        self.reason = reason
+        self.columns = list(columns)
 
 
 class RowError(Exception):
@@ -84,11 +106,24 @@ class Mapping:
         return asdict(self)
 
 
+def _key(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+def family_columns(columns: list[str], family: Family) -> list[str]:
+    """The columns of the strongest tier of family that the file has (several: an ambiguity)."""
+    for tier in family:
+        found = [c for c in columns if _key(c) in tier]
+        if found:
+            return found
+    return []
+
+
 def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | None) -> Mapping:
     """Pick the format and the column for each of its fields.
 
     overrides: prompt_col, completion_col, text_col, label_col (CLI flags), which
-    also imply the format when fmt is auto.
+    also imply the format when fmt is auto. Raises FormatUnclear when the user must choose.
     """
     cols = list(columns)
     given = {k: v for k, v in overrides.items() if v}
@@ -98,62 +133,71 @@ def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | No
         fmt = _detect(cols, given)
 
     @overload
-    def pick(flag: str, candidates: tuple[str, ...], what: str, required: Literal[True] = ...) -> str: ...
+    def pick(flag: str, family: Family, what: str, required: Literal[True] = ...) -> str: ...
     @overload
-    def pick(flag: str, candidates: tuple[str, ...], what: str, required: bool) -> str | None: ...
-    def pick(flag: str, candidates: tuple[str, ...], what: str, required: bool = True) -> str | None:
+    def pick(flag: str, family: Family, what: str, required: bool) -> str | None: ...
+    def pick(flag: str, family: Family, what: str, required: bool = True) -> str | None:
+        option = f"--{flag.replace('_', '-')}"
         if flag in given:
             if given[flag] not in cols:
                 raise WorkbenchError(
-                    f"column {given[flag]!r} (from --{flag.replace('_', '-')}) is not in the file; "
-                    f"columns are: {', '.join(cols)}"
+                    f"column {given[flag]!r} (from {option}) is not in the file; columns are: {', '.join(cols)}"
                 )
             return given[flag]
-        for name in candidates:
-            if name in cols:
-                return name
+        found = family_columns(cols, family)
+        if len(found) > 1:
+            raise FormatUnclear(f"{len(found)} columns could be the {what} of the {fmt} format: "
+                                f"{', '.join(found)}; choose one", f"Name it with {option}", cols)
+        if found:
+            return found[0]
         if required:
-            raise WorkbenchError(
-                f"{fmt} format needs a {what} column ({' or '.join(candidates)}); columns are: "
-                f"{', '.join(cols) or 'none'}. Name it with --{flag.replace('_', '-')}"
-            )
+            names = [n for tier in family for n in tier]
+            raise FormatUnclear(f"{fmt} format needs a {what} column ({' or '.join(names)}); columns are: "
+                                f"{', '.join(cols) or 'none'}", f"Name it with {option}", cols)
         return None
 
     mapping = Mapping(fmt)
     if fmt == "chat":
-        mapping.columns["messages"] = pick("messages_col", ("messages",), "messages")
+        mapping.columns["messages"] = pick("messages_col", (("messages",),), "messages")
     elif fmt == "prompt-completion":
-        mapping.columns["prompt"] = pick("prompt_col", ("prompt",), "prompt")
-        mapping.columns["completion"] = pick("completion_col", COMPLETION_NAMES, "completion")
+        mapping.columns["prompt"] = pick("prompt_col", PROMPT_FAMILY, "prompt")
+        mapping.columns["completion"] = pick("completion_col", COMPLETION_FAMILY, "completion")
         for extra in ("system", "messages"):  # our own CSV/Parquet exports carry these
             if extra in cols:
                 mapping.columns[extra] = extra
     elif fmt in PREFERENCE_FORMATS:
-        mapping.columns["prompt"] = pick("prompt_col", ("prompt",), "prompt")
+        mapping.columns["prompt"] = pick("prompt_col", (("prompt",),), "prompt")
         if fmt == "preference":
-            mapping.columns["chosen"] = pick("chosen_col", ("chosen",), "chosen")
-            mapping.columns["rejected"] = pick("rejected_col", ("rejected",), "rejected")
+            mapping.columns["chosen"] = pick("chosen_col", (("chosen",),), "chosen")
+            mapping.columns["rejected"] = pick("rejected_col", (("rejected",),), "rejected")
         else:
-            mapping.columns["completion"] = pick("completion_col", COMPLETION_NAMES, "completion")
-            mapping.columns["label"] = pick("label_col", ("label",), "label (true/false)")
+            mapping.columns["completion"] = pick("completion_col", COMPLETION_FAMILY, "completion")
+            mapping.columns["label"] = pick("label_col", (("label",),), "label (true/false)")
         for extra in ("system", "messages"):  # our own CSV/Parquet exports carry these
             if extra in cols:
                 mapping.columns[extra] = extra
     elif fmt == "alpaca":
-        mapping.columns["instruction"] = pick("prompt_col", ("instruction",), "instruction")
-        inp = pick("input_col", ("input",), "input", required=False)
+        mapping.columns["instruction"] = pick("prompt_col", (("instruction",),), "instruction")
+        inp = pick("input_col", (("input",),), "input", required=False)
         if inp:
             mapping.columns["input"] = inp
-        mapping.columns["output"] = pick("completion_col", ("output",), "output")
+        mapping.columns["output"] = pick("completion_col", (("output",), *COMPLETION_FAMILY), "output")
     else:
-        mapping.columns["text"] = pick("text_col", TEXT_NAMES, "text")
-        mapping.columns["label"] = pick("label_col", LABEL_NAMES, "label")
+        mapping.columns["text"] = pick("text_col", TEXT_FAMILY, "text")
+        mapping.columns["label"] = pick("label_col", LABEL_FAMILY, "label")
+    if len(set(mapping.columns.values())) < len(mapping.columns):
+        raise WorkbenchError(f"one column plays two parts of the {fmt} format ({_roles(mapping)}); "
+                             "choose a different column for each")
     clash = [c for c in CANONICAL if c in cols and c not in mapping.consumed()]
     if clash:
         raise WorkbenchError(
             f"column {clash[0]!r} would clash with the canonical field of the same name; rename it in the file"
         )
     return mapping
+
+
+def _roles(mapping: Mapping) -> str:
+    return ", ".join(f"{role}: {col}" for role, col in mapping.columns.items())
 
 
 def _detect(cols: list[str], given: dict) -> str:
@@ -165,20 +209,66 @@ def _detect(cols: list[str], given: dict) -> str:
         return "prompt-completion"
     if "text_col" in given or "label_col" in given:
         return "classification"
-    if "prompt" in cols and any(c in cols for c in COMPLETION_NAMES):
+    answers = family_columns(cols, COMPLETION_FAMILY)
+    if "prompt" in cols and answers:
         return "prompt-completion"  # checked first: our CSV/Parquet exports carry `messages` beside them
     if "messages" in cols:
         return "chat"
-    if "instruction" in cols and "output" in cols:
+    keys = {_key(c) for c in cols}
+    if "instruction" in keys and ("output" in keys or ("input" in keys and answers)):
         return "alpaca"
-    if any(c in cols for c in TEXT_NAMES) and any(c in cols for c in LABEL_NAMES):
+    if family_columns(cols, PROMPT_FAMILY) and answers:
+        return "prompt-completion"
+    if family_columns(cols, TEXT_FAMILY) and family_columns(cols, LABEL_FAMILY):
         return "classification"
-    raise WorkbenchError(
-        f"cannot tell the format from the columns ({', '.join(cols) or 'none'}); expected messages, "
-        "prompt+completion, instruction+output, prompt+chosen+rejected, prompt+completion+label (true/false), "
-        "or a text and a label column. "
-        "Pass --format and the column flags (--prompt-col, --completion-col, --text-col, --label-col)"
-    )
+    raise FormatUnclear(
+        f"cannot tell the format from the columns ({', '.join(cols) or 'none'})",
+        "Pass --format and the column flags (--prompt-col, --completion-col, --text-col, --label-col)", cols,
+        detail="; expected messages, a prompt and a response column (prompt, instruction, question, ... and "
+               "completion, response, answer, ...), instruction+output, prompt+chosen+rejected, "
+               "prompt+completion+label (true/false), or a text and a label column (text, utterance, ... and "
+               "label, category, intent, ...)")
+
+
+_ID_WORDS = {"id", "uuid", "key", "no", "number", "date", "time", "timestamp", "created", "updated", "count"}
+
+
+def _words(name: str) -> set[str]:
+    return set(re.split(r"[^a-z0-9]+", _key(name)))
+
+
+def guess_mapping(columns: list[str]) -> dict[str, str | None]:
+    """Best guesses for a column mapping the user confirms: the format (prompt-completion or classification)
+    and a column for each of prompt_col, completion_col, text_col, label_col. A column whose name holds a
+    family's word (`ticket_body`, `agent_reply`) counts when no name matches whole; then the first columns."""
+    cols = list(columns)
+    # An id, date or count column is no text to learn from: such names are guessed last.
+    plain = [c for c in cols if not _ID_WORDS & _words(c)] + [c for c in cols if _ID_WORDS & _words(c)]
+
+    def by_name(flag: str) -> str | None:
+        found = family_columns(cols, ROLE_FAMILIES[flag])
+        if found:
+            return found[0]
+        names = {n for tier in ROLE_FAMILIES[flag] for n in tier}
+        return next((c for c in cols if names & _words(c) and not _ID_WORDS & _words(c)), None)
+
+    guess: dict[str, str | None] = {flag: by_name(flag) for flag in ROLE_FAMILIES}
+    for first, second in MAPPED_FORMATS.values():  # two parts, two different columns, the first ones by default
+        if guess[first] is not None and guess[first] == guess[second]:
+            guess[second] = None
+        for flag in (first, second):
+            if guess[flag] is None:
+                taken = {guess[first], guess[second]}
+                guess[flag] = next((c for c in plain if c not in taken), None)
+    try:
+        fmt = _detect(cols, {})
+    except FormatUnclear:
+        fmt = None
+    if fmt not in MAPPED_FORMATS:
+        named = {flag for flag in ROLE_FAMILIES if by_name(flag) is not None}
+        fmt = "classification" if {"text_col", "label_col"} <= named and "completion_col" not in named \
+            else "prompt-completion"
+    return {"format": fmt, **guess}
 
 
 # ---------------------------------------------------------------- row by row (exact errors)
@@ -663,3 +753,65 @@ def _plain(arr):
     if pa.types.is_null(arr.type):
         return pc.cast(arr, pa.string())
     return arr
+
+
+# ---------------------------------------------------------------- line endings
+
+def line_ending_fields(fmt: str) -> tuple[str, ...]:
+    """The canonical text a model learns from, whose line endings the import normalises."""
+    return (*CANONICAL, *(c for c, t in FORMAT_COLUMNS.get(fmt, {}).items() if pa.types.is_string(t)))
+
+
+def normalise_line_endings(table: pa.Table, fields: tuple[str, ...]) -> tuple[pa.Table, dict[str, int], int]:
+    """CRLF and lone CR become LF in the given text columns (in `messages`, in each message's content), so a
+    model never learns to print a carriage return. Returns the table, the records changed per column, and
+    the records changed in all. A table without a CR in those columns comes back as it was (the same hash)."""
+    changed_any = None
+    per_field: dict[str, int] = {}
+    for name in fields:
+        if name not in table.column_names or not is_text_type(table.column(name).type):
+            continue
+        column = table.column(name)
+        # A JSON message list holds a CR escaped as backslash-r; the other columns hold it as it is.
+        needle = "\\r" if name == "messages" else "\r"
+        if not _may_hold(column, needle) or not pc.any(pc.fill_null(pc.match_substring(column, needle), False)).as_py():
+            continue
+        fixed = _lf_messages(column) if name == "messages" else pc.replace_substring_regex(column, "\r\n?", "\n")
+        changed = pc.fill_null(pc.not_equal(column, fixed), False)
+        if count := pc.sum(pc.cast(changed, pa.int64())).as_py():
+            per_field[name] = count
+            table = table.set_column(table.column_names.index(name), name, fixed)
+            changed_any = changed if changed_any is None else pc.or_(changed_any, changed)
+    total = pc.sum(pc.cast(changed_any, pa.int64())).as_py() if changed_any is not None else 0
+    return table, per_field, total
+
+
+def _may_hold(column: pa.ChunkedArray, needle: str) -> bool:
+    """False when no value can hold needle: one scan of the raw text bytes, about ten times faster than Arrow's
+    per-value search (True may come from bytes a sliced array leaves outside its values)."""
+    pattern = re.compile(re.escape(needle.encode()))
+    for chunk in column.chunks:
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            return True
+        data = chunk.buffers()[2]
+        if data is not None and pattern.search(memoryview(data)):
+            return True
+    return False
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _lf_messages(column) -> pa.Array:
+    """Each message's content with LF line endings, re-serialised as the import serialises message lists."""
+    out = []
+    for value in _as_string(column).to_pylist():
+        if value is not None and "\\r" in value:
+            messages = json.loads(value)
+            fixed = [{**m, "content": _lf(m["content"])} if isinstance(m.get("content"), str) else m
+                     for m in messages]
+            if fixed != messages:
+                value = json.dumps(fixed, ensure_ascii=False)
+        out.append(value)
+    return pa.array(out, pa.string())

@@ -18,7 +18,17 @@ from pathlib import Path
 import pyarrow as pa
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import CANONICAL, Mapping, RowError, check_batch, convert_row, resolve_mapping
+from workbench.core.formats import (
+    CANONICAL,
+    Mapping,
+    RowError,
+    check_batch,
+    convert_row,
+    guess_mapping,
+    line_ending_fields,
+    normalise_line_endings,
+    resolve_mapping,
+)
 from workbench.core.store import QUARANTINE_RAW_CHARS, Store
 from workbench.core.versions import Version, check_name, write_version
 from workbench.data.readers import (
@@ -29,6 +39,7 @@ from workbench.data.readers import (
     detect_kind,
     exact_rows,
     from_dicts,
+    list_columns,
 )
 
 MAX_REPORTED_ERRORS = 1000
@@ -47,6 +58,8 @@ class ImportResult:
     format: str = ""
     kind: str = ""
     seconds: float = 0.0
+    line_endings_normalised: int = 0  # records whose text had CRLF or lone CR line endings, now LF
+    line_endings_by_field: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -61,6 +74,7 @@ class ImportResult:
             "file_kind": self.kind,
             "error_count": self.error_count,
             "errors": self.errors,
+            "line_endings_normalised": self.line_endings_normalised,
             "seconds": round(self.seconds, 3),
         }
 
@@ -207,7 +221,7 @@ class _Import:
         """Every row checked on its own. Raises ImportRejected (on_error='fail' and a row is bad), or a
         WorkbenchError that says so when every row is bad."""
         result = self.result
-        result.imported = 0
+        result.imported, result.line_endings_normalised, result.line_endings_by_field = 0, 0, {}
         self.progress(0.0, "checking every line")
         try:
             return self._write(self._exact_tables())
@@ -272,8 +286,14 @@ class _Import:
                              recipe=self._recipe, info=self._info, parent_id=self.parent, created_by=self.created_by)
 
     def _counted(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        """The canonical batches as stored: counted, and their line endings made LF."""
+        result = self.result
         for t in tables:
-            self.result.imported += t.num_rows
+            t, per_field, changed = normalise_line_endings(t, line_ending_fields(self._format()))
+            result.line_endings_normalised += changed
+            for name, n in per_field.items():
+                result.line_endings_by_field[name] = result.line_endings_by_field.get(name, 0) + n
+            result.imported += t.num_rows
             yield t
 
     def _resolved(self) -> Mapping:
@@ -293,7 +313,32 @@ class _Import:
         stat = self.path.stat() if self.path.is_file() else None
         return {"source": str(self.path.resolve()), "file_kind": self.kind,
                 "file_bytes": stat.st_size if stat else None, "format": mapping.format, "mapping": mapping.columns,
-                "on_error": self.on_error, "skipped": self.result.skipped}
+                "on_error": self.on_error, "skipped": self.result.skipped,
+                "line_endings": {"normalised": self.result.line_endings_normalised,
+                                 "by_field": dict(self.result.line_endings_by_field)}}
+
+
+@dataclass
+class ColumnChoices:
+    """What the app's column mapping offers for a file: its columns and the best guesses."""
+
+    columns: list[str]
+    format: str  # prompt-completion or classification
+    guess: dict[str, str | None]  # prompt_col, completion_col, text_col, label_col -> a column
+
+
+def column_choices(path: str | os.PathLike) -> ColumnChoices:
+    """The file's columns (read from its head only) and guesses for mapping them, for a user to confirm."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WorkbenchError(f"{path}: no such file")
+    kind = detect_kind(path)
+    check_not_empty(path, kind)
+    columns = list_columns(path, kind)
+    if not columns:
+        raise WorkbenchError(f"{path.name}: no columns found in its first records")
+    guess = guess_mapping(columns)
+    return ColumnChoices(columns, str(guess.pop("format")), guess)
 
 
 def _latest_version_id(store: Store, dataset: str) -> int | None:

@@ -8,6 +8,7 @@ so (`exact_needed`), and exact_rows re-reads the file one row at a time, each wi
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import queue
 import threading
@@ -85,6 +86,31 @@ def check_not_empty(path: Path, kind: str) -> None:
     with open(path, "rb") as f:
         if not f.read(1 << 16).strip(b" \t\r\n\xef\xbb\xbf"):
             raise WorkbenchError(f"{path.name} holds only whitespace: there are no records to import")
+
+
+# ---------------------------------------------------------------- the columns, from the head of the file
+
+HEAD_RECORDS = 200
+
+
+def list_columns(path: Path, kind: str) -> list[str]:
+    """The file's column names in file order, read cheaply: a CSV's header, a Parquet or Hugging Face schema,
+    or the keys of the first HEAD_RECORDS records of JSON lines (every row is read only by the import)."""
+    if kind in ("csv", "tsv"):
+        header = _csv_header(path, "\t" if kind == "tsv" else ",")
+        if header is None:
+            raise WorkbenchError(f"{path.name}: not valid UTF-8; save the file as UTF-8")
+        return header[:-1] if header[-1] == CSV_ESCAPE_MARKER else header
+    if kind == "parquet":
+        return list(pq.read_schema(path).names)
+    if kind == "hf":
+        first = next(iter(_or_user_error(hf_batches(path), path)), None)
+        return first[0].column_names if first is not None else []
+    if kind == "json":
+        records = load_json_records(path)[:HEAD_RECORDS]
+    else:
+        records = [obj for _, obj, _ in itertools.islice(_exact_jsonl_rows(path), HEAD_RECORDS)]
+    return list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
 
 
 # ---------------------------------------------------------------- the fast reader (Arrow batches)
