@@ -12,7 +12,7 @@ import train_sweep
 import wb_ui
 import widgets
 from trainers.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
-from workbench.models import runs
+from workbench.models import record_losses, runs
 
 HELP = field_help()
 DEFAULTS = TrainConfig()
@@ -28,6 +28,8 @@ SETTINGS = {
                                                    "kto_undesirable_weight", "start_adapter"],
 }
 ACTIVE = ("running", "prepared")
+FINISHED = ("completed", "stopped early")
+HARDEST_SHOWN = 200
 PICK = "train_"
 
 
@@ -208,10 +210,49 @@ def run_view(store, run_id: str, was_running: bool) -> None:
         if d["adapter"]:
             st.caption("Adapter (peft format; loads with `PeftModel.from_pretrained(base, path)`):")
             st.code(d["adapter"], language=None)
+        if d["status"] in FINISHED:
+            hardest_records(store, run_id, d["run_dir"])
         with st.expander("Manifest and settings", icon=":material/receipt_long:"):
             st.json(d["manifest"] or d["config"], expanded=False)
         with st.expander("Trainer log", icon=":material/terminal:"):
             st.code(d["log_tail"] or "(empty)", language=None)
+
+
+def loss_histogram(losses: pd.DataFrame) -> alt.Chart:
+    return alt.Chart(losses).mark_bar().encode(
+        x=alt.X("loss:Q", bin=alt.Bin(maxbins=40), title="mean loss per answer token"),
+        y=alt.Y("count():Q", title="records", axis=widgets.count_axis()),
+        tooltip=[alt.Tooltip("count():Q", title="records", format=",")]).properties(height=160)
+
+
+def hardest_records(store, run_id: str, run_dir: str) -> None:
+    """The training records the run's adapter fits worst, highest loss first; the top N can be flagged."""
+    with st.expander("Hardest records", icon=":material/troubleshoot:"):
+        losses = record_losses.read_losses(run_dir)
+        if losses is None or losses.empty:
+            st.caption(record_losses.note(run_dir) or "This run recorded no per-record losses (its record_losses "
+                                                      "setting was off, or it ran before they were recorded).")
+            return
+        st.caption(f"Each of the {len(losses):,} training records' mean loss per answer token under the run's "
+                   "adapter, highest first: records the adapter could not fit are often mislabelled or off-policy.")
+        st.altair_chart(loss_histogram(losses), width="stretch")
+        shown = record_losses.hardest_records(store, run_id, limit=HARDEST_SHOWN)
+        widgets.table(shown.assign(row=shown["row"] + 1), column_order=["row", "loss", "prompt", "answer"],
+                      width="stretch", column_config={
+                          "row": st.column_config.NumberColumn("row", help="The record's row in the version, from 1."),
+                          "loss": st.column_config.NumberColumn("loss", format="%.3f"),
+                          "prompt": st.column_config.TextColumn(width="large"),
+                          "answer": st.column_config.TextColumn(width="large")})
+        c1, c2, _ = st.columns([1, 1, 2])
+        top = c1.number_input("Top N records", 1, len(losses), min(len(losses), 20), key=f"train_hard_top_{run_id}",
+                              help="How many of the hardest records, from the top, to flag.")
+        if c2.button("Flag for review", key=f"train_hard_flag_{run_id}", icon=":material/flag:",
+                     help="Puts these records first in the Label page's queue, each with its training loss as the "
+                          "reason."):
+            with widgets.user_errors():
+                n = record_losses.flag_hardest(store, run_id, int(top), user=wb_ui.current_user())
+                st.success(f"Flagged {widgets.plural(n, 'record')}: the Label queue shows them first.",
+                           icon=":material/flag:")
 
 
 def runs_section(store) -> None:

@@ -109,6 +109,8 @@ class TrainConfig:
     """Recompute activations in the backward pass: less memory, about 30% slower."""
     merge: bool = False
     """Also save the base model with the adapter merged into it (a plain transformers model)."""
+    record_losses: bool = True
+    """After training, score each training record with the adapter (mean loss per answer token); not for dpo/kto."""
     report_to: str = "mlflow,tensorboard"
     """Where metrics also go (comma-separated): mlflow (the project's store), tensorboard, wandb, an MLflow URI, none."""
     # ---- the offline tiny base ('base_model: tiny')

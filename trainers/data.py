@@ -25,13 +25,14 @@ from trainers.config import ConfigError
 from trainers.supervision import IGNORE
 
 VAL_SPLITS = ("val", "validation", "valid", "dev", "eval")
+LINE = "_line"  # a record's 0-based line in records.jsonl, set by read_records (the app maps it to the record's row)
 
 
 # ---------------------------------------------------------------- records and splits
 
 def read_records(path: str | Path, *, limit: int | None = None) -> list[dict]:
-    """Chat records, one JSON object per line (the first `limit` lines only, when given); records
-    without assistant text are skipped."""
+    """Chat records, one JSON object per line (the first `limit` lines only, when given), each with its
+    0-based line under LINE; records without assistant text are skipped."""
     records = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -48,6 +49,7 @@ def read_records(path: str | Path, *, limit: int | None = None) -> list[dict]:
                 raise ConfigError(f"{path} line {line_no}: no `messages` list; export the version as chat")
             if not any(m.get("role") == "assistant" and (m.get("content") or "").strip() for m in messages):
                 continue  # nothing to learn from (classification rows without a label, empty completions)
+            rec[LINE] = line_no - 1
             records.append(rec)
     if not records:
         raise ConfigError(f"{path}: no record has an assistant response to train on")
@@ -106,6 +108,7 @@ class Example:
     input_ids: list[int]
     labels: list[int]
     truncated: bool
+    record: int = -1  # its position in the records given to `tokenize`
 
     @property
     def supervised(self) -> int:
@@ -117,14 +120,14 @@ def tokenize(tokenizer, records: list[dict], max_len: int) -> tuple[list[Example
     texts, all_spans = zip(*(render(tokenizer, conversation(r)) for r in records)) if records else ((), ())
     enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
     examples, truncated, dropped, tokens = [], 0, 0, 0
-    for ids, offsets, text, spans in zip(enc["input_ids"], enc["offset_mapping"], texts, all_spans):
+    for i, (ids, offsets, text, spans) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], texts, all_spans)):
         labels = supervision.labels_for(ids, supervision.token_spans([a for a, _ in offsets], spans, len(text)))
         tokens += len(ids)
         cut = len(ids) > max_len
         if cut:
             truncated += 1
             ids, labels = ids[:max_len], labels[:max_len]
-        ex = Example(list(ids), labels, cut)
+        ex = Example(list(ids), labels, cut, i)
         if ex.supervised == 0:
             dropped += 1
             continue

@@ -8,12 +8,14 @@ model) and `cleanup`. The run folder is everything it reads and writes:
     config.json          the TrainConfig (written by the app)
     run.json             what the app knows: dataset, version, content hash (read for the manifest)
     data/records.jsonl   the dataset version exported as chat JSONL
-    events.jsonl         one JSON object per start/phase/step/eval/checkpoint/end, appended as they happen
+    events.jsonl         one JSON object per start/phase/step/eval/checkpoint/record_losses/end, appended as they happen
     manifest.json        seed, dataset hash, template, base model and revision, library versions, config
     checkpoints/step-N/  adapter weights (safetensors), optimizer, scheduler, RNG and loop state (safetensors +
                          JSON: resuming never unpickles; see trainers/checkpoint.py), resumable after a kill
     adapter/             the final LoRA adapter in peft format (the best validation loss)
     merged/              base + adapter merged (when config.merge)
+    record_losses.jsonl  each training record's mean loss per answer token under adapter/ (config.record_losses):
+                         {line (0-based in data/records.jsonl), loss, tokens, truncated}
     cancel               created by the app to stop the run gracefully
 
 It never opens the project's DuckDB file. More than one GPU: under torchrun every rank runs
@@ -42,12 +44,15 @@ import torch.nn.functional as F
 
 from trainers import checkpoint, quiet
 from trainers import data as D
-from trainers.config import ConfigError, TrainConfig, read_run_config
+from trainers.config import PREFERENCE_METHODS, ConfigError, TrainConfig, read_run_config
 from trainers.tracking import Reporter as _Reporter  # mlflow + tensorboard by default
 from workbench.core import files  # write aside, then rename (stdlib only; no store)
 
 EVENTS, CANCEL, MANIFEST = "events.jsonl", "cancel", "manifest.json"
 RECORDS = Path("data") / "records.jsonl"
+RECORD_LOSSES = "record_losses.jsonl"
+RECORD_LOSSES_MAX = 100_000  # more training records than this: the per-record pass is skipped, with a note
+LOGITS_BYTES = 2 << 30  # float32 logits (and their model-dtype original) one batch of the per-record pass may hold
 
 
 class TrainingError(RuntimeError):
@@ -213,6 +218,21 @@ def loss_sum(model, batch: dict) -> torch.Tensor:
 
         if fastloss.supports(model):
             return fastloss.loss_sum(model, batch)
+    logits, targets = _shifted_logits(model, batch)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=D.IGNORE, reduction="sum")
+
+
+def row_loss_sums(model, batch: dict) -> torch.Tensor:
+    """loss_sum's plain path row by row: each row's summed cross-entropy over its supervised tokens (float32)."""
+    logits, targets = _shifted_logits(model, batch)
+    per_token = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                ignore_index=D.IGNORE, reduction="none")  # ignored positions give 0
+    return per_token.view(targets.shape).sum(1)
+
+
+def _shifted_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) of the plain path, aligned: the logits at position t predict targets[t] = labels[t + 1]."""
     # No KV cache: with a cache transformers stops reading restarting position ids as packed examples.
     inputs = {"input_ids": batch["input_ids"], "use_cache": False}
     if "attention_mask" in batch:
@@ -222,8 +242,7 @@ def loss_sum(model, batch: dict) -> torch.Tensor:
     logits = model(**inputs).logits
     labels = batch["labels"]
     logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends virtual tokens
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                           ignore_index=D.IGNORE, reduction="sum")
+    return logits[:, :-1], labels[:, 1:]
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -267,6 +286,7 @@ class TrainingRecipe:
         records = D.read_records(self.run_dir / RECORDS)
         train_records, val_records, how = D.split_records(records, val_fraction=cfg.val_fraction,
                                                           max_val_records=cfg.max_val_records, seed=cfg.seed)
+        self.train_lines = [r[D.LINE] for r in train_records]  # Example.record -> line in records.jsonl
         self.base_path = self._resolve_base(train_records)
         self.tokenizer = load_tokenizer(self.base_path)
         self.pad_id = self.tokenizer.pad_token_id
@@ -550,15 +570,11 @@ class TrainingRecipe:
         ckpt = self._latest_checkpoint()
         if ckpt is None:
             return
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         try:  # never unpickled freely: a run folder may come from someone else
             saved = checkpoint.load_state(ckpt)
         except checkpoint.CheckpointError as exc:
             raise TrainingError(str(exc)) from exc
-        weights = load_file(ckpt / "adapter" / "adapter_model.safetensors", device=str(self.device))
-        set_peft_model_state_dict(self.peft_model, weights)
+        self._load_adapter(ckpt / "adapter")
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng_cpu"].cpu())
@@ -566,6 +582,14 @@ class TrainingRecipe:
             torch.cuda.set_rng_state_all([s.cpu() for s in saved["rng_cuda"]])
         self.state = LoopState(**json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
         self.events.emit("resume", step=self.state.step, checkpoint=str(ckpt.relative_to(self.run_dir)))
+
+    def _load_adapter(self, folder: Path) -> None:
+        """Adapter weights saved by peft (safetensors) into the model being trained."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(self.peft_model, load_file(folder / "adapter_model.safetensors",
+                                                             device=str(self.device)))
 
     def save_outputs(self) -> dict:
         """adapter/ (the adapter at the best validation loss) and, on request, merged/."""
@@ -586,6 +610,80 @@ class TrainingRecipe:
             else:
                 result["merged"] = str(merge_adapter(self.base_path, out, self.run_dir / "merged"))
         return result
+
+    @torch.no_grad()
+    def record_losses(self, status: str) -> None:
+        """record_losses.jsonl: every training record's mean loss per supervised token under the saved adapter
+        (the training loss, record by record: which records the adapter could not fit). One no-grad pass over
+        the unpacked examples, shortest first and batched by tokens; rank 0 only; skipped with a note for
+        cancelled runs, preference methods (no single answer to score) and more than RECORD_LOSSES_MAX records."""
+        cfg = self.cfg
+        if not self.main or not cfg.record_losses or status not in ("completed", "stopped early"):
+            return
+        if cfg.method in PREFERENCE_METHODS:
+            self.events.emit("record_losses", skipped=f"method {cfg.method} trains on pairs; no per-record loss")
+            return
+        examples = self.train_examples
+        if len(examples) > RECORD_LOSSES_MAX:
+            self.events.emit("record_losses", skipped=f"{len(examples):,} training records, more than "
+                                                      f"{RECORD_LOSSES_MAX:,}; per-record losses are not recorded")
+            return
+        t0 = time.monotonic()
+        self._load_adapter(self.run_dir / "adapter")  # the adapter the run keeps (best validation loss)
+        model = self.peft_model.eval()
+        # float32: merged weights give the same losses (to 1e-6) without the adapter's extra matmuls (2x on tiny)
+        merged = self.dtype == torch.float32 and cfg.method in ("lora", "dora")
+        if merged:
+            model.merge_adapter()
+        try:
+            out = self._score(model, examples)
+        finally:
+            if merged:
+                model.unmerge_adapter()
+        if out is None:
+            self.events.emit("record_losses", skipped="cancelled while scoring the training records")
+            return
+        with files.atomic_path(self.run_dir / RECORD_LOSSES) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for line, loss, tokens, cut in out:
+                f.write(json.dumps({"line": line, "loss": round(loss, 6), "tokens": tokens, "truncated": cut}) + "\n")
+        losses = sorted(o[1] for o in out)
+        self.events.emit("record_losses", records=len(out), path=RECORD_LOSSES,
+                         mean_loss=round(sum(losses) / max(len(losses), 1), 5),
+                         median_loss=round(losses[len(losses) // 2], 5) if losses else None,
+                         seconds=round(time.monotonic() - t0, 2))
+
+    def _score(self, model, examples: list[D.Example]) -> list[tuple] | None:
+        """(line, loss, supervised tokens, truncated) of each example, in one no-grad pass; None when cancelled."""
+        from trainers import fastloss
+
+        vocab = model.get_output_embeddings().weight.shape[0]
+        budget = max(self.plan.row_len, min(self.cfg.batch_tokens, LOGITS_BYTES // (6 * vocab)))
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+        groups, cur = [], []
+        for i in order:  # ascending lengths: the last example of a group is its longest
+            if cur and len(examples[i].input_ids) * (len(cur) + 1) > budget:
+                groups.append(cur)
+                cur = []
+            cur.append(i)
+        groups += [cur] if cur else []
+        out = []
+        for n, group in enumerate(groups):
+            if (self.run_dir / CANCEL).exists():
+                return None
+            if n % 50 == 0:
+                self.events.emit("phase", phase="scoring each training record", step=len(out), of=len(examples))
+            # one example a row, its boundaries told the model the way training tells them (position ids when packing)
+            rows = D.unpacked([examples[i] for i in group])
+            shape = None
+            if self._fixed_shape:  # few distinct widths on a GPU: the compiled layers are seldom compiled again
+                shape = (len(rows), -(-len(rows[-1].input_ids) // fastloss.PAD_MULTIPLE) * fastloss.PAD_MULTIPLE)
+            batch = to_device(D.collate(rows, self.pad_id, packed=self.cfg.packing, shape=shape), self.device)
+            with self._autocast():
+                sums = row_loss_sums(model, batch).tolist()
+            tokens = (batch["labels"][:, 1:] != D.IGNORE).sum(1).tolist()
+            out += [(self.train_lines[examples[i].record], s / t, t, examples[i].truncated)
+                    for i, s, t in zip(group, sums, tokens)]
+        return sorted(out)
 
     def _write_manifest(self, split_how: str, n_train: int, n_val: int) -> None:
         import peft
@@ -693,6 +791,12 @@ def main(argv: list[str] | None = None) -> int:
         recipe.setup()
         status = recipe.train()
         outputs = recipe.save_outputs()
+        try:  # the adapter is saved: a failure of this extra pass is a warning, not a failed run
+            recipe.record_losses(status)
+        except Exception as exc:
+            traceback.print_exc()
+            recipe.events.emit("record_losses", skipped=f"scoring the training records failed: {type(exc).__name__}: "
+                                                        f"{str(exc).splitlines()[0] if str(exc) else ''}")
         recipe.events.emit("end", status=status, **recipe.result(), **outputs,
                            elapsed_s=round(time.monotonic() - recipe.started, 1))
         code = 0

@@ -12,10 +12,11 @@ estimates how many labels are wrong; that many lowest-quality records are flagge
 set is the head of the ranking). Measured on banking77 with flipped labels in
 bench/label_errors_bench.py.
 
-Two cheaper signals join the same ranking, each with its reason: duplicates (exact, and near when
-asked) that carry different labels, and annotators of a question on this version whose majority
-answer differs from the given label. Each signal halves a record's score (the classifier's
-quality), so a record with a signal ranks above an equally doubtful one without.
+Cheaper signals join the same ranking, each with its reason: duplicates (exact, and near when
+asked) that carry different labels, annotators of a question on this version whose majority
+answer differs from the given label, and the records a finished training run on this version could
+not fit (the top 5% of its per-record losses, `workbench.models.record_losses`). Each signal halves a
+record's score (the classifier's quality), so a record with a signal ranks above an equally doubtful one without.
 """
 
 from __future__ import annotations
@@ -312,9 +313,12 @@ def find_label_errors(store: Store, version: Version, label_col: str | None = No
             reasons[int(r)] = [f"the classifier gives {given[r]!r} {probs[i, y[r]]:.2f} and suggests "
                                f"{suggested[r]!r} ({probs[i, best[i]]:.2f})"]
     score = np.where(np.isnan(quality), np.inf, quality)
+    _keep_certainty(store, version, label_col, scored, probs)
     progress(0.9, "looking for duplicates with different labels")
+    from workbench.models.record_losses import loss_signal
+
     signals = [_duplicate_signal(store, version, given, suggested, near),
-               _annotator_signal(store, version, label_col, given)]
+               _annotator_signal(store, version, label_col, given), loss_signal(store, version)]
     for hits in signals:
         for r, why in hits.items():
             reasons.setdefault(r, []).append(why)
@@ -326,6 +330,15 @@ def find_label_errors(store: Store, version: Version, label_col: str | None = No
                 getattr(model, "__name__", "custom")}
     return LabelErrors(version, label_col, classes, given, suggested, quality, score, suspect, fold, reasons, ids,
                        time.perf_counter() - t0, settings)
+
+
+def _keep_certainty(store: Store, version: Version, label_col: str, scored: np.ndarray, probs: np.ndarray) -> None:
+    """Each record's largest out-of-fold probability, kept for the labelling queue's 'uncertain' order."""
+    from workbench.labels import queue_order
+
+    certainty = np.full(version.row_count, np.nan)
+    certainty[scored] = probs.max(axis=1)
+    queue_order.save_certainty(store, version, label_col, certainty)
 
 
 # ---------------------------------------------------------------- what happens next

@@ -375,6 +375,11 @@ def wait_run(store_project_runs_dir: Path, run_id: str, *, poll_s: float = 1.0, 
         time.sleep(poll_s)
 
 
+def run_info(store: Store, run_id: str) -> dict:
+    """What the app wrote about a run when it prepared it (run.json): dataset, version, version_id, content_hash."""
+    return _read_info(run_path(store, run_id))
+
+
 def run_details(store: Store, run_id: str) -> dict:
     """Status plus the run's config and manifest, for the page's detail view."""
     run_dir = run_path(store, run_id)
