@@ -163,6 +163,17 @@ def loss_chart(losses: list[dict]) -> alt.Chart:
         tooltip=["kind:N", "step:Q", alt.Tooltip("loss:Q", format=".4f")])
 
 
+def reward_chart(points: list[dict]) -> alt.Chart:
+    """A preference run: how often the adapter prefers the chosen answer (reward accuracy) and by how much
+    (reward margin), training and validation."""
+    return alt.Chart(pd.DataFrame(points)).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("step:Q", title="optimizer step", axis=widgets.count_axis()),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+        color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["train", "validation"])),
+        tooltip=["figure:N", "kind:N", "step:Q", alt.Tooltip("value:Q", format=".4f")]).properties(
+        width=320, height=180).facet(column=alt.Column("figure:N", title=None)).resolve_scale(y="independent")
+
+
 def run_metrics(d: dict) -> None:
     total = d["total_steps"] or 0
     c = st.columns(6)
@@ -206,6 +217,8 @@ def run_view(store, run_id: str, was_running: bool) -> None:
         run_metrics(d)
         if d["losses"]:
             st.altair_chart(loss_chart(d["losses"]), width="stretch")
+        if d["rewards"]:
+            st.altair_chart(reward_chart(d["rewards"]), width="stretch")
         run_buttons(store, run_id, d["status"])
         if d["adapter"]:
             st.caption("Adapter (peft format; loads with `PeftModel.from_pretrained(base, path)`):")

@@ -78,3 +78,33 @@ def test_a_bad_setting_is_one_red_line(project):
     assert not at.exception
     assert any("target_modules is empty" in e.value for e in at.error)
     assert not any((project / "runs").iterdir())  # nothing was prepared
+
+
+@pytest.mark.slow
+def test_a_dpo_run_shows_its_reward_accuracy_and_margin(project, tmp_path):
+    """A preference run started through the product: the run view adds the reward charts, read from its events."""
+    from tests.conftest import write_jsonl
+    from tests.data.test_preference_formats import PAIRS
+    from workbench.core.store import Store
+    from workbench.data.importer import import_file
+
+    with Store.open(project) as store:
+        import_file(store, write_jsonl(tmp_path / "pairs.jsonl", PAIRS * 8), "pairs")
+        cfg = runs.default_config(store, method="dpo", max_steps=4, eval_every=2, checkpoint_every=4)
+        run_id = runs.launch(store, "pairs", cfg)
+    final = runs.wait_run(project / "runs", run_id, poll_s=0.2, timeout_s=240)
+    assert final["status"] == "completed", final
+    events = runs.read_events(project / "runs" / run_id)
+    at = train_page()
+    at.selectbox(key="train_run_select").set_value(run_id).run()
+    assert not at.exception, [e.value for e in at.exception]
+    charts = [c for c in at.get("vega_lite_chart")
+              if json.loads(c.proto.spec).get("facet", {}).get("column", {}).get("field") == "figure"]
+    assert charts, "no reward chart"
+    import pyarrow as pa
+
+    shown = pa.ipc.open_stream(charts[0].proto.datasets[0].data.data).read_all().to_pylist()
+    want = [e["reward_accuracy"] for e in events if e["type"] == "step"]
+    got = [p["value"] for p in shown if p["figure"] == "reward accuracy" and p["kind"] == "train"]
+    assert got == pytest.approx(want) and len(got) == 4
+    assert {p["kind"] for p in shown} == {"train", "validation"}

@@ -390,6 +390,25 @@ def run_details(store: Store, run_id: str) -> dict:
     out["run_dir"] = str(run_dir)
     log = run_dir / LOG
     out["log_tail"] = log.read_text(encoding="utf-8", errors="replace")[-4000:] if log.exists() else ""
+    out["rewards"] = reward_points(read_events(run_dir))
+    return out
+
+
+REWARD_FIGURES = {"reward_accuracy": "reward accuracy", "reward_margin": "reward margin"}
+
+
+def reward_points(events: list[dict]) -> list[dict]:
+    """A preference run's reward accuracy and margin per step, training and validation, one row per point:
+    {step, kind, figure, value} (empty for a supervised run)."""
+    out = []
+    for e in events:
+        kind, prefix = {"step": ("train", ""), "eval": ("validation", "val_")}.get(e.get("type"), (None, None))
+        if kind is None:
+            continue
+        for key, name in REWARD_FIGURES.items():
+            value = e.get(prefix + key)
+            if isinstance(value, (int, float)):
+                out.append({"step": e["step"], "kind": kind, "figure": name, "value": float(value)})
     return out
 
 
