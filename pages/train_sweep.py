@@ -57,7 +57,7 @@ def _new_sweep_form(store) -> None:
     base = right.text_input("Base model", value="tiny", key="sweep_base",
                             help="The base model of every trial: tiny, a local model folder or a cached Hugging "
                                  "Face id.")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     trials = int(c1.number_input("Trials", value=20, min_value=1, step=1, key="sweep_trials",
                                  help="How many trials to finish (pruned trials count)."))
     steps = int(c2.number_input("Steps per trial (0: epochs)", value=0, min_value=0, step=50, key="sweep_steps",
@@ -65,6 +65,9 @@ def _new_sweep_form(store) -> None:
     pruner = c3.selectbox("Pruner", sweeps.PRUNERS, key="sweep_pruner",
                           help="median: stop a trial whose validation loss is worse than the median of earlier "
                                "trials at the same step; halving: successive halving; none: run every trial out.")
+    parallel = int(c4.number_input("At once", value=1, min_value=1, max_value=16, step=1, key="sweep_parallel",
+                                   help="Trials that train at the same time; with several GPUs each trial gets its "
+                                        "own GPU."))
     st.caption("Searched: learning rate (log-uniform 1e-5 to 1e-3), LoRA rank, alpha as 1, 2 or 4 times the "
                "rank, dropout, epochs and warmup (Optuna's TPE sampler, seed 0).")
     if st.button("Start sweep", type="primary", icon=":material/science:", key="sweep_start",
@@ -72,7 +75,8 @@ def _new_sweep_form(store) -> None:
         with widgets.user_errors():
             fixed = {"max_steps": steps} if steps else {}
             settings = sweeps.new_settings(dataset=version.ref, base_model=base, trials=trials,
-                                           space=sweeps.load_space(None), fixed=fixed, pruner=pruner)
+                                           space=sweeps.load_space(None), fixed=fixed, pruner=pruner,
+                                           parallel=parallel)
             st.session_state["sweep_select"] = _start(store, None, settings)
             st.rerun()
 

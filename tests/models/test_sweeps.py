@@ -105,3 +105,34 @@ def test_tracking_ui_names_the_project_store_or_what_to_install(tmp_path, capsys
     if not out["ui_available"]:
         assert cli.main(["--project", str(tmp_path / "p"), "tracking", "--ui"]) == 1
         assert "pip install mlflow" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_trials_at_once_overlap_and_still_report_optunas_best(tmp_path):
+    """--parallel 2: two runs train at the same time (their event times overlap), every trial is told to Optuna
+    once, and the best is Optuna's own. Without a GPU both share the CPU (no device is pinned)."""
+    from contextlib import nullcontext
+
+    assert sweeps.device_slots(2) == [None, None] or all(s is not None for s in sweeps.device_slots(2))
+    project = tmp_path / "project"
+    store = Store.open(project)
+    try:
+        import_file(store, write_records(tmp_path / "t.jsonl", chat_records(30)), "tickets")
+        fixed = {**TINY, "max_steps": 6, "eval_every": 2, "checkpoint_every": 6, "report_to": "none"}
+        settings = sweeps.new_settings(dataset="tickets", base_model="tiny", trials=4,
+                                       space=sweeps.load_space(None), fixed=fixed, pruner="none", parallel=2)
+        out = sweeps.run_sweep(lambda: nullcontext(store), project, name="p2", settings=settings, poll_s=0.1)
+    finally:
+        store.close()
+    stored = optuna.load_study(study_name="p2", storage=sweeps.storage_url(project, "p2"))
+    assert [t.state.name for t in stored.trials] == ["COMPLETE"] * 4
+    assert out["best"]["number"] == stored.best_trial.number and out["best"]["value"] == pytest.approx(
+        stored.best_value)
+    spans = []
+    for t in stored.trials:
+        events = runs.read_events(project / "runs" / t.user_attrs["run_id"])
+        spans.append((events[0]["time"], events[-1]["time"]))
+    overlapping = sum(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:])
+    assert overlapping >= 1, spans
+    with pytest.raises(WorkbenchError, match="at least 1"):
+        sweeps.new_settings(dataset="tickets", base_model="tiny", trials=2, space={}, fixed={}, parallel=0)

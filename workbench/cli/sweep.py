@@ -44,7 +44,7 @@ def cmd_sweep(args) -> int:
             root = store.project.root
         settings = sweeps.new_settings(dataset=args.dataset, base_model=args.base_model, trials=args.trials,
                                        space=sweeps.load_space(args.space), fixed=_fixed(args), metric=args.metric,
-                                       pruner=args.pruner, seed=args.seed)
+                                       pruner=args.pruner, seed=args.seed, parallel=args.parallel)
     elif args.set or args.space or args.dataset:
         raise WorkbenchError("--resume continues a sweep with its stored settings; leave out --dataset, --space "
                              "and --set")
@@ -130,6 +130,9 @@ def register(sub, common, reporting) -> None:
     p.add_argument("--metric", default="val_loss", help="what to optimise: val_loss (default) or train_loss")
     p.add_argument("--pruner", default="median", help="stop bad trials early: median (default), halving or none")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (same seed, same settings tried)")
+    p.add_argument("--parallel", type=int, default=1, metavar="K",
+                   help="trials that train at once (default 1); on a machine with GPUs each trial gets its own GPU, "
+                        "K up to the GPU count")
     p.add_argument("--name", metavar="NAME", help="the sweep's name (default: dataset and time); --resume takes it")
     p.add_argument("--resume", action="store_true", help="continue a stopped or crashed sweep (--name, or the "
                    "latest)")

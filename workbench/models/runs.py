@@ -114,8 +114,18 @@ def prepare_run(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by:
     return run_id
 
 
-def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, user=None) -> None:
-    """Start (or resume) the trainer as a detached subprocess; it continues from its last checkpoint."""
+def trainer_command(run_dir: Path, nproc_per_node: int = 1) -> list[str]:
+    """The trainer's command line, for a new run and a resumed one alike (it continues from its last checkpoint)."""
+    if nproc_per_node > 1:  # one machine, N ranks (DDP or FSDP2, trainers/distributed.py); --standalone: a free port
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
+                "-m", "trainers.train", str(run_dir)]
+    return [sys.executable, "-m", "trainers.train", str(run_dir)]
+
+
+def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, devices: str | None = None,
+              user=None) -> None:
+    """Start (or resume) the trainer as a detached subprocess; it continues from its last checkpoint.
+    devices: the CUDA devices it may see (CUDA_VISIBLE_DEVICES, e.g. "1" for a sweep's trial); None: all."""
     require_role(user, "train")
     run_dir = run_path(store, run_id)
     status = run_status(run_dir)
@@ -124,12 +134,8 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, user=None) 
     if status["status"] in ("completed", "stopped early"):
         raise WorkbenchError(f"run {run_id} has finished ({status['status']}); start a new run instead")
     (run_dir / "cancel").unlink(missing_ok=True)
-    if nproc_per_node > 1:  # DDP on one machine: the same entry point under torchrun
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
-               "-m", "trainers.train", str(run_dir)]
-    else:
-        cmd = [sys.executable, "-m", "trainers.train", str(run_dir)]
-    job = jobs.start(cmd, cwd=run_dir, log=run_dir / LOG)
+    job = jobs.start(trainer_command(run_dir, nproc_per_node), cwd=run_dir, log=run_dir / LOG,
+                     env=None if devices is None else {"CUDA_VISIBLE_DEVICES": devices})
     info = _read_info(run_dir)
     info.update(pid=job.pid, pid_created=job.create_time,
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -139,7 +145,7 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, user=None) 
 
 
 def launch(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by: str | None = None,
-           nproc_per_node: int = 1, user=None) -> str:
+           nproc_per_node: int = 1, devices: str | None = None, user=None) -> str:
     """prepare_run + start_run: the one call behind the Train page's button and `workbench train`.
 
     user: the signed-in `workbench.core.auth.User` (None: the local owner); only admins train."""
@@ -148,7 +154,7 @@ def launch(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by: str 
     created_by = created_by or (user.name if user is not None else None)
     require_role(user, "train")
     run_id = prepare_run(store, dataset_ref, cfg, created_by=created_by)
-    start_run(store, run_id, nproc_per_node=nproc_per_node, user=user)
+    start_run(store, run_id, nproc_per_node=nproc_per_node, devices=devices, user=user)
     return run_id
 
 

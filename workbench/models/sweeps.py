@@ -185,7 +185,8 @@ def create_or_resume(project_root: Path, name: str | None, settings: dict | None
 
 
 def new_settings(*, dataset: str, base_model: str | None, trials: int, space: dict, fixed: dict,
-                 metric: str = "val_loss", pruner: str = "median", seed: int = 0, startup_trials: int = 2) -> dict:
+                 metric: str = "val_loss", pruner: str = "median", seed: int = 0, startup_trials: int = 2,
+                 parallel: int = 1) -> dict:
     if metric not in METRICS:
         raise WorkbenchError(f"--metric {metric}: sweeps optimise {', '.join(METRICS)} for now (generation metrics "
                              "such as rougeL need an evaluation per trial, which sweeps do not run yet)")
@@ -193,6 +194,8 @@ def new_settings(*, dataset: str, base_model: str | None, trials: int, space: di
         raise WorkbenchError(f"--pruner {pruner}: expected one of {', '.join(PRUNERS)}")
     if trials < 1:
         raise WorkbenchError(f"--trials {trials}: run at least 1 trial")
+    if parallel < 1:
+        raise WorkbenchError(f"--parallel {parallel}: run at least 1 trial at a time")
     if base_model:
         fixed = {**fixed, "base_model": base_model}
     try:  # every fixed setting must be one a run accepts
@@ -200,7 +203,7 @@ def new_settings(*, dataset: str, base_model: str | None, trials: int, space: di
     except ConfigError as exc:
         raise WorkbenchError(str(exc)) from None
     return {"dataset": dataset, "trials": trials, "space": effective_space(space, fixed), "fixed": fixed,
-            "metric": metric, "pruner": pruner, "seed": seed, "startup_trials": startup_trials,
+            "metric": metric, "pruner": pruner, "seed": seed, "startup_trials": startup_trials, "parallel": parallel,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
@@ -215,7 +218,8 @@ OpenStore = Callable[[], AbstractContextManager]
 
 def run_sweep(open_store: OpenStore, project_root: Path, *, name: str | None = None, settings: dict | None = None,
               progress=None, poll_s: float = 0.5) -> dict:
-    """Run (or, with settings None, resume) a sweep until it has its trials or is cancelled; returns results()."""
+    """Run (or, with settings None, resume) a sweep until it has its trials or is cancelled; returns results().
+    With settings["parallel"] = K, K trials train at once (on a machine with GPUs, each on its own GPU)."""
     import optuna
 
     project_root = Path(project_root)
@@ -226,81 +230,124 @@ def run_sweep(open_store: OpenStore, project_root: Path, *, name: str | None = N
     name = study.study_name
     _claim(project_root, name)
     (sweeps_dir(project_root) / f"{name}.cancel").unlink(missing_ok=True)
+    slots = device_slots(int(settings.get("parallel", 1)))
+    active: dict[int, _Trial] = {}  # slot -> the trial training there
+    # trials left running by a sweep process that died are followed again first
+    waiting = [optuna.trial.Trial(study, t._trial_id)
+               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     try:
-        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            # left running by a sweep process that died: follow its run again
-            _finish(study, optuna.trial.Trial(study, frozen._trial_id), open_store, project_root, settings, poll_s,
-                    progress)
-        while _count_finished(study) < settings["trials"] and not _cancel_requested(project_root, name):
-            trial = study.ask()
-            _finish(study, trial, open_store, project_root, settings, poll_s, progress)
-    finally:
+        while True:
+            for slot in [k for k in range(len(slots)) if k not in active]:
+                if waiting:
+                    trial = waiting.pop(0)
+                elif (_count_finished(study) + len(active) < settings["trials"]
+                      and not _cancel_requested(project_root, name)):
+                    trial = study.ask()
+                else:
+                    break
+                active[slot] = _Trial.start(study, trial, open_store, project_root, settings, slots[slot])
+            if not active:
+                break
+            for slot, t in list(active.items()):
+                if t.poll(progress):
+                    t.tell()
+                    del active[slot]
+            if active:
+                time.sleep(poll_s)
+    finally:  # runs still training go on by themselves; --resume follows them again
         (sweeps_dir(project_root) / f"{name}.pid").unlink(missing_ok=True)
     with open_store() as store:
         runs.sync_runs(store)
     return results(project_root, name)
 
 
-def _finish(study, trial, open_store, project_root, settings, poll_s, progress) -> None:
-    """Launch (or pick up) the trial's run, follow it, and tell Optuna how it ended."""
-    import optuna
-
-    run_id = trial.user_attrs.get("run_id")
+def device_slots(parallel: int) -> list[str | None]:
+    """One entry per trial that trains at once: the CUDA device it sees (trials spread over the GPUs), or None
+    on a machine without one (the trials share the CPU)."""
+    if parallel < 1:
+        raise WorkbenchError(f"--parallel {parallel}: run at least 1 trial at a time")
     try:
-        if run_id is None:
-            params = suggest(trial, settings["space"])
-            with open_store() as store:
-                cfg = runs.default_config(store, **trial_settings(params, settings["fixed"]))
-                run_id = runs.launch(store, settings["dataset"], cfg)
-            trial.set_user_attr("run_id", run_id)
-        state, value = _follow(trial, open_store, project_root, run_id, settings, poll_s, progress)
-    except WorkbenchError as exc:
-        trial.set_user_attr("message", str(exc))
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        raise
-    if state == "COMPLETE":
-        study.tell(trial, value)
-    else:
-        study.tell(trial, state=getattr(optuna.trial.TrialState, state))
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        gpus = 0
+    return [str(k % gpus) if gpus else None for k in range(parallel)]
 
 
-def _follow(trial, open_store, project_root: Path, run_id: str, settings: dict, poll_s: float, progress):
-    """Report each new validation loss; cancel the run when pruned or when the sweep is cancelled."""
-    run_dir = Path(project_root) / "runs" / run_id
-    reported = set(_intermediate(trial))
-    status = runs.run_status(run_dir)
-    if status["status"] == "interrupted":  # killed with the sweep process: continue from its checkpoint
-        with open_store() as store:
-            runs.start_run(store, run_id)
-    pruned = cancelled = False
-    while True:
-        events = runs.read_events(run_dir)
+class _Trial:
+    """One trial's run, followed one look at a time: each new validation loss is reported to Optuna; the run is
+    cancelled when pruned or when the sweep is cancelled."""
+
+    def __init__(self, study, trial, open_store, project_root: Path, settings: dict, run_id: str):
+        self.study, self.trial, self.open_store, self.settings = study, trial, open_store, settings
+        self.project_root, self.run_id = Path(project_root), run_id
+        self.run_dir = self.project_root / "runs" / run_id
+        self.reported = set(_intermediate(trial))
+        self.pruned = self.cancelled = False
+        self.status: dict = {}
+
+    @classmethod
+    def start(cls, study, trial, open_store, project_root: Path, settings: dict, device: str | None) -> _Trial:
+        """Launch the trial's run (or pick up the one it has: resumed from its checkpoint if it was killed)."""
+        import optuna
+
+        run_id = trial.user_attrs.get("run_id")
+        try:
+            if run_id is None:
+                params = suggest(trial, settings["space"])
+                with open_store() as store:
+                    cfg = runs.default_config(store, **trial_settings(params, settings["fixed"]))
+                    run_id = runs.launch(store, settings["dataset"], cfg, devices=device)
+                trial.set_user_attr("run_id", run_id)
+            elif runs.run_status(Path(project_root) / "runs" / run_id)["status"] == "interrupted":
+                with open_store() as store:
+                    runs.start_run(store, run_id, devices=device)
+        except WorkbenchError as exc:
+            trial.set_user_attr("message", str(exc))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        return cls(study, trial, open_store, project_root, settings, run_id)
+
+    def poll(self, progress=None) -> bool:
+        """Report what is new; True once the run has ended."""
+        events = runs.read_events(self.run_dir)
         for e in events:
-            if e["type"] == "eval" and e["step"] > 0 and e["step"] not in reported:  # step 0: every trial alike
-                reported.add(e["step"])
-                trial.report(float(e["val_loss"]), e["step"])
-                if not pruned and not cancelled and trial.should_prune():
-                    pruned = True
-                    _cancel(run_dir)
-        if not cancelled and _cancel_requested(project_root, trial.study.study_name):
-            cancelled = True
-            _cancel(run_dir)
-        status = runs.run_status(run_dir, events)
+            if e["type"] == "eval" and e["step"] > 0 and e["step"] not in self.reported:  # step 0: every trial alike
+                self.reported.add(e["step"])
+                self.trial.report(float(e["val_loss"]), e["step"])
+                if not self.pruned and not self.cancelled and self.trial.should_prune():
+                    self.pruned = True
+                    _cancel(self.run_dir)
+        if not self.cancelled and _cancel_requested(self.project_root, self.study.study_name):
+            self.cancelled = True
+            _cancel(self.run_dir)
+        self.status = runs.run_status(self.run_dir, events)
         if progress is not None:
-            progress(trial.number, status)
-        if status["status"] not in ("running", "prepared"):
-            break
-        time.sleep(poll_s)
-    trial.set_user_attr("status", status["status"])
-    if pruned:
-        return "PRUNED", None
-    if cancelled or status["status"] in ("failed", "interrupted", "cancelled"):
-        trial.set_user_attr("message", status.get("message") or status["status"])
-        return "FAIL", None
-    value = status["eval_loss"] if settings["metric"] == "val_loss" else status["train_loss"]
-    if value is None or not math.isfinite(value):
-        return "FAIL", None
-    return "COMPLETE", float(value)
+            progress(self.trial.number, self.status)
+        return self.status["status"] not in ("running", "prepared")
+
+    def outcome(self) -> tuple[str, float | None]:
+        status = self.status
+        self.trial.set_user_attr("status", status["status"])
+        if self.pruned:
+            return "PRUNED", None
+        if self.cancelled or status["status"] in ("failed", "interrupted", "cancelled"):
+            self.trial.set_user_attr("message", status.get("message") or status["status"])
+            return "FAIL", None
+        value = status["eval_loss"] if self.settings["metric"] == "val_loss" else status["train_loss"]
+        if value is None or not math.isfinite(value):
+            return "FAIL", None
+        return "COMPLETE", float(value)
+
+    def tell(self) -> None:
+        import optuna
+
+        state, value = self.outcome()
+        if state == "COMPLETE":
+            self.study.tell(self.trial, value)
+        else:
+            self.study.tell(self.trial, state=getattr(optuna.trial.TrialState, state))
 
 
 def _intermediate(trial) -> dict:
