@@ -128,3 +128,17 @@ def test_workbench_eval_leaves_the_project_free_while_it_generates(project):
     assert seen == ["running"]  # opened while the evaluation was generating
     got = json.loads(out)
     assert got["status"] == "finished" and got["generated"] == got["items"] == 6
+    with Store.open(root) as store:  # the progress line's speed, read from the real generator's log
+        assert generator.generation_speed(evaluation.get_eval(store, got["eval_id"])) > 0
+
+
+def test_the_generators_speed_is_read_from_its_log(tmp_path):
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(path=tmp_path)
+    assert generator.generation_speed(run) is None  # no log yet
+    (tmp_path / evaluation.LOG_FILE).write_text("3 of 6 items already answered; 3 to go\n")
+    assert generator.generation_speed(run) is None  # no batch yet
+    with open(tmp_path / evaluation.LOG_FILE, "a") as f:
+        f.write("4/6 answered, 1,234 new tokens/s (1 in the batch)\n6/6 answered, 20,480 new tokens/s (2 in the batch)\n")
+    assert generator.generation_speed(run) == 20480.0

@@ -9,6 +9,7 @@ moves the run on: running -> generated -> finished, or stopped / failed when the
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -157,6 +158,21 @@ def resume(store: Store, eval_id: int, *, user=None, progress: Progress | None =
     return run if run.status == "finished" else wait(store, eval_id, progress=progress)
 
 
+_SPEED = re.compile(rb"answered, ([\d,]+) new tokens/s")
+
+
+def generation_speed(run: EvalRun) -> float | None:
+    """The generator's latest new-tokens-per-second figure, read from the end of its log (None before the first
+    batch)."""
+    try:
+        with open(run.path / LOG_FILE, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            found = _SPEED.findall(f.read())
+    except OSError:
+        return None
+    return float(found[-1].replace(b",", b"")) if found else None
+
+
 def follow_job(run: EvalRun, *, progress: Progress | None = None, poll_s: float = 0.5) -> None:
     """Follow a launched generator by its files alone, with no store open, until its process ends: the CLI's
     loop, so the app can open the project while a long evaluation generates. Ctrl-C stops the generator (what
@@ -172,7 +188,9 @@ def follow_job(run: EvalRun, *, progress: Progress | None = None, poll_s: float 
                 end = chunk.rfind(b"\n") + 1
                 lines, offset = lines + chunk[:end].count(b"\n"), offset + end
                 done = min(lines, run.items)
-                progress(min(done / max(run.items, 1), 0.999), f"{done:,}/{run.items:,} answers")
+                speed = generation_speed(run)
+                progress(min(done / max(run.items, 1), 0.999),
+                         f"{done:,}/{run.items:,} answers" + (f" · {speed:,.0f} new tokens/s" if speed else ""))
             time.sleep(poll_s)
     except KeyboardInterrupt:
         jobs.stop(job)
