@@ -21,6 +21,7 @@ import widgets
 from workbench.core.errors import WorkbenchError
 from workbench.models import runs, sweeps
 
+OBJECTIVE_TITLES = {"val_loss": "validation loss (pruned: last reported)", "train_loss": "train loss"}
 _THREADS: dict[str, threading.Thread] = {}  # sweep name -> the app thread running it (one per sweep)
 _ERRORS: dict[str, str] = {}
 
@@ -65,6 +66,9 @@ def _new_sweep_form(store) -> None:
     pruner = c3.selectbox("Pruner", sweeps.PRUNERS, key="sweep_pruner",
                           help="median: stop a trial whose validation loss is worse than the median of earlier "
                                "trials at the same step; halving: successive halving; none: run every trial out.")
+    metric = st.selectbox("Objective", list(sweeps.METRICS), key="sweep_metric",
+                          help="What the sweep optimises: the validation loss, or a generation metric (ROUGE-L, BLEU, "
+                               "...) scored on the answers each trial's adapter gives for the validation split.")
     parallel = int(c4.number_input("At once", value=1, min_value=1, max_value=16, step=1, key="sweep_parallel",
                                    help="Trials that train at the same time; with several GPUs each trial gets its "
                                         "own GPU."))
@@ -74,19 +78,21 @@ def _new_sweep_form(store) -> None:
                  help="Start the trials one after another in the background; follow them below."):
         with widgets.user_errors():
             fixed = {"max_steps": steps} if steps else {}
-            settings = sweeps.new_settings(dataset=version.ref, base_model=base, trials=trials,
+            sweeps.check_metric(store, version.ref, metric)
+            settings = sweeps.new_settings(dataset=version.ref, base_model=base, trials=trials, metric=metric,
                                            space=sweeps.load_space(None), fixed=fixed, pruner=pruner,
                                            parallel=parallel)
             st.session_state["sweep_select"] = _start(store, None, settings)
             st.rerun()
 
 
-def objective_chart(trials: list[dict]) -> alt.Chart:
+def objective_chart(trials: list[dict], metric: str = "val_loss") -> alt.Chart:
+    losses = metric in OBJECTIVE_TITLES  # a pruned trial's last validation loss is on the same scale as the loss
     data = pd.DataFrame([{"trial": t["number"], "objective": t["value"] if t["value"] is not None else
-                          (min(t["intermediate"].values()) if t["intermediate"] else None), "state": t["state"]}
-                         for t in trials])
+                          (min(t["intermediate"].values()) if t["intermediate"] and losses else None),
+                          "state": t["state"]} for t in trials])
     return alt.Chart(data.dropna()).mark_point(filled=True, size=60).encode(
-        x=alt.X("trial:O", title="trial"), y=alt.Y("objective:Q", title="validation loss (pruned: last reported)",
+        x=alt.X("trial:O", title="trial"), y=alt.Y("objective:Q", title=OBJECTIVE_TITLES.get(metric, metric),
                                                    scale=alt.Scale(zero=False)),
         color=alt.Color("state:N", title=None), tooltip=["trial", "state", alt.Tooltip("objective:Q", format=".4f")])
 
@@ -124,7 +130,7 @@ def _results_view(store, name: str) -> None:
     if best is not None:
         st.metric(f"Best: trial {best['number']}", f"{best['value']:.4f}", help=f"run {best['run_id']}")
         st.json(best["settings"], expanded=False)
-    st.altair_chart(objective_chart(out["trials"]), width="stretch")
+    st.altair_chart(objective_chart(out["trials"], out["metric"] or "val_loss"), width="stretch")
     slices = pd.DataFrame(sweeps.slice_rows(out))
     if not slices.empty:
         st.altair_chart(alt.Chart(slices).mark_point(filled=True).encode(

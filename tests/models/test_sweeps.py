@@ -136,3 +136,37 @@ def test_two_trials_at_once_overlap_and_still_report_optunas_best(tmp_path):
     assert overlapping >= 1, spans
     with pytest.raises(WorkbenchError, match="at least 1"):
         sweeps.new_settings(dataset="tickets", base_model="tiny", trials=2, space={}, fixed={}, parallel=0)
+
+
+@pytest.mark.slow
+def test_a_generation_metric_objective_is_each_trials_rouge_on_the_validation_split(tmp_path):
+    """--metric rougeL: after training, each trial's adapter answers the validation split as an ordinary evaluation;
+    its ROUGE-L (rouge-score's, through the evaluation) is the trial's value; the test split is never touched."""
+    from contextlib import nullcontext
+
+    from workbench.models import evaluation
+
+    project = tmp_path / "project"
+    records = [{**r, "split": "validation" if i % 5 == 0 else "train"} for i, r in enumerate(chat_records(40))]
+    store = Store.open(project)
+    try:
+        import_file(store, write_records(tmp_path / "t.jsonl", records), "tickets")
+        with pytest.raises(WorkbenchError, match="'validation' split"):
+            import_file(store, write_records(tmp_path / "u.jsonl", chat_records(10)), "nosplit")
+            sweeps.check_metric(store, "nosplit", "rougeL")
+        sweeps.check_metric(store, "tickets", "rougeL")
+        fixed = {**TINY, "max_steps": 4, "eval_every": 2, "checkpoint_every": 4, "report_to": "none"}
+        settings = sweeps.new_settings(dataset="tickets", base_model="tiny", trials=2, space=sweeps.load_space(None),
+                                       fixed=fixed, metric="rougeL", pruner="none",
+                                       eval_settings={"max_new_tokens": 8})
+        out = sweeps.run_sweep(lambda: nullcontext(store), project, name="g1", settings=settings, poll_s=0.1)
+        stored = optuna.load_study(study_name="g1", storage=sweeps.storage_url(project, "g1"))
+        assert stored.direction.name == "MAXIMIZE" and [t.state.name for t in stored.trials] == ["COMPLETE"] * 2
+        for t in stored.trials:
+            run = evaluation.get_eval(store, t.user_attrs["eval_id"])
+            assert run.split == "validation" and run.run_id == t.user_attrs["run_id"] and run.items == 8
+            assert t.value == pytest.approx(run.metrics["rougeL"])
+            assert all(v < 0 for v in t.intermediate_values.values())  # the loss, negated: higher is better
+        assert out["best"]["number"] == stored.best_trial.number and out["metric"] == "rougeL"
+    finally:
+        store.close()

@@ -41,10 +41,12 @@ def cmd_sweep(args) -> int:
             from workbench.core.versions import get_version
 
             get_version(store, args.dataset)  # a wrong name fails now, not in the first trial
+            sweeps.check_metric(store, args.dataset, args.metric)
             root = store.project.root
         settings = sweeps.new_settings(dataset=args.dataset, base_model=args.base_model, trials=args.trials,
                                        space=sweeps.load_space(args.space), fixed=_fixed(args), metric=args.metric,
-                                       pruner=args.pruner, seed=args.seed, parallel=args.parallel)
+                                       pruner=args.pruner, seed=args.seed, parallel=args.parallel,
+                                       eval_settings={"max_new_tokens": args.eval_max_new_tokens})
     elif args.set or args.space or args.dataset:
         raise WorkbenchError("--resume continues a sweep with its stored settings; leave out --dataset, --space "
                              "and --set")
@@ -127,7 +129,11 @@ def register(sub, common, reporting) -> None:
                    "SETTING: [choices]; default: learning rate, rank, alpha multiple, dropout, epochs, warmup")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fix one setting for every trial, e.g. "
                    "--set max_steps=200 (repeatable; a fixed setting is not searched)")
-    p.add_argument("--metric", default="val_loss", help="what to optimise: val_loss (default) or train_loss")
+    p.add_argument("--metric", default="val_loss",
+                   help="what to optimise: val_loss (default) or train_loss; or a generation metric (rougeL, rouge1, "
+                        "rouge2, bleu, chrf, exact_match), scored on the validation split's answers after each trial")
+    p.add_argument("--eval-max-new-tokens", type=int, default=0, metavar="N",
+                   help="with a generation metric: the longest answer (default 0: what the references need)")
     p.add_argument("--pruner", default="median", help="stop bad trials early: median (default), halving or none")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (same seed, same settings tried)")
     p.add_argument("--parallel", type=int, default=1, metavar="K",

@@ -37,7 +37,10 @@ DEFAULT_SPACE: dict[str, dict] = {
     "epochs": {"choices": [1, 2, 3]},
     "warmup_steps": {"low": 0, "high": 100},
 }
-METRICS = {"val_loss": "minimize", "train_loss": "minimize"}
+GENERATION_METRICS = {"rougeL": "maximize", "rouge1": "maximize", "rouge2": "maximize", "rougeLsum": "maximize",
+                      "bleu": "maximize", "chrf": "maximize", "exact_match": "maximize"}
+METRICS = {"val_loss": "minimize", "train_loss": "minimize", **GENERATION_METRICS}
+EVAL_SPLIT = "validation"  # a generation metric is measured on the version's validation split, never its test split
 PRUNERS = ("median", "halving", "none")
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
@@ -186,10 +189,9 @@ def create_or_resume(project_root: Path, name: str | None, settings: dict | None
 
 def new_settings(*, dataset: str, base_model: str | None, trials: int, space: dict, fixed: dict,
                  metric: str = "val_loss", pruner: str = "median", seed: int = 0, startup_trials: int = 2,
-                 parallel: int = 1) -> dict:
+                 parallel: int = 1, eval_settings: dict | None = None) -> dict:
     if metric not in METRICS:
-        raise WorkbenchError(f"--metric {metric}: sweeps optimise {', '.join(METRICS)} for now (generation metrics "
-                             "such as rougeL need an evaluation per trial, which sweeps do not run yet)")
+        raise WorkbenchError(f"--metric {metric}: expected one of {', '.join(METRICS)}")
     if pruner not in PRUNERS:
         raise WorkbenchError(f"--pruner {pruner}: expected one of {', '.join(PRUNERS)}")
     if trials < 1:
@@ -204,7 +206,23 @@ def new_settings(*, dataset: str, base_model: str | None, trials: int, space: di
         raise WorkbenchError(str(exc)) from None
     return {"dataset": dataset, "trials": trials, "space": effective_space(space, fixed), "fixed": fixed,
             "metric": metric, "pruner": pruner, "seed": seed, "startup_trials": startup_trials, "parallel": parallel,
+            "eval_settings": eval_settings or {},
             "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def check_metric(store, dataset: str, metric: str) -> None:
+    """A generation metric needs reference answers in the version's validation split (the test split stays
+    untouched for the final comparison)."""
+    if metric not in GENERATION_METRICS:
+        return
+    from workbench.core.versions import get_version
+    from workbench.models.eval_items import split_values
+
+    values = split_values(store, get_version(store, dataset))
+    if not values or EVAL_SPLIT not in values:
+        raise WorkbenchError(f"--metric {metric} scores each trial's answers on the {EVAL_SPLIT!r} split, which "
+                             f"{dataset} does not have; make splits first (`workbench split {dataset} --ratios "
+                             f"0.8,0.1,0.1`), or optimise val_loss")
 
 
 def default_name(dataset: str) -> str:
@@ -309,13 +327,23 @@ class _Trial:
             raise
         return cls(study, trial, open_store, project_root, settings, run_id)
 
+    @property
+    def generation_metric(self) -> bool:
+        return self.settings["metric"] in GENERATION_METRICS
+
     def poll(self, progress=None) -> bool:
-        """Report what is new; True once the run has ended."""
+        """Report what is new; True once the trial has its outcome (the run ended, and for a generation metric
+        its evaluation on the validation split is scored)."""
+        if self.trial.user_attrs.get("eval_id") is not None:
+            return self._poll_eval()
         events = runs.read_events(self.run_dir)
         for e in events:
             if e["type"] == "eval" and e["step"] > 0 and e["step"] not in self.reported:  # step 0: every trial alike
                 self.reported.add(e["step"])
-                self.trial.report(float(e["val_loss"]), e["step"])
+                # a maximised generation metric: the loss reported negated, so that higher is better for the
+                # pruner too
+                self.trial.report(-float(e["val_loss"]) if self.generation_metric else float(e["val_loss"]),
+                                  e["step"])
                 if not self.pruned and not self.cancelled and self.trial.should_prune():
                     self.pruned = True
                     _cancel(self.run_dir)
@@ -325,7 +353,39 @@ class _Trial:
         self.status = runs.run_status(self.run_dir, events)
         if progress is not None:
             progress(self.trial.number, self.status)
-        return self.status["status"] not in ("running", "prepared")
+        ended = self.status["status"] not in ("running", "prepared")
+        if ended and self.generation_metric and self._trained():
+            self._start_eval()
+            return False
+        return ended
+
+    def _trained(self) -> bool:
+        return not self.pruned and not self.cancelled and self.status["status"] in ("completed", "stopped early")
+
+    def _start_eval(self) -> None:
+        """Generate the validation split's answers with the trial's adapter (the answer length the references
+        need), as an ordinary evaluation run."""
+        from workbench.models import eval_setup, evaluation, generator
+
+        with self.open_store() as store:
+            model = eval_setup.resolve_model(store, run_id=self.run_id)
+            run = evaluation.create_eval(store, self.settings["dataset"], model=model, split=EVAL_SPLIT,
+                                         settings=self.settings.get("eval_settings") or {})
+            generator.launch(store, run.eval_id)
+        self.trial.set_user_attr("eval_id", run.eval_id)
+
+    def _poll_eval(self) -> bool:
+        from workbench.models import generator
+
+        eval_id = self.trial.user_attrs["eval_id"]
+        with self.open_store() as store:
+            run = generator.refresh(store, eval_id)
+            if run.status == "stopped":  # killed with a sweep process: generate what is missing
+                run = generator.restart(store, eval_id)
+        self.eval_run = run
+        if not self.status:
+            self.status = runs.run_status(self.run_dir)
+        return run.status in ("finished", "failed")
 
     def outcome(self) -> tuple[str, float | None]:
         status = self.status
@@ -335,7 +395,15 @@ class _Trial:
         if self.cancelled or status["status"] in ("failed", "interrupted", "cancelled"):
             self.trial.set_user_attr("message", status.get("message") or status["status"])
             return "FAIL", None
-        value = status["eval_loss"] if self.settings["metric"] == "val_loss" else status["train_loss"]
+        metric = self.settings["metric"]
+        if metric in GENERATION_METRICS:
+            run = getattr(self, "eval_run", None)
+            if run is None or run.status != "finished":
+                self.trial.set_user_attr("message", f"its evaluation {run.status if run else 'did not run'}")
+                return "FAIL", None
+            value = (run.metrics or {}).get(metric)
+        else:
+            value = status["eval_loss"] if metric == "val_loss" else status["train_loss"]
         if value is None or not math.isfinite(value):
             return "FAIL", None
         return "COMPLETE", float(value)
