@@ -19,7 +19,7 @@ import streamlit as st
 import wb_ui
 import widgets
 from workbench.core.errors import WorkbenchError
-from workbench.models import runs, sweeps
+from workbench.models import compare, runs, sweeps
 
 OBJECTIVE_TITLES = {"val_loss": "validation loss (pruned: last reported)", "train_loss": "train loss"}
 _THREADS: dict[str, threading.Thread] = {}  # sweep name -> the app thread running it (one per sweep)
@@ -181,3 +181,29 @@ def compare_section(store) -> None:
         st.markdown("**Metrics**")
         widgets.table(pd.DataFrame([{k: r[k] for k in ("run_id", "status", "step", "train_loss", "eval_loss")}
                                     for r in table if r["run_id"] in picked]))
+        _evaluations(store, picked)
+
+
+def _evaluations(store, picked: list[str]) -> None:
+    """The paired comparison of the runs' evaluations on the same test items (as on the Evaluate page)."""
+    pairs = compare.pairs_for_runs(store, picked)
+    st.markdown("**Evaluations on the same test items**")
+    if not pairs:
+        st.caption("None yet: evaluate the runs on the same split (Evaluate page, or `workbench eval --run RUN_ID`); "
+                   "their paired comparison then shows here.")
+        return
+    names = {i: f"eval {p['a']} ({p['run_a']}) against eval {p['b']} ({p['run_b']}), {p['dataset']} {p['split']}, "
+                f"{p['items']:,} items" for i, p in enumerate(pairs)}
+    pick = st.selectbox("Pair", list(names), format_func=names.get, key="compare_eval_pair",
+                        help="Two evaluations of the picked runs on the same test items: the first run is the "
+                             "baseline (A).")
+    pair = pairs[pick]
+    cache = st.session_state.setdefault("compare_eval_cache", {})
+    if (pair["a"], pair["b"]) not in cache:
+        with st.spinner("Resampling the test items…"), widgets.user_errors():
+            cache[(pair["a"], pair["b"])] = compare.compare(store, pair["a"], pair["b"])
+    for row in cache.get((pair["a"], pair["b"]), []):
+        (st.success if row["significant"] and row["diff"] > 0 else st.error if row["significant"] else st.info)(
+            row["statement"])
+    st.caption(f"Paired bootstrap over the test items, 1,000 resamples; the Evaluate page shows the examples "
+               f"(`workbench compare {pair['a']} {pair['b']}`).")

@@ -70,3 +70,23 @@ def test_start_a_sweep_read_its_best_trial_and_compare_its_runs(project):
     lr = settings.set_index("setting").loc["learning_rate"]
     for t in study.trials:
         assert lr[t.user_attrs["run_id"]] == pytest.approx(t.params["learning_rate"])
+    assert any(c.value.startswith("None yet: evaluate the runs") for c in at.caption)
+
+    # both runs evaluated on the same items (answers recorded, as the generator writes them): the paired comparison
+    from tests.models.test_review import record_outputs
+    from workbench.core.store import Store
+    from workbench.models import compare, eval_setup, evaluation, generator
+
+    with Store.open(project) as store:
+        for k, run_id in enumerate(run_ids):
+            run = evaluation.create_eval(store, "support-tickets", split="all",
+                                         model=eval_setup.ModelSpec(f"/models/m{k}", label=f"m{k}", run_id=run_id))
+            record_outputs(store, run, {i: "Thanks, we will look into it." if (i + k) % 3 else "Sorry."
+                                        for i in range(run.items)})
+            generator.refresh(store, run.eval_id)
+        (pair,) = compare.pairs_for_runs(store, run_ids)
+        want = compare.compare(store, pair["a"], pair["b"])
+    ok(at.run())
+    assert at.selectbox(key="compare_eval_pair").help
+    shown = [m.value for m in [*at.success, *at.error, *at.info]]
+    assert [r["statement"] for r in want] == [s for s in shown if s in {r["statement"] for r in want}]

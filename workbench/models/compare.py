@@ -21,6 +21,25 @@ def _pair(store: Store, a: int, b: int) -> tuple[EvalRun, EvalRun]:
     return run_a, run_b
 
 
+def pairs_for_runs(store: Store, run_ids: list[str]) -> list[dict]:
+    """Finished evaluations of these training runs that ran on the same test items, as comparable pairs
+    {a, b, run_a, run_b, split, items} (the newest evaluation of each run per set of items; runs in the order
+    given, so the first run is the baseline)."""
+    newest: dict[tuple[str, str], EvalRun] = {}
+    for r in evaluation.list_evals(store):  # newest first
+        if r.run_id in run_ids and r.status == "finished":
+            newest.setdefault((r.run_id, r.items_hash), r)
+    out = []
+    for i, ra in enumerate(run_ids):
+        for rb in run_ids[i + 1:]:
+            for (run, items_hash), ea in newest.items():
+                eb = newest.get((rb, items_hash))
+                if run == ra and eb is not None:
+                    out.append({"a": ea.eval_id, "b": eb.eval_id, "run_a": ra, "run_b": rb, "split": ea.split,
+                                "dataset": ea.ref, "items": ea.items})
+    return out
+
+
 def compare(store: Store, a: int, b: int, *, n_resamples: int = 1000, seed: int = 0,
             confidence: float = 0.95) -> list[dict]:
     """Run b against run a, metric by metric: both scores, the difference b - a, its paired-bootstrap
