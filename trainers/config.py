@@ -24,6 +24,7 @@ PREFERENCE_METHODS = ("dpo", "kto")
 LOSS_VARIANTS = ("sigmoid", "ipo")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+FSDP_MODES = ("auto", "on", "off")
 REPORT_TO = ("none", "mlflow", "tensorboard")
 
 
@@ -107,6 +108,8 @@ class TrainConfig:
     """CPU threads for torch when there is no GPU (0: all cores but one, leaving one for the app)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% slower."""
+    fsdp: str = "auto"
+    """Several GPUs: on shards the model across them (FSDP2), off puts a copy on each (DDP), auto: FSDP if it won't fit one."""
     merge: bool = False
     """Also save the base model with the adapter merged into it (a plain transformers model)."""
     record_losses: bool = True
@@ -135,6 +138,8 @@ class TrainConfig:
             raise ConfigError(f"lr_schedule: {self.lr_schedule!r} is not known; expected one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: {self.precision!r} is not known; expected one of {', '.join(PRECISIONS)}")
+        if self.fsdp not in FSDP_MODES:
+            raise ConfigError(f"fsdp: {self.fsdp!r} is not known; expected one of {', '.join(FSDP_MODES)}")
         from trainers.tracking import check_report_to  # none, mlflow, tensorboard, wandb or an MLflow URI
 
         check_report_to(self.report_to)

@@ -19,8 +19,7 @@ model) and `cleanup`. The run folder is everything it reads and writes:
     cancel               created by the app to stop the run gracefully
 
 It never opens the project's DuckDB file. More than one GPU: under torchrun every rank runs
-this same file with DDP (rank 0 writes); models too big for one GPU need FSDP instead (see
-trainers/README.md).
+this same file with DDP, or FSDP2 for models too big for one GPU (trainers/distributed.py); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainers import checkpoint, quiet
+from trainers import checkpoint, distributed, quiet
 from trainers import data as D
 from trainers.config import PREFERENCE_METHODS, ConfigError, TrainConfig, read_run_config
 from trainers.tracking import Reporter as _Reporter  # mlflow + tensorboard by default
@@ -151,8 +150,9 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_base(path: str, cfg: TrainConfig, device: torch.device, dtype: torch.dtype):
-    """The base model from a folder or the local Hugging Face cache (never the network)."""
+def load_base(path: str, cfg: TrainConfig, device: torch.device, dtype: torch.dtype, place: bool = True):
+    """The base model from a folder or the local Hugging Face cache (never the network); on `device` when place
+    (FSDP leaves it on the CPU and moves each rank's shard)."""
     from transformers import AutoModelForCausalLM
 
     packed = cfg.packing and cfg.method in ("lora", "dora", "qlora")
@@ -173,7 +173,7 @@ def load_base(path: str, cfg: TrainConfig, device: torch.device, dtype: torch.dt
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise ConfigError(_missing_model(path, exc)) from None
-    if cfg.method != "qlora":
+    if cfg.method != "qlora" and place:
         model.to(device)
     return model
 
@@ -263,6 +263,7 @@ class TrainingRecipe:
         self.cfg = read_run_config(self.run_dir)
         self.world, self.rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
         self.main = self.rank == 0
+        self.parallel = "single"  # or ddp, fsdp (trainers.distributed.choose)
         self.events = Events(self.run_dir / EVENTS, enabled=self.main)
         self.state = LoopState()
         self.reporter = None
@@ -290,12 +291,15 @@ class TrainingRecipe:
         self.base_path = self._resolve_base(train_records)
         self.tokenizer = load_tokenizer(self.base_path)
         self.pad_id = self.tokenizer.pad_token_id
-        model = load_base(self.base_path, cfg, self.device, self.dtype)
+        self.parallel = distributed.choose(cfg, self.base_path, self.device, self.dtype, self.world)
+        model = load_base(self.base_path, cfg, self.device, self.dtype, place=self.parallel != "fsdp")
         self.model = wrap_peft(model, cfg)
         self.peft_model = self.model
         from trainers import fastloss
 
         fastloss.prepare(self.model, cfg, self.device)  # GPU only: compiled decoder layers
+        if self.parallel == "fsdp":  # compiled layers first (as torchtitan); sharded before anything runs on the GPU
+            distributed.shard(self.model, self.device, self.dtype)
         self.plan = self._plan_batches(train_records)
         cfg = self.cfg = cfg.replace(max_seq_len=self.plan.max_seq_len, batch_tokens=self.plan.batch_tokens)
         self.val_examples, _ = D.tokenize(self.tokenizer, val_records, cfg.max_seq_len)
@@ -312,11 +316,8 @@ class TrainingRecipe:
                          supervised_tokens_per_epoch=self.train_counts["supervised_tokens"],
                          steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps)
 
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
-                                                 is not None else None)
+        if self.parallel == "ddp":
+            self.model = distributed.wrap_ddp(self.model, self.device)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                            fused=self.device.type == "cuda")
@@ -345,6 +346,7 @@ class TrainingRecipe:
                 limit = getattr(model_config, "max_position_embeddings", None) or 1 << 20
                 lengths = [len(e.input_ids) for e in D.tokenize(self.tokenizer, train_records, limit)[0]]
             weights = sum(p.numel() * p.element_size() for p in self.peft_model.parameters())
+            weights //= self.world if self.parallel == "fsdp" else 1  # each GPU holds its shard
             plan = autobatch.plan_training(cfg, lengths, device=self.device, config=model_config,
                                            weight_bytes=weights)
             self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, plan.max_seq_len)
@@ -481,8 +483,7 @@ class TrainingRecipe:
         for i, batch in enumerate(micro_batches):
             batch = to_device(batch, self.device)
             tokens += int(batch["n_tokens"])
-            sync = self.model.no_sync() if self.world > 1 and i < len(micro_batches) - 1 else contextlib.nullcontext()
-            with sync, self._autocast():
+            with distributed.grad_sync(self.model, last=i == len(micro_batches) - 1), self._autocast():
                 loss = loss_sum(self.model, batch)
             (loss * self.world / n_items.clamp(min=1)).backward()
             total += loss.detach()
@@ -512,11 +513,13 @@ class TrainingRecipe:
         cfg, st = self.cfg, self.state
         self.model.eval()
         total = torch.zeros(2, device=self.device)
-        for batch in self.val_batches[self.rank::self.world]:
+        for batch, counts in distributed.rank_share(self.val_batches, self.rank, self.world, self.model):
             batch = to_device(batch, self.device)
             with self._autocast():
-                total[0] += loss_sum(self.model, batch)
-            total[1] += D.supervised_in(batch)
+                loss = loss_sum(self.model, batch)
+            if counts:  # FSDP: a rank with one batch fewer repeats one (every forward is a collective)
+                total[0] += loss
+                total[1] += D.supervised_in(batch)
         if self.world > 1:
             torch.distributed.all_reduce(total)
         val = float(total[0] / total[1].clamp(min=1))
@@ -535,15 +538,18 @@ class TrainingRecipe:
     # ------------------------------------------------------------ checkpoints and outputs
 
     def _save_adapter(self, folder: Path) -> None:
+        state = distributed.adapter_state(self.model)  # FSDP: gathered on rank 0 (every rank takes part); else None
         if not self.main:
             return
         with files.atomic_path(folder) as tmp:
-            self.peft_model.save_pretrained(tmp)
+            self.peft_model.save_pretrained(tmp, state_dict=state)
 
     def save_checkpoint(self) -> None:
         """checkpoints/step-N: written aside and renamed, so a kill never leaves half a checkpoint."""
         if self.world > 1:
             torch.distributed.barrier()
+        adapter = distributed.adapter_state(self.model)  # FSDP: gathered by every rank onto rank 0; else None
+        optimizer = distributed.optimizer_state(self.model, self.optimizer)
         if not self.main:
             return
         root = self.run_dir / "checkpoints"
@@ -551,8 +557,8 @@ class TrainingRecipe:
         tmp = root / f".step-{self.state.step:07d}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        self.peft_model.save_pretrained(tmp / "adapter")
-        checkpoint.save_state(tmp, {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        self.peft_model.save_pretrained(tmp / "adapter", state_dict=adapter)
+        checkpoint.save_state(tmp, {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                                     "rng_cpu": torch.get_rng_state(),
                                     "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
         (tmp / "state.json").write_text(json.dumps(asdict(self.state)), encoding="utf-8")
@@ -575,7 +581,7 @@ class TrainingRecipe:
         except checkpoint.CheckpointError as exc:
             raise TrainingError(str(exc)) from exc
         self._load_adapter(ckpt / "adapter")
-        self.optimizer.load_state_dict(saved["optimizer"])
+        distributed.load_optimizer_state(self.model, self.optimizer, saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng_cpu"].cpu())
         if saved.get("rng_cuda") is not None and torch.cuda.is_available():
@@ -588,20 +594,23 @@ class TrainingRecipe:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        if self.parallel == "fsdp":  # full tensors into the shards
+            distributed.load_adapter(self.model, load_file(folder / "adapter_model.safetensors"))
+            return
         set_peft_model_state_dict(self.peft_model, load_file(folder / "adapter_model.safetensors",
                                                              device=str(self.device)))
 
     def save_outputs(self) -> dict:
         """adapter/ (the adapter at the best validation loss) and, on request, merged/."""
-        if not self.main:
-            return {}
         best = self.run_dir / "best-adapter"
         out = self.run_dir / "adapter"
+        if not best.exists():
+            self._save_adapter(out)  # every rank: FSDP gathers the adapter
+        if not self.main:
+            return {}
         if best.exists():
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(best, out)
-        else:
-            self._save_adapter(out)
         self.tokenizer.save_pretrained(out)  # the adapter folder is self-contained for generation
         result = {"adapter": str(out)}
         if self.cfg.merge:
@@ -622,6 +631,9 @@ class TrainingRecipe:
             return
         if cfg.method in PREFERENCE_METHODS:
             self.events.emit("record_losses", skipped=f"method {cfg.method} trains on pairs; no per-record loss")
+            return
+        if self.parallel == "fsdp":  # the sharded model runs only with every rank; this pass is rank 0's alone
+            self.events.emit("record_losses", skipped="not computed for FSDP runs (the model is sharded across ranks)")
             return
         examples = self.train_examples
         if len(examples) > RECORD_LOSSES_MAX:
@@ -703,6 +715,7 @@ class TrainingRecipe:
             "method": self.cfg.method, "trainable_parameters": self.trainable_params,
             "total_parameters": self.total_params,
             "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "world_size": self.world,
+            "parallel": self.parallel,
             "libraries": {"python": platform.python_version(), "torch": torch.__version__,
                           "transformers": transformers.__version__, "peft": peft.__version__,
                           "tokenizers": tokenizers.__version__},

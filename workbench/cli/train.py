@@ -22,6 +22,7 @@ def _config(store, args):
     overrides["base_model"] = args.base_model
     overrides["method"] = args.method
     overrides["max_steps"] = args.max_steps
+    overrides["fsdp"] = "on" if args.fsdp else None
     if args.config:
         return runs.config_from_file(store, args.config, **overrides)
     return runs.default_config(store, **overrides)
@@ -134,6 +135,8 @@ def register(sub, common, reporting) -> None:
                    "checkpoint")
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="GPUs to train on with DDP "
                    "(torchrun); 1 on a CPU")
+    p.add_argument("--fsdp", action="store_true", help="with --nproc-per-node: shard the model across the GPUs "
+                   "(FSDP2, for a model too big for one GPU) instead of a copy on each (sets fsdp=on; default auto)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", parents=[common, reporting], help="list training runs, or cancel one")
