@@ -170,3 +170,36 @@ def test_a_generation_metric_objective_is_each_trials_rouge_on_the_validation_sp
         assert out["best"]["number"] == stored.best_trial.number and out["metric"] == "rougeL"
     finally:
         store.close()
+
+
+def test_a_reader_never_finds_a_half_made_sweep(tmp_path):
+    """The Train page (or the test above) opens `<name>.db` the moment it appears, while `workbench sweep` is
+    still making it: it must find Optuna's whole schema, the study and its settings, never a part."""
+    import threading
+
+    settings = sweeps.new_settings(dataset="tickets", base_model="tiny", trials=2, space={}, fixed={})
+    names = [f"s{i}" for i in range(12)]
+    seen, errors = {}, []
+
+    def read():
+        for name in names:
+            db = sweeps.sweeps_dir(tmp_path) / f"{name}.db"
+            deadline = time.monotonic() + 60
+            while not db.exists() and time.monotonic() < deadline:
+                pass
+            try:
+                study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+                seen[name] = study.user_attrs.get("settings")
+            except Exception as e:  # noqa: BLE001 - any failure to read is the defect
+                errors.append(f"{name}: {e!r}")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for name in names:
+        sweeps.create_or_resume(tmp_path, name, settings)
+    reader.join()
+    assert not errors, errors
+    assert seen == {name: settings for name in names}
+    assert not [p.name for p in sweeps.sweeps_dir(tmp_path).iterdir() if not p.name.endswith(".db")]
+    with pytest.raises(WorkbenchError, match="exists"):
+        sweeps.create_or_resume(tmp_path, "s0", settings)

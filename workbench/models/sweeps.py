@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -177,14 +178,37 @@ def create_or_resume(project_root: Path, name: str | None, settings: dict | None
         raise WorkbenchError(f"a sweep named {name!r} exists; continue it with --resume --name {name}, or pick "
                              "another --name")
     else:
+        _create_whole(project_root, name, settings)
         n_done = 0
-    storage = _storage(project_root, name)
     sampler, pruner = _sampler_and_pruner(settings, n_done)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction=METRICS[settings["metric"]], load_if_exists=True)
-    if "settings" not in study.user_attrs:
-        study.set_user_attr("settings", settings)
+    study = optuna.load_study(study_name=name, storage=_storage(project_root, name), sampler=sampler,
+                              pruner=pruner)
     return study, settings
+
+
+def _create_whole(project_root: Path, name: str, settings: dict) -> None:
+    """Write the new study (schema, study, settings) to a side file and rename it into place, so a reader that
+    sees `<name>.db` (the Train page, a second command) never opens a half-made schema or a study without
+    its settings: two connections stamping Optuna's schema at once fail on its version table."""
+    import optuna
+
+    folder = sweeps_dir(project_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    side = folder / f".{name}.{os.getpid()}.creating"
+    side.unlink(missing_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{side.resolve()}")
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction=METRICS[settings["metric"]])
+        study.set_user_attr("settings", settings)
+    finally:
+        storage.engine.dispose()
+    try:  # a link, not a rename: a sweep of this name made meanwhile by another command is kept, not replaced
+        os.link(side, folder / f"{name}.db")
+    except FileExistsError:
+        raise WorkbenchError(f"a sweep named {name!r} exists; continue it with --resume --name {name}, or pick "
+                             "another --name") from None
+    finally:
+        side.unlink(missing_ok=True)
 
 
 def new_settings(*, dataset: str, base_model: str | None, trials: int, space: dict, fixed: dict,
