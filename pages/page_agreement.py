@@ -58,7 +58,7 @@ def compute(answers: pd.DataFrame, key: tuple, **options) -> dict:
 # ---------------------------------------------------------------- where the answers come from
 
 def stored_answers(store) -> Answers:
-    asked = [q for q in qs.list_questions(store) if q.kind != "text"]
+    asked = [q for q in qs.list_questions(store, archived=False) if q.kind != "text"]
     if not asked:
         st.info("No questions with choices or ratings yet. Ask one on the **Label** page, or measure a file of "
                 "answers directly with **A long-format file** above.", icon=":material/info:")

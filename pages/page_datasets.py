@@ -39,6 +39,9 @@ def datasets_table(store) -> list[dict]:
         widgets.table(datasets, column_order=["name", "version", "records", "format", "created_at"],
                      column_config={"version": "newest version",
                                     "records": st.column_config.NumberColumn(format="%d"), "created_at": "created"})
+    elif hidden := versions.archived_at(store):
+        st.info(f"Every dataset is archived ({len(hidden)}): bring one back under **Manage datasets** below, or "
+                "import a file.")
     else:
         st.info("No datasets yet: import a file below, or start the app with `workbench demo` for sample tickets.")
     return datasets

@@ -31,7 +31,7 @@ if link.get("mode") == "adjudicate" and ADJUDICATE in modes:
 mode = st.segmented_control("View", modes, default=ANNOTATE, key="label_mode", required=True,
                             help="Annotate: answer records one by one. Questions: what is asked, of which version, "
                                  "by how many annotators. Adjudicate: settle records where annotators disagree.")
-questions = qs.list_questions(store)
+questions = qs.list_questions(store, archived=False)  # an archived dataset leaves the pickers
 labels = {q.question_id: f"{q.dataset} · {q.name} ({q.kind})" for q in questions}
 
 

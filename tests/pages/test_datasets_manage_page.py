@@ -112,3 +112,38 @@ def test_every_control_has_a_help_line(project):
     widgets = {w.key: w for kind in ("selectbox", "text_input", "button", "checkbox") for w in at.get(kind)}
     for key in [*CONTROLS, f"mg_archive_sure::{DEMO_DATASET}"]:
         assert widgets[key].help, key
+
+
+def test_with_every_dataset_archived_the_page_says_so_not_no_datasets_yet(project):
+    at = app()
+    for name in ("faq", DEMO_DATASET):
+        at.checkbox(key=f"mg_archive_sure::{name}").check().run()
+        at.button(key="mg_archive").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+    infos = [i.value for i in at.info]
+    assert not [i for i in infos if i.startswith("No datasets yet")], infos
+    assert [i for i in infos if i.startswith("Every dataset is archived (2)")], infos
+    assert sorted(at.selectbox(key="mg_unarchive_name").options) == sorted(["faq", DEMO_DATASET])
+
+
+def test_an_archived_datasets_questions_leave_the_label_and_agreement_pickers(project):
+    root, _ = project
+    at = app()
+    at.switch_page("page_label.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    before = [o for o in at.selectbox(key="label_question").options]
+    assert before and all(DEMO_DATASET in o for o in before)  # the demo's questions
+    at.switch_page("page_datasets.py").run()
+    at.selectbox(key="dataset").set_value(DEMO_DATASET).run()
+    at.checkbox(key=f"mg_archive_sure::{DEMO_DATASET}").check().run()
+    at.button(key="mg_archive").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("page_label.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [s for s in at.selectbox if s.key == "label_question"]  # no question left to pick
+    at.switch_page("page_agreement.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [o for s in at.selectbox for o in s.options if DEMO_DATASET in str(o)]
+    with reopened(root) as store:  # the questions themselves stay, for the CLI and an unarchive
+        from workbench.labels.questions import list_questions
+        assert list_questions(store, DEMO_DATASET) and not list_questions(store, DEMO_DATASET, archived=False)

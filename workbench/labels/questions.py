@@ -22,7 +22,7 @@ from datetime import datetime
 from workbench.core.auth import User, now_utc, require_role
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store, quote_ident
-from workbench.core.versions import ROW_COLUMN, Version, get_version, version_columns
+from workbench.core.versions import ROW_COLUMN, Version, archived_at, get_version, version_columns
 from workbench.labels import assignment, kinds, queue_order
 
 
@@ -118,11 +118,14 @@ def version_by_id(store: Store, version_id: int) -> Version:
     return get_version(store, f"{rows[0][0]}@{rows[0][1]}")
 
 
-def list_questions(store: Store, dataset: str | None = None) -> list[Question]:
+def list_questions(store: Store, dataset: str | None = None, *, archived: bool = True) -> list[Question]:
+    """The questions (of one dataset); archived=False leaves out those of archived datasets (the app's pickers)."""
     sql, params = f"SELECT {_Q_COLS} FROM wb_questions", []
     if dataset:
         sql, params = sql + " WHERE dataset = ?", [dataset]
-    return [_question(store, r) for r in store.cursor().execute(sql + " ORDER BY dataset, name", params).fetchall()]
+    hidden = () if archived else archived_at(store)
+    return [_question(store, r) for r in store.cursor().execute(sql + " ORDER BY dataset, name", params).fetchall()
+            if r[1] not in hidden]  # r[1]: dataset
 
 
 def find_question(store: Store, dataset: str, name: str) -> Question | None:
