@@ -342,7 +342,7 @@ st.title("Balance")
 st.caption("See the mix of a column, choose the mix the fine-tuning data should have, preview the result and "
            "commit it as a new version. Then make train/val/test splits that keep duplicates in one split, and "
            "compare two versions for drift.")
-left, middle, right = st.columns([3, 1, 2])
+left, middle, right = st.columns([3, 1.4, 2])  # "v12 (newest)" stays whole
 version = widgets.version_picker(store, PICK, columns=(left, middle), dataset_help="The dataset to balance and split.",
                                  version_help="Versions never change; balancing and splitting write a new one.",
                                  empty="No datasets yet: import one on the Datasets page first.")

@@ -113,7 +113,7 @@ def project_defaults(store) -> TrainConfig:
 
 def new_run_section(store) -> None:
     with st.expander("New run", icon=":material/add_circle:", expanded=True):
-        left, middle, right, far = st.columns([3, 1, 2, 2])
+        left, middle, right, far = st.columns([3, 1.6, 2, 1.6])  # "v12 (newest)" stays whole
         version = widgets.version_picker(
             store, PICK, columns=(left, middle),
             dataset_help="The dataset to train on: its train split, validated on its val split (or a seeded "
@@ -176,7 +176,7 @@ def reward_chart(points: list[dict]) -> alt.Chart:
 
 def run_metrics(d: dict) -> None:
     total = d["total_steps"] or 0
-    c = st.columns(6)
+    c = st.columns([1.7, 1, 1, 1.1, 1, 1])  # "interrupted" and "completed" stay whole
     c[0].metric("Status", d["status"], help=d["phase"] or None)
     c[1].metric("Step", f"{d['step']:,} / {total:,}" if total else f"{d['step']:,}")
     c[2].metric("Train loss", _loss(d["train_loss"]), help="Mean over the last 20 steps.")

@@ -48,7 +48,7 @@ def _start(store, name: str | None, settings: dict | None) -> str:
 
 
 def _new_sweep_form(store) -> None:
-    left, middle, right = st.columns([3, 1, 2])
+    left, middle, right = st.columns([3, 1.4, 2])  # "v12 (newest)" stays whole
     version = widgets.version_picker(
         store, "sweep_", columns=(left, middle),
         dataset_help="Every trial trains on this dataset version and is judged on its validation loss.",
