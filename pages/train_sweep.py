@@ -121,7 +121,7 @@ def _results_view(store, name: str) -> None:
                                       "the best trial's settings."):
         with widgets.user_errors():
             cfg = sweeps.best_config(lambda: nullcontext(store), store.project.root, name)
-            st.session_state["train_run_select"] = runs.launch(store, out["dataset"], cfg,
+            st.session_state["train_run_select"] = runs.launch(store, sweeps.dataset_now(store, out["dataset"]), cfg,
                                                                user=wb_ui.current_user())
             st.rerun()
     if not out["trials"]:

@@ -192,3 +192,21 @@ def test_only_admins_rename_or_archive(project):
     rename_dataset(store, "tickets", "support", user=admin)
     assert store.cursor().execute("SELECT old_name, new_name, renamed_by FROM wb_dataset_renames").fetchall() == [
         ("tickets", "support", "ada")]
+
+
+def test_names_stored_before_a_rename_follow_it(project, tmp_path):
+    """A sweep's settings (and a run's config) keep the name the dataset had when they were written; a resumed
+    sweep and 'Train with the best settings' look it up under the name it has now."""
+    from workbench.core.versions import current_name
+    from workbench.models.sweeps import dataset_now
+
+    store = project
+    assert current_name(store, "tickets") == "tickets" and current_name(store, "never-was") == "never-was"
+    rename_dataset(store, "tickets", "support")
+    rename_dataset(store, "support", "help-desk")
+    assert current_name(store, "tickets") == current_name(store, "support") == "help-desk"
+    assert dataset_now(store, "tickets@1") == "help-desk@1" and dataset_now(store, "tickets") == "help-desk"
+    assert get_version(store, dataset_now(store, "tickets@1")).content_hash == get_version(store, "help-desk@1").content_hash
+    # a new dataset that takes an old name is that name's dataset from then on
+    import_file(store, write_jsonl(tmp_path / "new.jsonl", [{"prompt": "p", "completion": "c"}]), "tickets")
+    assert current_name(store, "tickets") == "tickets" and current_name(store, "support") == "help-desk"

@@ -308,19 +308,29 @@ def get_version(store: Store, ref: str) -> Version:
         known = dict(cur.execute("SELECT name, archived_at IS NOT NULL FROM wb_datasets ORDER BY name").fetchall())
         if name in known:
             raise WorkbenchError(f"dataset {name!r} has no version {number}; see `workbench datasets --versions`")
-        now = name
-        for _ in range(20):  # a -> b -> c: say where it is now
-            later = cur.execute("SELECT new_name FROM wb_dataset_renames WHERE old_name = ? ORDER BY renamed_at DESC "
-                                "LIMIT 1", [now]).fetchall()
-            if not later or now in known:
-                break
-            now = later[0][0]
+        now = current_name(store, name)
         if now != name:
             raise WorkbenchError(f"no dataset named {name!r}: it was renamed to {now!r}")
         listed = [n for n, archived in known.items() if not archived]
         hint = f"; datasets here: {', '.join(listed)}" if listed else "; import one with `workbench import`"
         raise WorkbenchError(f"no dataset named {name!r}{hint}")
     return _version(row)
+
+
+def current_name(store: Store, name: str) -> str:
+    """The name a dataset has now, following its renames (a -> b -> c); `name` itself when it is in use or was
+    never renamed. For names stored before a rename (a sweep's settings, a run's config); a name a user types
+    is not followed silently (get_version says where it went)."""
+    cur = store.cursor()
+    now, seen = name, {name}
+    while not cur.execute("SELECT 1 FROM wb_datasets WHERE name = ?", [now]).fetchall():
+        later = cur.execute("SELECT new_name FROM wb_dataset_renames WHERE old_name = ? ORDER BY renamed_at DESC "
+                            "LIMIT 1", [now]).fetchall()
+        if not later or later[0][0] in seen:
+            break
+        now = later[0][0]
+        seen.add(now)
+    return now
 
 
 def list_versions(store: Store, dataset: str | None = None) -> list[Version]:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trainers.config import ConfigError, TrainConfig, from_dict
-from workbench.core import files, jobs
+from workbench.core import files, jobs, versions
 from workbench.core.errors import WorkbenchError
 from workbench.models import runs
 
@@ -211,6 +211,13 @@ def _create_whole(project_root: Path, name: str, settings: dict) -> None:
         side.unlink(missing_ok=True)
 
 
+def dataset_now(store, ref: str) -> str:
+    """The sweep's dataset reference ('name' or 'name@V', stored when the sweep began) under the dataset's name
+    now: a sweep resumed after a rename goes on with the renamed dataset."""
+    name, at, number = ref.partition("@")
+    return versions.current_name(store, name) + at + number
+
+
 def new_settings(*, dataset: str, base_model: str | None, trials: int, space: dict, fixed: dict,
                  metric: str = "val_loss", pruner: str = "median", seed: int = 0, startup_trials: int = 2,
                  parallel: int = 1, eval_settings: dict | None = None) -> dict:
@@ -340,7 +347,7 @@ class _Trial:
                 params = suggest(trial, settings["space"])
                 with open_store() as store:
                     cfg = runs.default_config(store, **trial_settings(params, settings["fixed"]))
-                    run_id = runs.launch(store, settings["dataset"], cfg, devices=device)
+                    run_id = runs.launch(store, dataset_now(store, settings["dataset"]), cfg, devices=device)
                 trial.set_user_attr("run_id", run_id)
             elif runs.run_status(Path(project_root) / "runs" / run_id)["status"] == "interrupted":
                 with open_store() as store:
@@ -393,7 +400,8 @@ class _Trial:
 
         with self.open_store() as store:
             model = eval_setup.resolve_model(store, run_id=self.run_id)
-            run = evaluation.create_eval(store, self.settings["dataset"], model=model, split=EVAL_SPLIT,
+            dataset = dataset_now(store, self.settings["dataset"])
+            run = evaluation.create_eval(store, dataset, model=model, split=EVAL_SPLIT,
                                          settings=self.settings.get("eval_settings") or {})
             generator.launch(store, run.eval_id)
         self.trial.set_user_attr("eval_id", run.eval_id)
