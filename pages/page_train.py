@@ -11,12 +11,12 @@ import train_export
 import train_sweep
 import wb_ui
 import widgets
-from trainers.config import METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
+from trainers.config import FSDP_MODES, METHODS, PRECISIONS, SCHEDULES, TrainConfig, field_help
 from workbench.models import record_losses, runs
 
 HELP = field_help()
 DEFAULTS = TrainConfig()
-CHOICES = {"lr_schedule": SCHEDULES, "precision": PRECISIONS}
+CHOICES = {"lr_schedule": SCHEDULES, "precision": PRECISIONS, "fsdp": FSDP_MODES}
 # The settings a person tunes, in the order they think about them; the rest keep their defaults.
 SETTINGS = {
     "Adapter": ["lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens"],
@@ -26,7 +26,9 @@ SETTINGS = {
                                "gradient_checkpointing", "merge"],
     "Preference training (methods dpo and kto)": ["beta", "loss_variant", "kto_desirable_weight",
                                                    "kto_undesirable_weight", "start_adapter"],
+    "More than one GPU": ["fsdp"],
 }
+LABELS = {"fsdp": "FSDP"}  # where the field's name does not read as a label
 ACTIVE = ("running", "prepared")
 FINISHED = ("completed", "stopped early")
 HARDEST_SHOWN = 200
@@ -35,7 +37,7 @@ PICK = "train_"
 
 def setting(name: str, default, column):
     """One widget for one TrainConfig field, with the field's docstring as its help line."""
-    key, label = f"train_{name}", name.replace("_", " ").capitalize()
+    key, label = f"train_{name}", LABELS.get(name, name.replace("_", " ").capitalize())
     if name in CHOICES:
         options = list(CHOICES[name])
         return column.selectbox(label, options, index=options.index(default), key=key, help=HELP[name])
@@ -89,8 +91,9 @@ def _loss(x) -> str:
 
 # ---------------------------------------------------------------- a new run
 
-def settings_form(defaults, right, far) -> dict:
-    """Base model, method and the tuned settings; returns default_config's keyword arguments."""
+def settings_form(defaults, right, far) -> tuple[dict, int]:
+    """Base model, method and the tuned settings; returns default_config's keyword arguments and the GPUs to
+    train on."""
     base_model = right.text_input("Base model", value=defaults.base_model, key="train_base_model",
                                   help=HELP["base_model"])
     method = far.selectbox("Method", METHODS, index=METHODS.index(defaults.method), key="train_method",
@@ -102,7 +105,19 @@ def settings_form(defaults, right, far) -> dict:
             cols = st.columns(5)
             for i, name in enumerate(names):
                 values[name] = setting(name, getattr(defaults, name), cols[i % 5])
-    return values
+        gpus = gpu_control(cols[len(names) % 5])
+    return values, gpus
+
+
+def gpu_control(column) -> int:
+    """How many GPUs the run trains on: offered up to the machine's count, fixed at 1 with fewer than two."""
+    have = runs.gpu_count()
+    where = {0: "This machine has no GPU: the run trains on the CPU.",
+             1: "This machine has one GPU."}.get(have, f"This machine has {have} GPUs.")
+    return int(column.number_input(
+        "GPUs", min_value=1, max_value=max(have, 1), value=1, step=1, key="train_gpus", disabled=have < 2,
+        help=f"{where} More than one trains under torchrun: a copy of the model on each GPU (DDP), or the model "
+             "sharded across them (FSDP2) when it will not fit one or FSDP is on; the adapter is the same."))
 
 
 def project_defaults(store) -> TrainConfig:
@@ -122,7 +137,7 @@ def new_run_section(store) -> None:
             empty="No datasets yet: import one on the Datasets page, then train a LoRA adapter on it here.")
         if version is None:
             return
-        values = settings_form(project_defaults(store), right, far)
+        values, gpus = settings_form(project_defaults(store), right, far)
         b1, b2, _ = st.columns([1, 1, 4])
         check = b1.button("Pre-flight", icon=":material/checklist:", key="train_preflight",
                           help="Render one example, count tokens and truncation, and time a few steps on this "
@@ -137,7 +152,8 @@ def new_run_section(store) -> None:
                     st.session_state["train_preflight_result"] = {**runs.preflight(store, version.ref, cfg),
                                                                   "ref": version.ref}
             elif start:
-                st.session_state["train_run_select"] = runs.launch(store, version.ref, cfg, user=wb_ui.current_user())
+                st.session_state["train_run_select"] = runs.launch(store, version.ref, cfg, nproc_per_node=gpus,
+                                                                   user=wb_ui.current_user())
                 st.session_state.pop("train_preflight_result", None)
                 st.rerun()
         if "train_preflight_result" in st.session_state:

@@ -51,6 +51,14 @@ def test_preflight_start_and_follow_a_run(project):
     page_html = "".join(h.proto.body for h in at.get("html"))
     assert "<mark>" in page_html and "&lt;|im_start|&gt;user" in page_html  # escaped text, highlighted answer
 
+    import torch  # the GPU count offered is the machine's, read here from torch itself
+
+    gpus = at.number_input(key="train_gpus")
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert gpus.value == 1 and gpus.disabled == (have < 2) and gpus.max == max(have, 1)
+    assert ("no GPU" in gpus.help) == (have == 0)
+    assert at.selectbox(key="train_fsdp").options == ["auto", "on", "off"] and at.selectbox(key="train_fsdp").label == "FSDP"
+
     at.number_input(key="train_lora_rank").set_value(4)
     at.button(key="train_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -68,7 +76,8 @@ def test_preflight_start_and_follow_a_run(project):
     download = [d for d in at.get("download_button") if "Download the adapter" in d.proto.label]
     assert download and download[0].proto.help  # the adapter as a zip, once the run has one
     manifest = json.loads((project / "runs" / run_id / "manifest.json").read_text())
-    assert manifest["config"]["lora_rank"] == 4
+    assert manifest["config"]["lora_rank"] == 4 and manifest["config"]["fsdp"] == "auto"
+    assert json.loads((project / "runs" / run_id / "run.json").read_text())["nproc_per_node"] == 1  # a resume's count
 
 
 def test_a_bad_setting_is_one_red_line(project):

@@ -202,6 +202,7 @@ def test_workbench_train_fsdp_runs_fsdp2_under_torchrun_and_merges(tmp_path, cap
     run_dir = project / "runs" / json.loads(out)["run_id"]
     manifest = _manifest(run_dir)
     assert manifest["parallel"] == "fsdp" and manifest["world_size"] == 2 and manifest["config"]["fsdp"] == "on"
+    assert json.loads((run_dir / "run.json").read_text())["nproc_per_node"] == 2  # what --resume starts again
     assert (run_dir / "merged" / "config.json").exists() and (run_dir / "adapter" / "adapter_config.json").exists()
 
 

@@ -133,8 +133,8 @@ def register(sub, common, reporting) -> None:
                    "background")
     p.add_argument("--resume", metavar="RUN_ID", help="continue a cancelled or interrupted run from its last "
                    "checkpoint")
-    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="GPUs to train on with DDP "
-                   "(torchrun); 1 on a CPU")
+    p.add_argument("--nproc-per-node", type=int, default=None, metavar="N", help="GPUs to train on under torchrun "
+                   "(DDP, or FSDP2 with --fsdp); default 1, and with --resume as many as the run had")
     p.add_argument("--fsdp", action="store_true", help="with --nproc-per-node: shard the model across the GPUs "
                    "(FSDP2, for a model too big for one GPU) instead of a copy on each (sets fsdp=on; default auto)")
     p.set_defaults(func=cmd_train)

@@ -122,12 +122,27 @@ def trainer_command(run_dir: Path, nproc_per_node: int = 1) -> list[str]:
     return [sys.executable, "-m", "trainers.train", str(run_dir)]
 
 
-def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, devices: str | None = None,
+def gpu_count() -> int:
+    """CUDA devices this machine has (0 without torch's CUDA build): the most ranks a run can train on."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+
+
+def start_run(store: Store, run_id: str, *, nproc_per_node: int | None = None, devices: str | None = None,
               user=None) -> None:
     """Start (or resume) the trainer as a detached subprocess; it continues from its last checkpoint.
+    nproc_per_node: ranks under torchrun (None: as many as the run had before, else 1).
     devices: the CUDA devices it may see (CUDA_VISIBLE_DEVICES, e.g. "1" for a sweep's trial); None: all."""
     require_role(user, "train")
     run_dir = run_path(store, run_id)
+    if nproc_per_node is None:
+        nproc_per_node = int(_read_info(run_dir).get("nproc_per_node", 1))
+    if nproc_per_node < 1:
+        raise WorkbenchError(f"--nproc-per-node {nproc_per_node}: train on at least 1 process")
     status = run_status(run_dir)
     if status["status"] == "running":
         raise WorkbenchError(f"run {run_id} is already running (pid {status['pid']})")
@@ -137,7 +152,7 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, devices: st
     job = jobs.start(trainer_command(run_dir, nproc_per_node), cwd=run_dir, log=run_dir / LOG,
                      env=None if devices is None else {"CUDA_VISIBLE_DEVICES": devices})
     info = _read_info(run_dir)
-    info.update(pid=job.pid, pid_created=job.create_time,
+    info.update(pid=job.pid, pid_created=job.create_time, nproc_per_node=nproc_per_node,
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"))
     _write_info(run_dir, info)
     store.retry(lambda cur: cur.execute("UPDATE wb_runs SET status = 'running', message = NULL, ended_at = NULL "
@@ -145,7 +160,7 @@ def start_run(store: Store, run_id: str, *, nproc_per_node: int = 1, devices: st
 
 
 def launch(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by: str | None = None,
-           nproc_per_node: int = 1, devices: str | None = None, user=None) -> str:
+           nproc_per_node: int | None = None, devices: str | None = None, user=None) -> str:
     """prepare_run + start_run: the one call behind the Train page's button and `workbench train`.
 
     user: the signed-in `workbench.core.auth.User` (None: the local owner); only admins train."""
