@@ -72,7 +72,12 @@ def test_packed_flex_compiled_fast_loss_equals_per_example_loss():
     for n, p in plain_model.named_parameters():
         if p.requires_grad:
             g = fast_grads[n.replace("._orig_mod", "")]
-            assert torch.allclose(g, p.grad, rtol=2e-3, atol=1e-5), n
+            # Sums over ~6,000 tokens (entries up to ~20) taken in another order by flex attention and sdpa: an
+            # entry near zero carries the rounding of its large neighbours, so the absolute tolerance follows
+            # the tensor's scale (on an H100, 2026-12-05, a fixed atol of 1e-5 failed on v_proj's lora_B with
+            # every printed entry equal to 4-5 digits).
+            scale = float(p.grad.abs().max())
+            torch.testing.assert_close(g, p.grad, rtol=2e-3, atol=1e-4 * scale, msg=lambda m, n=n: f"{n}: {m}")
 
 
 def test_bf16_fast_loss_close_to_plain_full_logits():
