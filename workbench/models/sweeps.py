@@ -174,10 +174,7 @@ def create_or_resume(project_root: Path, name: str | None, settings: dict | None
             name = max(known, key=lambda n: (sweeps_dir(project_root) / f"{n}.db").stat().st_mtime)
         stored = load_study(project_root, name)
         settings, n_done = stored.user_attrs["settings"], len(stored.trials)
-    elif name in list_sweeps(project_root):
-        raise WorkbenchError(f"a sweep named {name!r} exists; continue it with --resume --name {name}, or pick "
-                             "another --name")
-    else:
+    else:  # refused there when a sweep of this name exists
         _create_whole(project_root, name, settings)
         n_done = 0
     sampler, pruner = _sampler_and_pruner(settings, n_done)
@@ -315,12 +312,7 @@ def device_slots(parallel: int) -> list[str | None]:
     on a machine without one (the trials share the CPU)."""
     if parallel < 1:
         raise WorkbenchError(f"--parallel {parallel}: run at least 1 trial at a time")
-    try:
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except ImportError:
-        gpus = 0
+    gpus = runs.gpu_count()
     return [str(k % gpus) if gpus else None for k in range(parallel)]
 
 
