@@ -52,18 +52,23 @@ def records(n_train: int, n_test: int) -> list[dict]:
     return out
 
 
-def build_model_folder(folder: Path, shape: dict, texts: list[str], vocab: int) -> None:
-    """A Qwen2 model with random weights and a BPE tokenizer with a chat template, saved as a user has it."""
+def build_model_folder(folder: Path, shape: dict, texts: list[str], vocab: int, *, config_name: str = "Qwen2Config",
+                       template: str | None = None) -> None:
+    """A model of the given transformers config class (Qwen2 by default) with random weights and a BPE tokenizer
+    with a chat template (ChatML unless `template`), saved with `save_pretrained` as a user has it."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
+    from transformers import AutoModelForCausalLM
 
     from trainers import tiny
 
     tok = tiny.train_tokenizer(texts, vocab)
+    if template:
+        tok.chat_template = template
     eos, pad = tok.convert_tokens_to_ids(tiny.IM_END), tok.convert_tokens_to_ids(tiny.PAD)
     torch.manual_seed(0)
-    config = Qwen2Config(**shape, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
-    model = Qwen2ForCausalLM(config).to(torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    config = getattr(transformers, config_name)(**shape, bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = pad
     model.save_pretrained(folder)
@@ -85,43 +90,87 @@ def run(cmd: list[str], log: Path) -> tuple[int, float]:
     return code, time.monotonic() - t0
 
 
-def train(out: Path, model_dir: Path, rows: list[dict], max_steps: int, extra: dict) -> dict:
+def train(out: Path, model_dir: Path, rows: list[dict], max_steps: int, extra: dict, name: str = "run") -> dict:
     from trainers.config import TrainConfig, save_config
 
-    run_dir = out / "run"
+    run_dir = out / name
     write_jsonl(run_dir / "data" / "records.jsonl", rows)
     save_config(TrainConfig(base_model=str(model_dir), max_steps=max_steps, tiny_dir=str(out / "tiny"), **extra),
                 run_dir / "config.json")
-    code, wall = run([sys.executable, "-m", "trainers.train", str(run_dir)], out / "train.log")
+    code, wall = run([sys.executable, "-m", "trainers.train", str(run_dir)], out / f"{name}.log")
+    result = {"phase": "workbench train (trainers.train)", "exit": code, "wall_s": round(wall, 1),
+              **summarise_events(run_dir)}
+    return result
+
+
+def cli(out: Path, model_dir: Path, rows: list[dict], max_steps: int, max_new: int, extra: dict) -> list[dict]:
+    """The commands themselves, as a user types them: import, train (defaults), eval (defaults)."""
+    project = out / "project"
+    write_jsonl(out / "tickets.jsonl", rows)
+    wb = [sys.executable, "-m", "workbench", "--project", str(project)]
+    sets = [a for k, v in extra.items() for a in ("--set", f"{k}={v}")]
+    results = []
+    code, wall = run(wb + ["import", str(out / "tickets.jsonl"), "--dataset", "support", "--json"], out / "cli_import.log")
+    results.append({"phase": "workbench import", "exit": code, "wall_s": round(wall, 1)})
+    code, wall = run(wb + ["train", "--dataset", "support", "--base-model", str(model_dir), "--max-steps",
+                           str(max_steps), "--json", *sets], out / "cli_train.log")
+    lines = [line for line in (out / "cli_train.log").read_text().splitlines() if line.startswith("{")]
+    payload = json.loads(lines[-1]) if lines else {}
+    run_dir = Path(payload["run_dir"]) if payload.get("run_dir") else None
+    result = {"phase": "workbench train (the command)", "exit": code, "wall_s": round(wall, 1),
+              "run_id": payload.get("run_id"), "status": payload.get("status")}
+    if run_dir is not None and (run_dir / "events.jsonl").exists():
+        result.update(summarise_events(run_dir))
+    results.append(result)
+    if payload.get("run_id"):
+        argv = wb + ["eval", "--run", payload["run_id"], "--dataset", "support", "--split", "test", "--json"]
+        if max_new:
+            argv += ["--max-new-tokens", str(max_new)]
+        code, wall = run(argv, out / "cli_eval.log")
+        lines = [line for line in (out / "cli_eval.log").read_text().splitlines() if line.startswith("{")]
+        done = json.loads(lines[-1]) if lines else {}
+        folder = Path(done["folder"]) if done.get("folder") else None
+        gen = json.loads((folder / "done.json").read_text()) if folder and (folder / "done.json").exists() else {}
+        glog = folder / "generate.log" if folder else None
+        progress = [ln for ln in glog.read_text().splitlines() if "answered" in ln] if glog and glog.exists() else []
+        results.append({"phase": "workbench eval (the command)", "exit": code, "wall_s": round(wall, 1),
+                        **{k: done.get(k) for k in ("eval_id", "status", "items", "generated", "settings", "bleu",
+                                                    "rougeL", "chrf")},
+                        "generator": gen, "progress_last": progress[-1] if progress else None})
+    return results
+
+
+def summarise_events(run_dir: Path) -> dict:
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     end = events[-1]
     plan = next((e for e in events if e["type"] == "batch_plan"), {})
     steps = [e for e in events if e["type"] == "step"]
-    result = {"phase": "workbench train (trainers.train)", "exit": code, "wall_s": round(wall, 1),
-              "status": end.get("status"), "message": end.get("message"), "steps": len(steps),
+    result = {"status": end.get("status"), "message": end.get("message"), "steps": len(steps),
               "batch_tokens": plan.get("batch_tokens"), "max_seq_len": plan.get("max_seq_len"),
               "row_len": plan.get("row_len"), "plan": plan.get("reasons"),
               "predicted_peak_gb": plan.get("predicted_peak_gb"), "probe_peak_gb": plan.get("measured_peak_gb"),
               **{k: end.get(k) for k in ("steady_supervised_tokens_per_s", "steady_tokens_per_s", "steady_steps",
-                                         "peak_gpu_memory_gb", "train_loss", "eval_loss")}}
+                                         "peak_gpu_memory_gb", "mfu", "model_tflops_per_s", "train_loss",
+                                         "eval_loss")}}
     if steps:
         result["loss_first_last"] = [steps[0]["loss"], steps[-1]["loss"]]
         result["last_step_supervised_tok_s"] = steps[-1].get("supervised_tokens_per_s")
     return result
 
 
-def evaluate(out: Path, model_dir: Path, test_rows: list[dict], max_new: int) -> dict:
-    folder = out / "eval"
+def evaluate(out: Path, model_dir: Path, test_rows: list[dict], max_new: int, run_name: str = "run") -> dict:
+    folder = out / f"eval-{run_name}"
     items = [{"item": i, "row": i, "messages": r["messages"][:-1]} for i, r in enumerate(test_rows)]
     write_jsonl(folder / "items.jsonl", items)
-    config = {"eval_id": 1, "base_model": str(model_dir), "adapter": str(out / "run" / "adapter"),
+    config = {"eval_id": 1, "base_model": str(model_dir), "adapter": str(out / run_name / "adapter"),
               "items": str(folder / "items.jsonl"), "outputs": str(folder / "outputs.jsonl"),
               "done": str(folder / "done.json"), "task": "generation",
               "settings": {"max_new_tokens": max_new, "temperature": 0.0, "top_p": 1.0, "batch_size": 0, "seed": 0}}
     (folder / "eval.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    code, wall = run([sys.executable, "-m", "trainers.eval_generate", str(folder / "eval.json")], out / "eval.log")
+    log = out / f"eval-{run_name}.log"
+    code, wall = run([sys.executable, "-m", "trainers.eval_generate", str(folder / "eval.json")], log)
     done = json.loads((folder / "done.json").read_text()) if (folder / "done.json").exists() else {}
-    progress = [line for line in (out / "eval.log").read_text().splitlines() if "answered" in line]
+    progress = [line for line in log.read_text().splitlines() if "answered" in line]
     return {"phase": "workbench eval (trainers.eval_generate)", "exit": code, "wall_s": round(wall, 1),
             "items": len(items), **done, "progress_last": progress[-1] if progress else None}
 
@@ -134,6 +183,10 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=1000)
     p.add_argument("--max-steps", type=int, default=150)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--cli", action="store_true", help="run the commands themselves (workbench import, train, eval) "
+                   "in a project under --out, instead of the processes they start")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --cli: a training setting passed as --set (default: none)")
     p.add_argument("--vocab", type=int, default=8000, help="BPE vocabulary trained on the data (the model keeps 151,936)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -153,6 +206,11 @@ def main(argv=None) -> int:
     model_dir = out / "model"
     build_model_folder(model_dir, shape, [m["content"] for r in rows for m in r["messages"]], args.vocab)
     report(out, {"phase": "model folder", "seconds": round(time.monotonic() - t0, 1)})
+    if args.cli:
+        extra.update(dict(kv.split("=", 1) for kv in args.set))
+        for row in cli(out, model_dir, rows, args.max_steps, args.max_new_tokens, extra):
+            report(out, row)
+        return 0
     report(out, train(out, model_dir, rows, args.max_steps, extra))
     report(out, evaluate(out, model_dir, [r for r in rows if r["split"] == "test"], args.max_new_tokens))
     return 0

@@ -197,14 +197,38 @@ def run_metrics(d: dict) -> None:
     c[1].metric("Step", f"{d['step']:,} / {total:,}" if total else f"{d['step']:,}")
     c[2].metric("Train loss", _loss(d["train_loss"]), help="Mean over the last 20 steps.")
     c[3].metric("Validation loss", _loss(d["eval_loss"]), help="The best validation loss so far (the adapter kept).")
-    c[4].metric("Tokens/s", "–" if d["tokens_per_s"] is None else f"{d['tokens_per_s']:,.0f}",
-                help=f"learning rate {d['lr']:.2e}" if d["lr"] is not None else None)
+    speed = d.get("speed") or {}
+    supervised = speed.get("steady_supervised_tokens_per_s", d.get("supervised_tokens_per_s"))
+    every = speed.get("steady_tokens_per_s", d["tokens_per_s"])
+    c[4].metric("Supervised tok/s", "–" if supervised is None else f"{supervised:,.0f}",
+                help=" ".join(filter(None, [
+                    "Tokens that carry a loss (the answers), per second" + (
+                        ", steady state" if "steady_supervised_tokens_per_s" in speed else ", last step") + ".",
+                    f"All tokens: {every:,.0f}/s." if every is not None else None,
+                    f"Learning rate {d['lr']:.2e}." if d["lr"] is not None else None])))
     c[5].metric("Time left", _duration(d["remaining_s"]), help=f"Elapsed: {_duration(d['elapsed_s'])}.")
     if d["status"] == "running":
         st.progress(min(d["step"] / total, 1.0) if total else 0.0,
                     text=f"{d['phase'] or 'starting'} · {_duration(d['elapsed_s'])} elapsed")
     if d["message"]:
         (st.warning if d["status"] in ("cancelled", "interrupted") else st.error)(d["message"])
+    if speed:
+        st.caption(speed_line(speed))
+
+
+def speed_line(speed: dict) -> str:
+    """The end event's steady state in words (runs.SPEED_KEYS)."""
+    parts = []
+    if "steady_supervised_tokens_per_s" in speed:
+        parts.append(f"Steady state (after the first steps): {speed['steady_supervised_tokens_per_s']:,.0f} "
+                     f"supervised tokens/s, {speed['steady_tokens_per_s']:,.0f} in all")
+    if "peak_gpu_memory_gb" in speed:
+        parts.append(f"peak GPU memory {speed['peak_gpu_memory_gb']:,.1f} GiB")
+    if "mfu" in speed:
+        parts.append(f"model FLOPs utilisation {speed['mfu']:.1%} ({speed['model_tflops_per_s']:,.0f} TFLOP/s a GPU)")
+    elif "model_tflops_per_s" in speed:
+        parts.append(f"{speed['model_tflops_per_s']:,.2f} model TFLOP/s (MFU needs the GPU's peak)")
+    return " · ".join(parts) + "."
 
 
 def run_buttons(store, run_id: str, status: str) -> None:

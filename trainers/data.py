@@ -166,6 +166,12 @@ def unpacked(examples: list[Example]) -> list[Row]:
     return [Row(list(e.input_ids), list(e.labels), list(range(len(e.input_ids)))) for e in examples]
 
 
+def attended_pairs(position_ids: list[int]) -> int:
+    """Causal query-key pairs of a row (trainers.flops counts attention by them): each position attends to
+    itself and to what came before it in its own example (position ids restart at 0 for each example)."""
+    return sum(position_ids) + len(position_ids)
+
+
 def collate(rows: list[Row], pad_id: int, *, packed: bool, shape: tuple[int, int] | None = None) -> dict:
     """Right-padded tensors. Packed rows get no attention mask (the position ids carry the boundaries);
     padding continues as its own short sequence with labels -100. `shape` (rows, width): pad to it with
@@ -185,7 +191,8 @@ def collate(rows: list[Row], pad_id: int, *, packed: bool, shape: tuple[int, int
         pos[i, n:] = torch.arange(width - n)
         mask[i, :n] = 1
     batch = {"input_ids": ids, "labels": labels, "position_ids": pos,
-             "n_tokens": torch.tensor(sum(len(r.input_ids) for r in rows))}
+             "n_tokens": torch.tensor(sum(len(r.input_ids) for r in rows)),
+             "attended_pairs": torch.tensor(sum(attended_pairs(r.position_ids) for r in rows))}
     if not packed:
         batch["attention_mask"] = mask
     return batch

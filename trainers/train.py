@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainers import checkpoint, distributed, quiet
+from trainers import checkpoint, distributed, flops, quiet
 from trainers import data as D
 from trainers.config import PREFERENCE_METHODS, ConfigError, TrainConfig, read_run_config
 from trainers.tracking import Reporter as _Reporter  # mlflow + tensorboard by default
@@ -93,19 +93,26 @@ class Throughput:
     WARMUP = 3
 
     def __init__(self):
-        self.steps: list[tuple[float, int, int]] = []  # (seconds, tokens, supervised tokens)
+        self.steps: list[tuple[float, int, int, float | None]] = []  # (seconds, tokens, supervised, model FLOPs)
 
-    def add(self, seconds: float, tokens: int, supervised: int) -> None:
-        self.steps.append((seconds, tokens, supervised))
+    def add(self, seconds: float, tokens: int, supervised: int, model_flops: float | None = None) -> None:
+        self.steps.append((seconds, tokens, supervised, model_flops))
 
-    def summary(self, device: torch.device | None) -> dict:
+    def summary(self, device: torch.device | None, *, peak_flops: float | None = None, world: int = 1) -> dict:
+        """Steady-state tokens/s (all ranks together), peak GPU memory, and where the step's model FLOPs are
+        known (trainers.flops) the model TFLOP/s per GPU and MFU against the GPU's dense bf16 peak."""
         steady = self.steps[self.WARMUP:] if len(self.steps) > self.WARMUP else self.steps
-        seconds = sum(s for s, _, _ in steady)
-        out = {}
+        seconds = sum(s[0] for s in steady)
+        out: dict = {}
         if seconds > 0:
-            out["steady_tokens_per_s"] = round(sum(t for _, t, _ in steady) / seconds, 1)
-            out["steady_supervised_tokens_per_s"] = round(sum(n for _, _, n in steady) / seconds, 1)
+            out["steady_tokens_per_s"] = round(sum(s[1] for s in steady) / seconds, 1)
+            out["steady_supervised_tokens_per_s"] = round(sum(s[2] for s in steady) / seconds, 1)
             out["steady_steps"] = len(steady)
+            if steady and all(s[3] is not None for s in steady):
+                per_gpu = sum(s[3] for s in steady) / seconds / max(world, 1)
+                out["model_tflops_per_s"] = round(per_gpu / 1e12, 2)
+                if peak_flops:
+                    out["mfu"] = round(per_gpu / peak_flops, 4)
         if device is not None and device.type == "cuda":
             out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         return out
@@ -269,6 +276,7 @@ class TrainingRecipe:
         self.reporter = None
         self.started = time.monotonic()
         self.speed = Throughput()
+        self.flop_counts: flops.ModelCounts | None = None
 
     # ------------------------------------------------------------ setup
 
@@ -295,6 +303,8 @@ class TrainingRecipe:
         model = load_base(self.base_path, cfg, self.device, self.dtype, place=self.parallel != "fsdp")
         self.model = wrap_peft(model, cfg)
         self.peft_model = self.model
+        self.flop_counts = flops.count(self.model) if hasattr(self.model, "get_output_embeddings") else None
+        self.peak_flops = flops.peak_flops(self.device, self.dtype)
         from trainers import fastloss
 
         fastloss.prepare(self.model, cfg, self.device)  # GPU only: compiled decoder layers
@@ -431,7 +441,7 @@ class TrainingRecipe:
                 lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
                 supervised = sum(D.supervised_in(b) for b in group)  # every rank's micro-batches
                 loss, tokens = self._optimizer_step(mine)
-                self.speed.add(time.monotonic() - t0, tokens, supervised)
+                self.speed.add(time.monotonic() - t0, tokens, supervised, self._model_flops(group, supervised))
                 st.batch_in_epoch += per_step
                 st.step += 1
                 st.tokens_seen += tokens
@@ -459,6 +469,13 @@ class TrainingRecipe:
         if st.step % cfg.checkpoint_every:  # else the loop has just saved this step
             self.save_checkpoint()
         return "completed"
+
+    def _model_flops(self, group: list[dict], supervised: int) -> float | None:
+        """The step's model FLOPs (trainers.flops), or None where the batches do not say their attention pairs."""
+        if self.flop_counts is None or any("attended_pairs" not in b for b in group):
+            return None
+        return self.flop_counts.step_flops(sum(int(b["n_tokens"]) for b in group), supervised,
+                                           sum(int(b["attended_pairs"]) for b in group))
 
     def step_metrics(self) -> dict:
         """Extra figures of the last step for its event (preference training adds rewards)."""
@@ -737,7 +754,9 @@ class TrainingRecipe:
         losses = self.state.recent_losses
         return {"step": self.state.step, "train_loss": sum(losses) / len(losses) if losses else None,
                 "eval_loss": self.state.best_val if math.isfinite(self.state.best_val) else None,
-                "best_step": self.state.best_step, **self.speed.summary(getattr(self, "device", None))}
+                "best_step": self.state.best_step,
+                **self.speed.summary(getattr(self, "device", None), peak_flops=getattr(self, "peak_flops", None),
+                                     world=self.world)}
 
 
 # ---------------------------------------------------------------- outputs and bookkeeping

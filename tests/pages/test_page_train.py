@@ -71,6 +71,11 @@ def test_preflight_start_and_follow_a_run(project):
     table = next(d.value for d in at.dataframe if "run_id" in d.value.columns)
     assert list(table["status"]) == ["completed"] and list(table["step"]) == [6]
     assert any(m.label == "Status" and m.value == "completed" for m in at.metric)
+    # the end event's steady state, as the trainer wrote it, is what the page shows
+    end = json.loads((project / "runs" / run_id / "events.jsonl").read_text().splitlines()[-1])
+    speed = next(m for m in at.metric if m.label == "Supervised tok/s")
+    assert speed.value == f"{end['steady_supervised_tokens_per_s']:,.0f}" and "All tokens" in speed.proto.help
+    assert any(f"{end['steady_tokens_per_s']:,.0f} in all" in c.value for c in at.caption)
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the loss curves
     assert any(c.value.endswith("adapter") for c in at.code)
     download = [d for d in at.get("download_button") if "Download the adapter" in d.proto.label]

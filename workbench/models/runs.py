@@ -229,6 +229,11 @@ def wait_exit(run_dir: Path, timeout: float | None = None) -> None:
         jobs.wait(job, timeout)
 
 
+# What a run's end event says of its speed (trainers.train.Throughput): steady state after the first steps.
+SPEED_KEYS = ("steady_supervised_tokens_per_s", "steady_tokens_per_s", "steady_steps", "peak_gpu_memory_gb",
+              "model_tflops_per_s", "mfu")
+
+
 @dataclass
 class RunStatus:
     status: str = "prepared"
@@ -239,6 +244,8 @@ class RunStatus:
     eval_loss: float | None = None
     lr: float | None = None
     tokens_per_s: float | None = None
+    supervised_tokens_per_s: float | None = None  # tokens that carry a loss, last step
+    speed: dict = field(default_factory=dict)  # the end event's steady state: SPEED_KEYS
     elapsed_s: float | None = None
     remaining_s: float | None = None
     message: str | None = None
@@ -265,6 +272,7 @@ def run_status(run_dir: Path, events: list[dict] | None = None) -> dict:
         if kind == "step":
             s.step, s.total_steps, s.lr = e["step"], e.get("total_steps"), e.get("lr")
             s.tokens_per_s, s.elapsed_s, s.remaining_s = e.get("tokens_per_s"), e.get("elapsed_s"), e.get("remaining_s")
+            s.supervised_tokens_per_s = e.get("supervised_tokens_per_s")
             s.losses.append({"step": e["step"], "kind": "train", "loss": e["loss"]})
             s.phase = "training"
         elif kind == "eval":
@@ -287,6 +295,7 @@ def run_status(run_dir: Path, events: list[dict] | None = None) -> dict:
         s.train_loss, s.eval_loss = ended.get("train_loss"), ended.get("eval_loss")
         s.adapter = ended.get("adapter")
         s.elapsed_s = ended.get("elapsed_s", s.elapsed_s)
+        s.speed = {k: ended[k] for k in SPEED_KEYS if ended.get(k) is not None}
         s.remaining_s = 0 if s.status in TERMINAL else s.remaining_s
         s.phase = None
     elif _alive(info):
