@@ -53,8 +53,9 @@ def main(argv=None) -> int:
     test_rows = [r for r in rows if r["split"] == "test"]
     P.report(out, {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                    "torch": torch.__version__, "records": args.records, "max_steps": args.max_steps})
-    runs = [(f, FAMILIES[f][0], {**shape, **FAMILIES[f][1]}, FAMILIES[f][2], "lora")
-            for f in filter(None, args.families.split(","))]
+    head_dim = {"head_dim": shape["hidden_size"] // shape["num_attention_heads"]}  # the test's gemma sets one
+    runs = [(f, FAMILIES[f][0], {**shape, **FAMILIES[f][1], **(head_dim if "head_dim" in FAMILIES[f][1] else {})},
+             FAMILIES[f][2], "lora") for f in filter(None, args.families.split(","))]
     runs += [(f"qwen2-{m}", "Qwen2Config", qwen, None, m) for m in filter(None, args.methods.split(","))
              if torch.cuda.is_available() or m != "qlora"]
     built: dict[str, Path] = {}

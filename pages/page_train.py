@@ -72,6 +72,8 @@ def show_preflight(out: dict) -> None:
                 help=f"Measured: {out['seconds_per_step']:.2f} s per step on {out['device']}, "
                      f"{out['steps_per_epoch']:,} steps per epoch; planned {out['planned_steps']:,} steps, "
                      f"about {_duration(out['seconds_planned'])}.")
+    c[5].metric("Tokens per step", f"{out['batch_tokens']:,}", help=" ".join(
+        f"{r[0].upper()}{r[1:]}." for r in out.get("batch_plan") or []) or None)
     for note in out["notes"]:
         st.caption(note)
     st.caption("One training example as the model sees it; the highlighted text is what the loss is computed on.")
@@ -212,6 +214,10 @@ def run_metrics(d: dict) -> None:
                     text=f"{d['phase'] or 'starting'} · {_duration(d['elapsed_s'])} elapsed")
     if d["message"]:
         (st.warning if d["status"] in ("cancelled", "interrupted") else st.error)(d["message"])
+    plan = d.get("batch_plan") or {}
+    if plan.get("reasons"):
+        st.caption(f"Batch: {plan['batch_tokens']:,} tokens a step (max_seq_len {plan['max_seq_len']:,}). "
+                   + " ".join(f"{r[0].upper()}{r[1:]}." for r in plan["reasons"]))
     if speed:
         st.caption(speed_line(speed))
 
