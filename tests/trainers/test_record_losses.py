@@ -170,3 +170,34 @@ def test_too_many_records_are_skipped_with_a_note(tmp_path, monkeypatch):
     run_dir = _tiny_run(tmp_path, "big")
     assert not (run_dir / RECORD_LOSSES).exists() and runs.read_events(run_dir)[-1]["status"] == "completed"
     assert record_losses.note(run_dir) == "11 training records, more than 5; per-record losses are not recorded"
+
+
+def test_one_fixed_shape_scores_the_same_as_growing_groups(tmp_path):
+    """On a GPU the scoring pass pads every group to one shape (one compilation); the losses are those of the
+    CPU's groups of growing widths. Run here on the CPU by turning the GPU's fixed shape on."""
+    import shutil
+
+    run_dir = _tiny_run(tmp_path, "shape")
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+
+    class Fixed(train_module.TrainingRecipe):
+        @property
+        def _fixed_shape(self) -> bool:
+            return True
+
+    before = one_thread()
+    try:
+        recipes = [train_module.TrainingRecipe(copy), Fixed(copy)]
+        scores = []
+        for recipe in recipes:
+            recipe.setup()
+            recipe._load_adapter(copy / "adapter")
+            scores.append(recipe._score(recipe.peft_model.eval(), recipe.train_examples))
+    finally:
+        torch.set_num_threads(before)
+    grown, fixed = scores
+    assert [r[0] for r in grown] == [r[0] for r in fixed] and len(grown) == len(recipes[0].train_examples)
+    assert [r[2] for r in grown] == [r[2] for r in fixed]  # supervised tokens per record
+    for a, b in zip(grown, fixed):
+        assert math.isclose(a[1], b[1], rel_tol=1e-5), (a, b)
