@@ -72,8 +72,8 @@ def show_preflight(out: dict) -> None:
                 help=f"Measured: {out['seconds_per_step']:.2f} s per step on {out['device']}, "
                      f"{out['steps_per_epoch']:,} steps per epoch; planned {out['planned_steps']:,} steps, "
                      f"about {_duration(out['seconds_planned'])}.")
-    c[5].metric("Tokens per step", f"{out['batch_tokens']:,}", help=" ".join(
-        f"{r[0].upper()}{r[1:]}." for r in out.get("batch_plan") or []) or None)
+    c[5].metric("Tokens per step", f"{out['batch_tokens']:,}",
+                help="; ".join(out.get("batch_plan") or []) + "." if out.get("batch_plan") else None)
     for note in out["notes"]:
         st.caption(note)
     st.caption("One training example as the model sees it; the highlighted text is what the loss is computed on.")
@@ -216,8 +216,7 @@ def run_metrics(d: dict) -> None:
         (st.warning if d["status"] in ("cancelled", "interrupted") else st.error)(d["message"])
     plan = d.get("batch_plan") or {}
     if plan.get("reasons"):
-        st.caption(f"Batch: {plan['batch_tokens']:,} tokens a step (max_seq_len {plan['max_seq_len']:,}). "
-                   + " ".join(f"{r[0].upper()}{r[1:]}." for r in plan["reasons"]))
+        st.caption(f"Batch plan, {plan['batch_tokens']:,} tokens a step: " + "; ".join(plan["reasons"]) + ".")
     if speed:
         st.caption(speed_line(speed))
 
@@ -232,7 +231,7 @@ def speed_line(speed: dict) -> str:
         parts.append(f"peak GPU memory {speed['peak_gpu_memory_gb']:,.1f} GiB")
     if "mfu" in speed:
         parts.append(f"model FLOPs utilisation {speed['mfu']:.1%} ({speed['model_tflops_per_s']:,.0f} TFLOP/s a GPU)")
-    elif "model_tflops_per_s" in speed:
+    elif "model_tflops_per_s" in speed and "peak_gpu_memory_gb" in speed:  # a GPU whose peak is not known
         parts.append(f"{speed['model_tflops_per_s']:,.2f} model TFLOP/s (MFU needs the GPU's peak)")
     return " · ".join(parts) + "."
 

@@ -76,6 +76,8 @@ def test_train_a_tiny_run_watch_it_then_evaluate_it(tmp_path):
         assert status == "completed", (status, ui.body()[-2000:])
         assert len(seen_steps) >= 2, seen_steps  # it was seen to move
         ui.wait_text(re.compile(r"Adapter \(peft format"))
+        ui.wait_text(re.compile(r"Steady state \(after the first steps\): [\d,]+ supervised tokens/s"))  # the end event
+        ui.wait_text(re.compile(r"Batch plan, [\d,]+ tokens a step: max_seq_len"))  # the trainer's batch plan, in words
         run_id = ui.page.get_by_role("combobox", name="Run").first.input_value()
         ui.shot("training-completed")
 

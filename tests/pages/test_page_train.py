@@ -76,8 +76,9 @@ def test_preflight_start_and_follow_a_run(project):
     speed = next(m for m in at.metric if m.label == "Supervised tok/s")
     assert speed.value == f"{end['steady_supervised_tokens_per_s']:,.0f}" and "All tokens" in speed.proto.help
     assert any(f"{end['steady_tokens_per_s']:,.0f} in all" in c.value for c in at.caption)
+    assert ("mfu" in end) == any("model FLOPs utilisation" in c.value for c in at.caption)  # none on a CPU
     plan = json.loads((project / "runs" / run_id / "batch_plan.json").read_text())  # the trainer's own plan file
-    assert any(f"Batch: {plan['batch_tokens']:,} tokens a step" in c.value and plan["reasons"][-1][3:] in c.value
+    assert any(f"Batch plan, {plan['batch_tokens']:,} tokens a step: " in c.value and plan["reasons"][-1][3:] in c.value
                for c in at.caption), [c.value for c in at.caption]
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the loss curves
     assert any(c.value.endswith("adapter") for c in at.code)
