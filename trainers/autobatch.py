@@ -9,8 +9,9 @@ Training (`plan_training`, then `probe`):
   (4,096) wide, or `max_seq_len` when that is longer, so examples pack with little waste.
 * `batch_tokens` on a GPU comes from a memory model: the frozen weights, one chunk of the chunked loss
   and, per token, the activations a LoRA step keeps for its backward pass,
-  `layers x 2 bytes x (12 x hidden + 4 x intermediate)` (about 60 KB a token for Qwen2.5-0.5B, where
-  bench/train_bench.py measured 57 KB). The budget fills `MEMORY_FRACTION` of the free memory, in whole
+  `layers x 2 bytes x (12 x hidden + 4 x intermediate)` (1,416 KB a token for Qwen2.5-0.5B, where
+  bench/train_bench.py measured about 1,370 KB), `QLORA_ACTIVATION_FACTOR` times that for QLoRA (measured on
+  an H100: its 4-bit layers keep 1.72x as much a token; cause not established). The budget fills `MEMORY_FRACTION` of the free memory, in whole
   rows, at most `MAX_BATCH_TOKENS` (throughput gains little beyond it) and at most a sixteenth of an
   epoch (an epoch keeps 16 optimizer steps or more). `probe` then runs one forward and backward pass on
   the real first micro-batch (this also compiles the layers for the shape the run uses), reads the peak
@@ -44,6 +45,9 @@ MAX_BATCH_TOKENS = 32768
 MIN_STEPS_PER_EPOCH = 16
 MAX_GENERATION_ROWS = 512
 GENERATION_FRACTION = 0.25
+# QLoRA on the Qwen2.5-0.5B shape, H100, 2026-12-05 (bench/gpu_logs/run10_qlora_events.jsonl): probe steps of
+# 16,384 and 20,480 tokens peaked at 43.17 and 52.66 GiB, 2.49 MB a token, 1.72x the LoRA model's 1.45 MB
+QLORA_ACTIVATION_FACTOR = 1.75
 PLAN_FILE = "batch_plan.json"
 
 
@@ -115,9 +119,9 @@ def fixed_bytes(config, weight_bytes: float, chunk_rows: int = 2048) -> float:
 
 
 def training_tokens(free_bytes: float, config, weight_bytes: float, *, row_len: int,
-                    epoch_tokens: int | None = None) -> tuple[int, float, str]:
+                    epoch_tokens: int | None = None, method: str = "lora") -> tuple[int, float, str]:
     """(batch tokens in whole rows, predicted peak bytes, why) for a GPU with free_bytes free."""
-    per_token = activation_bytes_per_token(config)
+    per_token = activation_bytes_per_token(config) * (QLORA_ACTIVATION_FACTOR if method == "qlora" else 1.0)
     base = fixed_bytes(config, weight_bytes)
     fit = (free_bytes * MEMORY_FRACTION - base) / per_token
     rows = max(1, int(fit // row_len))
@@ -162,7 +166,7 @@ def plan_training(cfg, lengths: list[int], *, device: torch.device, config=None,
             free_bytes = float(torch.cuda.mem_get_info(device)[0]) + weight_bytes  # the weights are loaded
         epoch = sum(min(n, max_len) for n in lengths)
         plan.batch_tokens, peak, why = training_tokens(free_bytes, config, weight_bytes, row_len=row_len,
-                                                       epoch_tokens=epoch)
+                                                       epoch_tokens=epoch, method=getattr(cfg, "method", "lora"))
         plan.predicted_peak_gb = round(peak / 2**30, 2)
         reasons.append(f"batch_tokens {plan.batch_tokens}: {why}")
     return plan

@@ -69,6 +69,20 @@ def test_training_batch_from_a_given_memory_figure():
     assert (explicit.batch_tokens, explicit.max_seq_len, explicit.row_len) == (8192, 1024, 1024)
 
 
+def test_a_qlora_plan_predicts_the_peak_an_h100_measured():
+    """QLoRA on an H100 (bench/gpu_logs/run10_qlora_events.jsonl): 78.3 GiB free, the 4-bit model's weights
+    0.45 GB; the LoRA model planned 5 rows, the probe measured 52.66 GiB there and kept 4 rows at 43.17 GiB.
+    The QLoRA model plans those 4 rows at once (one probe step, one compilation fewer)."""
+    weights = 0.45e9
+    lengths = [180] * 20_000
+    lora = A.plan_training(TrainConfig(), lengths, device=GPU, config=QWEN05, weight_bytes=weights,
+                           free_bytes=78.3 * GiB + weights)
+    qlora = A.plan_training(TrainConfig(method="qlora"), lengths, device=GPU, config=QWEN05, weight_bytes=weights,
+                            free_bytes=78.3 * GiB + weights)
+    assert lora.batch_tokens > 4 * 4096 and qlora.batch_tokens == 4 * 4096
+    assert qlora.predicted_peak_gb == pytest.approx(43.17, rel=0.05)  # measured at 4 rows
+
+
 def test_the_probe_shrinks_an_optimistic_plan():
     # 8 rows peaked at 90 GB with 10 GB fixed: 10 GB a row; a 60 GB limit keeps (60 - 10) / 10 = 5 rows
     assert A.rows_after_probe(8, 90e9, 60e9, 10e9) == 5
