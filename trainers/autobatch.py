@@ -7,16 +7,15 @@ Training (`plan_training`, then `probe`):
   64 (or, when the longest is more than twice the 99.9th percentile, that percentile: the few longer
   examples are cut and counted), never beyond the model's position limit. Packed rows are `ROW_TOKENS`
   (4,096) wide, or `max_seq_len` when that is longer, so examples pack with little waste.
-* `batch_tokens` on a GPU comes from a memory model: the frozen weights, one chunk of the chunked loss
-  and, per token, the activations a LoRA step keeps for its backward pass,
-  `layers x 2 bytes x (12 x hidden + 4 x intermediate)` (1,416 KB a token for Qwen2.5-0.5B, where
-  bench/train_bench.py measured about 1,370 KB), `QLORA_ACTIVATION_FACTOR` times that for QLoRA (measured on
-  an H100: its 4-bit layers keep 1.72x as much a token; cause not established). The budget fills `MEMORY_FRACTION` of the free memory, in whole
-  rows, at most `MAX_BATCH_TOKENS` (throughput gains little beyond it) and at most a sixteenth of an
-  epoch (an epoch keeps 16 optimizer steps or more). `probe` then runs one forward and backward pass on
-  the real first micro-batch (this also compiles the layers for the shape the run uses), reads the peak
-  memory, and scales the rows down when the model was too optimistic (or halves them after an
-  out-of-memory error).
+* `batch_tokens` on a GPU comes from a memory model: the frozen weights, one chunk of the chunked loss and,
+  per token, the activations a LoRA step keeps for its backward pass, `layers x 2 bytes x (12 x hidden + 4 x
+  intermediate)` (1,416 KB a token for Qwen2.5-0.5B, where bench/train_bench.py measured about 1,370 KB),
+  `QLORA_ACTIVATION_FACTOR` times that for QLoRA (measured on an H100: its 4-bit layers keep 1.72x as much a
+  token; cause not established). The budget fills `MEMORY_FRACTION` of the free memory, in whole rows, at most
+  `MAX_BATCH_TOKENS` (throughput gains little beyond it) and at most a sixteenth of an epoch (an epoch keeps
+  16 optimizer steps or more). `probe` then runs one forward and backward pass on the real first micro-batch
+  (this also compiles the layers for the shape the run uses), reads the peak memory, and scales the rows down
+  when the model was too optimistic (or halves them after an out-of-memory error).
 
 An explicit setting always wins; the plan (what was chosen and why) goes into events.jsonl and the
 run folder's `batch_plan.json`, which a resumed run reads back so it replays the same batches.
