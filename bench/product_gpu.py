@@ -179,22 +179,25 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--tiny", action="store_true", help="small shapes and counts: a CPU dry run")
-    p.add_argument("--records", type=int, default=4514)
-    p.add_argument("--test", type=int, default=1000)
-    p.add_argument("--max-steps", type=int, default=150)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--records", type=int, help="training records (default 4,514; 80 with --tiny)")
+    p.add_argument("--test", type=int, help="test records (default 1,000; 12 with --tiny)")
+    p.add_argument("--max-steps", type=int, help="training steps (default 150; 6 with --tiny)")
+    p.add_argument("--max-new-tokens", type=int, help="new tokens an answer (default 256; 16 with --tiny)")
     p.add_argument("--cli", action="store_true", help="run the commands themselves (workbench import, train, eval) "
                    "in a project under --out, instead of the processes they start")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="with --cli: a training setting passed as --set (default: none)")
-    p.add_argument("--vocab", type=int, default=8000, help="BPE vocabulary trained on the data (the model keeps 151,936)")
+    p.add_argument("--vocab", type=int, help="BPE vocabulary trained on the data (default 8,000; the model keeps "
+                   "151,936)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shape, extra = QWEN05, {}
-    if args.tiny:
-        shape, extra = TINY, {"cpu_threads": 1}
-        args.records, args.test, args.max_steps, args.max_new_tokens, args.vocab = 80, 12, 6, 16, 600
+    shape, extra = (TINY, {"cpu_threads": 1}) if args.tiny else (QWEN05, {})
+    defaults = dict(records=80, test=12, max_steps=6, max_new_tokens=16, vocab=600) if args.tiny else \
+        dict(records=4514, test=1000, max_steps=150, max_new_tokens=256, vocab=8000)
+    for key, value in defaults.items():  # a count given on the command line wins, with --tiny too
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     import torch
     import transformers
 
