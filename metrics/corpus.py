@@ -81,6 +81,62 @@ def item_stats(predictions: Sequence[str], references: Sequence[str], *, metrics
     return stats
 
 
+class ItemStatsAhead:
+    """Per-item statistics computed ahead of time, a few items at a time (an evaluation's answers as they
+    arrive), keyed by item; `stats_for` computes only the items not seen yet, or seen with another prediction or
+    reference, and gives exactly what `item_stats` gives for the whole list."""
+
+    def __init__(self, metrics: Sequence[str] = METRICS):
+        self.metrics = tuple(metrics)
+        self._parts: list[ItemStats] = []
+        self._rows: dict = {}  # key -> (part, row, prediction, reference)
+        self.reused = 0  # rows the last stats_for took from what was computed ahead
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, keys: Sequence, predictions: Sequence[str], references: Sequence[str]) -> None:
+        if not (len(keys) == len(predictions) == len(references)):
+            raise ValueError(f"{len(keys)} keys, {len(predictions)} predictions, {len(references)} references")
+        if not len(keys):
+            return
+        part = len(self._parts)
+        self._parts.append(item_stats(predictions, references, metrics=self.metrics))
+        for row, (key, pred, ref) in enumerate(zip(keys, predictions, references)):
+            self._rows[key] = (part, row, pred, ref)
+
+    def stats_for(self, keys: Sequence, predictions: Sequence[str], references: Sequence[str], *,
+                  progress=None) -> ItemStats:
+        """The statistics of these (key, prediction, reference) items in this order."""
+        n = len(keys)
+        part, row = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        missing = []
+        for j, (key, pred, ref) in enumerate(zip(keys, predictions, references)):
+            seen = self._rows.get(key)
+            if seen is not None and seen[2] == pred and seen[3] == ref:
+                part[j], row[j] = seen[0], seen[1]
+            else:
+                missing.append(j)
+        fresh = item_stats([predictions[j] for j in missing], [references[j] for j in missing],
+                           metrics=self.metrics, progress=progress)
+        part[missing], row[missing] = len(self._parts), np.arange(len(missing))
+        self.reused = n - len(missing)
+        sources = [*self._parts, fresh]
+
+        def gather(get):
+            first = get(fresh)
+            out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+            for p in np.unique(part):
+                chosen = part == p
+                out[chosen] = get(sources[p])[row[chosen]]
+            return out
+
+        return ItemStats(n=n, bleu=None if fresh.bleu is None else gather(lambda s: s.bleu),
+                         chrf=None if fresh.chrf is None else gather(lambda s: s.chrf),
+                         exact_match=None if fresh.exact_match is None else gather(lambda s: s.exact_match),
+                         rouge={t: gather(lambda s, t=t: s.rouge[t]) for t in fresh.rouge})
+
+
 def resampled_scores(stats: ItemStats, counts: np.ndarray) -> dict[str, np.ndarray]:
     """Corpus scores under many weightings at once: counts is (R, n) of non-negative integers (how often
     each item is taken); returns {score name: (R,) array}."""

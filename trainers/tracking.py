@@ -168,13 +168,36 @@ def log_evaluation(run_dir: Path, metrics: dict[str, float], *, prefix: str = "e
     if not known:
         return False
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
     rows = [Metric(prefix + k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
     for uri, run_id in known.items():
-        MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=rows)
+        _evaluation_client(uri).log_batch(run_id, metrics=rows)
     return True
+
+
+def prepare_evaluation_logging(run_dir: Path) -> None:
+    """Import MLflow and open the run's tracking stores now (about 2 s on a CPU), so that `log_evaluation`
+    does not: for a caller with idle time, such as the CLI while an evaluation generates. Errors are left for
+    `log_evaluation` to meet."""
+    for uri in _read_json(Path(run_dir) / STATE) or {}:
+        _evaluation_client(uri)
+
+
+_CLIENTS: dict[str, object] = {}
+
+
+def _evaluation_client(uri: str):
+    """One MlflowClient per tracking store for the process's evaluations (opening an SQLite store costs ~1 s)."""
+    client = _CLIENTS.get(uri)
+    if client is None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        while len(_CLIENTS) >= 4:  # a server process meets many projects: keep the latest few
+            _CLIENTS.pop(next(iter(_CLIENTS)))
+        _CLIENTS[uri] = client
+    return client
 
 
 # ---------------------------------------------------------------- the child process and its sinks

@@ -156,3 +156,33 @@ def test_any_metric_through_index_functions_macro_f1():
     by_fn = significance.paired_bootstrap_fn(lambda i: acc_a[i].mean(), lambda i: acc_b[i].mean(), 150,
                                              n_resamples=200, seed=4)
     assert (by_fn.ci_low, by_fn.ci_high) == pytest.approx((by_values.ci_low, by_values.ci_high), abs=1e-12)
+
+
+def test_statistics_computed_ahead_in_batches_equal_the_whole_corpus_at_once():
+    """An evaluation's answers scored batch by batch as they land (ItemStatsAhead), then the corpus: the same
+    statistics as item_stats on the whole list, so the same sacreBLEU / rouge-score numbers; an answer that
+    changed since (or an item never seen) is computed afresh."""
+    refs, good, bad = _texts(5, 40)
+    ahead = corpus.ItemStatsAhead()
+    order = list(range(40))
+    random.Random(0).shuffle(order)
+    for start in range(0, 30, 6):  # batches in the generator's length order, not the items' order
+        chunk = order[start:start + 6]
+        ahead.add(chunk, [good[i] for i in chunk], [refs[i] for i in chunk])
+    stale = order[0]
+    ahead.add([stale], [bad[stale]], [refs[stale]])  # seen with another answer than the stored one
+    stats = ahead.stats_for(list(range(40)), good, refs)
+    assert ahead.reused == 29  # 30 seen, one of them stale; 10 never seen
+    whole = corpus.item_stats(good, refs)
+    for name in ("bleu", "chrf", "exact_match"):
+        assert np.array_equal(getattr(stats, name), getattr(whole, name)), name
+    assert all(np.array_equal(stats.rouge[t], whole.rouge[t]) for t in whole.rouge)
+    scores = corpus.corpus_scores(stats)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(good, [refs]).score, abs=1e-8)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(good, [refs]).score, abs=1e-8)
+    expected = np.mean([SCORER.score(r, p)["rougeL"].fmeasure for p, r in zip(good, refs)])
+    assert scores["rougeL"] == pytest.approx(expected, abs=1e-12)
+    everything = ahead.stats_for([], [], [])
+    assert everything.n == 0 and ahead.reused == 0
+    with pytest.raises(ValueError, match="2 keys, 1 predictions"):
+        ahead.add([1, 2], ["a"], ["b"])

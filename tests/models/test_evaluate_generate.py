@@ -132,6 +132,30 @@ def test_workbench_eval_leaves_the_project_free_while_it_generates(project):
         assert generator.generation_speed(evaluation.get_eval(store, got["eval_id"])) > 0
 
 
+def test_answers_scored_as_they_land_give_the_scores_of_scoring_at_the_end(project):
+    """The CLI's way: the store closed while the generator runs, each batch's statistics computed as it lands
+    (eval_scores.answers_ahead, fed by follow_job), then the scores; every item is taken from what was computed
+    ahead, and the corpus scores equal sacreBLEU on the stored answers."""
+    import sacrebleu
+
+    from workbench.models import eval_scores
+
+    root, _ = project
+    with Store.open(root) as store:
+        model = eval_setup.resolve_model(store, base_model="tiny")
+        run = evaluation.create_eval(store, "tickets", model=model, settings={**SETTINGS, "batch_size": 2})
+        run = generator.launch(store, run.eval_id)
+        ahead = eval_scores.answers_ahead(store, run)
+    generator.follow_job(run, ahead=ahead, poll_s=0.05)
+    assert len(ahead.stats) == run.items == 6  # every answer scored before the store is opened again
+    with Store.open(root) as store:
+        run = generator.wait(store, run.eval_id, ahead=ahead)
+        items, outputs, refs = evaluation.texts(store, run.eval_id)
+    assert run.status == "finished" and ahead.stats.reused == 6
+    assert run.metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(outputs, [refs]).score, abs=1e-9)
+    assert run.metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(outputs, [refs]).score, abs=1e-9)
+
+
 def test_the_generators_speed_is_read_from_its_log(tmp_path):
     from types import SimpleNamespace
 

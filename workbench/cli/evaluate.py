@@ -38,7 +38,7 @@ def _eval_text(run) -> str:
 
 def cmd_eval(args) -> int:
     from workbench.cli.main import open_store
-    from workbench.models import eval_setup, evaluation, generator
+    from workbench.models import eval_scores, eval_setup, evaluation, generator
 
     bar = ProgressBar(not args.json)
     with open_store(args) as store:
@@ -52,10 +52,11 @@ def cmd_eval(args) -> int:
                                                    top_p=args.top_p, batch_size=args.batch_size, seed=args.seed)
             run = evaluation.create_eval(store, args.dataset, model=model, split=args.split, settings=settings)
             run = generator.launch(store, run.eval_id)
+        ahead = eval_scores.answers_ahead(store, run) if run.status != "finished" else None
     if run.status != "finished":
         # The database is closed while the generator runs, so the app can open the project meanwhile.
         try:
-            generator.follow_job(run, progress=bar)
+            generator.follow_job(run, progress=bar, ahead=ahead)  # scores each batch of answers as it lands
         except KeyboardInterrupt:
             print(f"\nstopped evaluation {run.eval_id}; what it generated is kept: "
                   f"`workbench eval --resume {run.eval_id}`", file=sys.stderr)
@@ -69,7 +70,7 @@ def cmd_eval(args) -> int:
                                  f"open elsewhere ({exc}); the Evaluate page scores it when you open the run there, "
                                  f"or run `workbench eval --resume {run.eval_id}` once it is closed") from None
         with store:
-            run = generator.wait(store, run.eval_id, progress=bar)  # the last answers in, then the scores
+            run = generator.wait(store, run.eval_id, progress=bar, ahead=ahead)  # the last answers in, then the scores
         if run.status != "finished":
             detail = f": {run.error.splitlines()[-1]}" if run.error else ""
             raise WorkbenchError(f"evaluation {run.eval_id} {run.status} after {run.generated:,} of {run.items:,} "

@@ -242,6 +242,23 @@ def version_of(store: Store, run: EvalRun) -> Version:
 
 # ---------------------------------------------------------------- outputs
 
+def output_lines(data: bytes, n_items: int) -> tuple[list[int], list[str]]:
+    """(items, outputs) of complete outputs.jsonl lines; torn or foreign lines are skipped."""
+    items, outputs = [], []
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            item, output = int(rec["item"]), rec["output"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn line from a crash mid-write; the generator writes that item again on resume
+        if 0 <= item < n_items and isinstance(output, str):
+            items.append(item)
+            outputs.append(output)
+    return items, outputs
+
+
 def ingest(store: Store, eval_id: int, *, from_start: bool = False) -> int:
     """New complete lines of outputs.jsonl into wb_eval_outputs; returns how many were new.
 
@@ -261,18 +278,7 @@ def ingest(store: Store, eval_id: int, *, from_start: bool = False) -> int:
     end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
     if end == 0:
         return 0
-    items, outputs = [], []
-    for line in chunk[:end].splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            item, output = int(rec["item"]), rec["output"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn line from a crash mid-write; the generator writes that item again on resume
-        if 0 <= item < run.items and isinstance(output, str):
-            items.append(item)
-            outputs.append(output)
+    items, outputs = output_lines(chunk[:end], run.items)
     table = pa.table({"item": pa.array(items, pa.int32()), "output": pa.array(outputs, pa.string())})
     when = now()
 
@@ -295,6 +301,12 @@ def texts(store: Store, eval_id: int) -> tuple[list[int], list[str], list[str]]:
         "SELECT i.item, o.output, i.reference FROM wb_eval_items i JOIN wb_eval_outputs o "
         "ON o.eval_id = i.eval_id AND o.item = i.item WHERE i.eval_id = ? ORDER BY i.item", [int(eval_id)]).fetchall()
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def references(store: Store, eval_id: int) -> dict[int, str]:
+    """{test item: its reference answer} for every item of the run."""
+    return dict(store.cursor().execute("SELECT item, reference FROM wb_eval_items WHERE eval_id = ?",
+                                       [int(eval_id)]).fetchall())
 
 
 def outputs(store: Store, item: int, eval_ids: list[int]) -> dict[int, str]:
