@@ -57,8 +57,7 @@ def banking(store: Store, n_test: int | None):
 
 
 def fill(store: Store, run, make) -> None:
-    refs = dict(store.cursor().execute("SELECT item, reference FROM wb_eval_items WHERE eval_id = ?",
-                                       [run.eval_id]).fetchall())
+    refs = evaluation.references(store, run.eval_id)
     with open(Path(run.folder) / evaluation.OUTPUTS_FILE, "w", encoding="utf-8") as f:
         for i in range(run.items):
             f.write(json.dumps({"item": i, "output": make(i, refs[i])}) + "\n")
