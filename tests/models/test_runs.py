@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.trainers.test_trainer_fixtures import TINY, chat_records, write_records
+from trainers.config import TrainConfig
 from workbench.cli import main as cli
 from workbench.core.errors import WorkbenchError
 from workbench.core.store import Store
@@ -123,3 +124,25 @@ def test_preflight_reports_counts_and_the_trained_text(project, capsys):
     assert trained.endswith("<|im_end|>\n") and "<|im_start|>" not in trained
     assert out["example_text"].startswith("<|im_start|>user\n")
     assert out["seconds_per_epoch"] > 0 and out["steps_per_epoch"] >= 1 and out["supervised_tokens_per_epoch"] > 0
+
+
+def test_a_runs_listing_between_a_run_folder_and_its_row_does_not_collide(project, monkeypatch):
+    """prepare_run writes run.json, then records the row; the app's runs table (another session, the same moment)
+    may record the folder first. Both inserts used to be plain INSERTs: 'Duplicate key ... violates primary key'."""
+    write_info = runs._write_info
+    with Store.open(project) as store:
+        def write_then_list(run_dir, info):
+            write_info(run_dir, info)
+            listed = runs.list_runs(store)  # what a page rendering now would do
+            assert run_dir.name in [r["run_id"] for r in listed]
+
+        monkeypatch.setattr(runs, "_write_info", write_then_list)
+        run_id = runs.prepare_run(store, "tickets", TrainConfig(base_model=str(TINY), max_steps=1), created_by="ana")
+        row = store.cursor().execute("SELECT status, created_by, base_model FROM wb_runs WHERE run_id = ?",
+                                     [run_id]).fetchall()
+        assert row == [("prepared", "ana", str(TINY))]
+
+        # and the other order: the row is there but a listing that read wb_runs before it came inserts the folder too
+        run_dir = store.project.runs_dir / run_id
+        runs._record(store, run_dir, runs.run_status(run_dir), runs._read_config(run_dir), exists=False)
+        assert [r["run_id"] for r in runs.list_runs(store)].count(run_id) == 1

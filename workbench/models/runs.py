@@ -108,7 +108,8 @@ def prepare_run(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by:
     _write_info(run_dir, info)
     store.retry(lambda cur: cur.execute(
         "INSERT INTO wb_runs (run_id, dataset, version, version_id, content_hash, base_model, method, status, run_dir,"
-        " config, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, 'prepared', ?, ?, ?)",
+        " config, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, 'prepared', ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET"
+        " config = excluded.config, created_by = excluded.created_by",  # a runs listing recorded the folder first
         [run_id, version.dataset, version.number, version.version_id, version.content_hash, cfg.base_model,
          cfg.method, str(run_dir), json.dumps(cfg.to_dict()), created_by]))
     return run_id
@@ -347,11 +348,15 @@ def _record(store: Store, run_dir: Path, status: dict, cfg: dict, *, exists: boo
         store.retry(lambda cur: cur.execute(
             "UPDATE wb_runs SET status = ?, steps = ?, train_loss = ?, eval_loss = ?, adapter_path = ?, message = ?,"
             " ended_at = ? WHERE run_id = ?", values + [run_dir.name]))
-    else:  # a run folder this database has not seen (copied in, or the database was rebuilt)
+    else:  # a run folder this database has not seen (copied in, the database rebuilt, or prepare_run about to record it)
+        # prepare_run writes run.json before its row: another process listing runs in between must not collide with it
         store.retry(lambda cur: cur.execute(
             "INSERT INTO wb_runs (status, steps, train_loss, eval_loss, adapter_path, message, ended_at, run_id,"
             " dataset, version, version_id, content_hash, base_model, method, run_dir, config, created_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET"
+            " status = excluded.status, steps = excluded.steps, train_loss = excluded.train_loss,"
+            " eval_loss = excluded.eval_loss, adapter_path = excluded.adapter_path, message = excluded.message,"
+            " ended_at = excluded.ended_at",
             values + [run_dir.name, info.get("dataset", "?"), info.get("version", 0), info.get("version_id", 0),
                       info.get("content_hash", ""), cfg.get("base_model", "?"), cfg.get("method", "?"), str(run_dir),
                       json.dumps(cfg), info.get("created_by")]))
