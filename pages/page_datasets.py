@@ -12,8 +12,9 @@ from datasets_export import export_section
 from datasets_manage import manage_section
 from workbench.core import versions
 from workbench.core.auth import require_role
+from workbench.core.canonical import canonical_to_messages
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import CANONICAL, FORMATS, MAPPED_FORMATS, FormatUnclear, canonical_to_messages
+from workbench.core.formats import CANONICAL, FORMATS, MAPPED_FORMATS, FormatUnclear
 from workbench.data import browse, importer, search, sqlconsole
 from workbench.data.uploads import save_upload
 from workbench.inspect import quality

@@ -6,8 +6,9 @@ import streamlit as st
 
 import wb_ui
 from workbench.core import auth, versions
+from workbench.core.canonical import canonical_to_messages
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import CANONICAL, canonical_to_messages
+from workbench.core.formats import CANONICAL
 from workbench.labels import adjudication, annotations, kinds, queue_order
 from workbench.labels import questions as qs
 

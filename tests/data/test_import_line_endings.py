@@ -157,7 +157,7 @@ def test_only_real_carriage_returns_count():
     """A CR outside a sliced batch's values, or a backslash and an r typed in a message, is no line ending."""
     import pyarrow as pa
 
-    from workbench.core.formats import line_ending_fields, normalise_line_endings
+    from workbench.core.batches import line_ending_fields, normalise_line_endings
 
     whole = pa.table({"prompt": ["a\r\nb", "c", "d"], "completion": ["x", "y", "z"]})
     part = whole.slice(1)  # its data buffer still holds the first value's CR

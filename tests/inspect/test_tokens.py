@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from workbench.cli.main import main
+from workbench.core.canonical import canonical_to_messages
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import canonical_to_messages
 from workbench.core.store import Store
 from workbench.core.versions import write_version
 from workbench.data.demo import generate_tickets

@@ -16,8 +16,8 @@ import pytest
 from tests.trainers.test_trainer_fixtures import one_thread
 from trainers import tiny
 from trainers.config import TrainConfig
+from workbench.core.canonical import canonical_to_messages
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import canonical_to_messages
 from workbench.core.store import Store
 from workbench.core.versions import get_version, write_version
 from workbench.data.demo import generate_tickets

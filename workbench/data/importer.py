@@ -17,18 +17,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from workbench.core.batches import check_batch, line_ending_fields, normalise_line_endings
+from workbench.core.canonical import convert_row
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import (
-    CANONICAL,
-    Mapping,
-    RowError,
-    check_batch,
-    convert_row,
-    guess_mapping,
-    line_ending_fields,
-    normalise_line_endings,
-    resolve_mapping,
-)
+from workbench.core.formats import CANONICAL, Mapping, RowError, guess_mapping, resolve_mapping
 from workbench.core.store import QUARANTINE_RAW_CHARS, Store
 from workbench.core.versions import Version, check_name, write_version
 from workbench.data.readers import (

@@ -21,14 +21,8 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import (
-    MAX_JSON_DEPTH,
-    MAX_NESTING,
-    RowError,
-    json_depth,
-    jsonl_file_too_deep,
-    too_deep_reason,
-)
+from workbench.core.formats import RowError
+from workbench.core.nesting import MAX_JSON_DEPTH, MAX_NESTING, json_depth, jsonl_file_too_deep, too_deep_reason
 from workbench.data.export import CSV_ESCAPE_MARKER, unescape_csv, unescape_csv_value
 
 KINDS = ("jsonl", "json", "csv", "tsv", "parquet", "hf")

@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 from trainers import supervision
 from workbench.core import files
+from workbench.core.canonical import canonical_to_messages
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import canonical_to_messages
 from workbench.core.store import Store
 from workbench.core.versions import ROW_COLUMN, Version
 from workbench.inspect.cache import cache_path, parquet_sql

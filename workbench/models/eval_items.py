@@ -3,8 +3,8 @@ conversation up to the answer and the reference answer; and records fetched by t
 
 from __future__ import annotations
 
+from workbench.core.canonical import canonical_to_messages
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import canonical_to_messages
 from workbench.core.store import Store, quote_ident
 from workbench.core.versions import ROW_COLUMN, Version, version_columns
 

@@ -27,8 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workbench.core.auth import User, require_role
+from workbench.core.canonical import chat_to_canonical
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import RowError, chat_to_canonical
+from workbench.core.formats import RowError
 from workbench.core.store import Store
 from workbench.core.versions import Version, get_version, iter_version, list_datasets, write_version
 from workbench.models import eval_setup

@@ -351,7 +351,7 @@ def progress(store: Store, review: Review | int, user: User | None = None) -> di
 
 
 def prompt_messages(version: Version, record: dict) -> list[dict]:
-    from workbench.core.formats import canonical_to_messages
+    from workbench.core.canonical import canonical_to_messages
 
     if version.format == "classification":
         return [{"role": "user", "content": record.get("prompt") or ""}]

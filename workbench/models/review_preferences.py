@@ -24,8 +24,9 @@ import pandas as pd
 import pyarrow as pa
 
 from workbench.core.auth import User, require_role
+from workbench.core.canonical import prompt_to_canonical
 from workbench.core.errors import WorkbenchError
-from workbench.core.formats import CANONICAL, FORMAT_COLUMNS, prompt_to_canonical
+from workbench.core.formats import CANONICAL, FORMAT_COLUMNS
 from workbench.core.store import Store
 from workbench.core.versions import Version, check_name
 from workbench.models import evaluation
