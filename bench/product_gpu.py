@@ -145,7 +145,9 @@ def summarise_events(run_dir: Path) -> dict:
     end = events[-1]
     plan = next((e for e in events if e["type"] == "batch_plan"), {})
     steps = [e for e in events if e["type"] == "step"]
-    result = {"status": end.get("status"), "message": end.get("message"), "steps": len(steps),
+    setup = next((e for e in events if e["type"] == "setup"), {})
+    result = {"before_first_step_s": setup.get("seconds"), "before_first_step_parts": setup.get("parts"),
+              "status": end.get("status"), "message": end.get("message"), "steps": len(steps),
               "batch_tokens": plan.get("batch_tokens"), "max_seq_len": plan.get("max_seq_len"),
               "row_len": plan.get("row_len"), "plan": plan.get("reasons"),
               "predicted_peak_gb": plan.get("predicted_peak_gb"), "probe_peak_gb": plan.get("measured_peak_gb"),

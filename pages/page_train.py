@@ -217,8 +217,25 @@ def run_metrics(d: dict) -> None:
     plan = d.get("batch_plan") or {}
     if plan.get("reasons"):
         st.caption(f"Batch plan, {plan['batch_tokens']:,} tokens a step: " + "; ".join(plan["reasons"]) + ".")
+    if d.get("setup"):
+        st.caption(setup_line(d["setup"]))
     if speed:
         st.caption(speed_line(speed))
+
+
+SETUP_PARTS = {"base": "pre-training the tiny base", "load": "loading the model", "tokenize": "tokenizing",
+               "probe": "the memory probe (its first step compiles)", "first_eval": "the first validation",
+               "other": "the rest"}
+
+
+def setup_line(setup: dict) -> str:
+    """The setup event in words: where the time before the first step went, largest part first."""
+    parts = sorted(((v, k) for k, v in setup["parts"].items() if v >= 0.05), reverse=True)
+    def short(seconds: float) -> str:
+        return f"{seconds:.1f} s" if seconds < 60 else _duration(seconds)
+
+    return (f"Before the first step: {short(setup['seconds'])} (" +
+            ", ".join(f"{SETUP_PARTS.get(k, k)} {short(v)}" for v, k in parts) + ").")
 
 
 def speed_line(speed: dict) -> str:

@@ -8,7 +8,8 @@ model) and `cleanup`. The run folder is everything it reads and writes:
     config.json          the TrainConfig (written by the app)
     run.json             what the app knows: dataset, version, content hash (read for the manifest)
     data/records.jsonl   the dataset version exported as chat JSONL
-    events.jsonl         one JSON object per start/phase/step/eval/checkpoint/record_losses/end, appended as they happen
+    events.jsonl         one JSON object per start/data/batch_plan/setup/phase/step/eval/checkpoint/record_losses/end,
+                         appended as they happen
     manifest.json        seed, dataset hash, template, base model and revision, library versions, config
     checkpoints/step-N/  adapter weights (safetensors), optimizer, scheduler, RNG and loop state (safetensors +
                          JSON: resuming never unpickles; see trainers/checkpoint.py), resumable after a kill
@@ -277,6 +278,16 @@ class TrainingRecipe:
         self.started = time.monotonic()
         self.speed = Throughput()
         self.flop_counts: flops.ModelCounts | None = None
+        self.setup_s: dict[str, float] = {}  # where the time before the first step went (the 'setup' event)
+
+    @contextlib.contextmanager
+    def _timed(self, part: str):
+        """Adds the seconds spent inside to setup_s[part]."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.setup_s[part] = round(self.setup_s.get(part, 0.0) + time.monotonic() - t0, 2)
 
     # ------------------------------------------------------------ setup
 
@@ -296,12 +307,14 @@ class TrainingRecipe:
         train_records, val_records, how = D.split_records(records, val_fraction=cfg.val_fraction,
                                                           max_val_records=cfg.max_val_records, seed=cfg.seed)
         self.train_lines = [r[D.LINE] for r in train_records]  # Example.record -> line in records.jsonl
-        self.base_path = self._resolve_base(train_records)
-        self.tokenizer = load_tokenizer(self.base_path)
-        self.pad_id = self.tokenizer.pad_token_id
-        self.parallel = distributed.choose(cfg, self.base_path, self.device, self.dtype, self.world)
-        model = load_base(self.base_path, cfg, self.device, self.dtype, place=self.parallel != "fsdp")
-        self.model = wrap_peft(model, cfg)
+        with self._timed("base"):  # the tiny base is pre-trained here the first time
+            self.base_path = self._resolve_base(train_records)
+        with self._timed("load"):
+            self.tokenizer = load_tokenizer(self.base_path)
+            self.pad_id = self.tokenizer.pad_token_id
+            self.parallel = distributed.choose(cfg, self.base_path, self.device, self.dtype, self.world)
+            model = load_base(self.base_path, cfg, self.device, self.dtype, place=self.parallel != "fsdp")
+            self.model = wrap_peft(model, cfg)
         self.peft_model = self.model
         self.flop_counts = flops.count(self.model) if hasattr(self.model, "get_output_embeddings") else None
         self.peak_flops = flops.peak_flops(self.device, self.dtype)
@@ -312,7 +325,8 @@ class TrainingRecipe:
             distributed.shard(self.model, self.device, self.dtype)
         self.plan = self._plan_batches(train_records)
         cfg = self.cfg = cfg.replace(max_seq_len=self.plan.max_seq_len, batch_tokens=self.plan.batch_tokens)
-        self.val_examples, _ = D.tokenize(self.tokenizer, val_records, cfg.max_seq_len)
+        with self._timed("tokenize"):
+            self.val_examples, _ = D.tokenize(self.tokenizer, val_records, cfg.max_seq_len)
         if not self.train_examples or not self.val_examples:
             raise ConfigError("no training or validation example keeps an assistant token within max_seq_len; "
                               f"raise max_seq_len (now {cfg.max_seq_len})")
@@ -354,20 +368,23 @@ class TrainingRecipe:
             lengths = []
             if not cfg.max_seq_len and self.device.type == "cuda":
                 limit = getattr(model_config, "max_position_embeddings", None) or 1 << 20
-                lengths = [len(e.input_ids) for e in D.tokenize(self.tokenizer, train_records, limit)[0]]
+                with self._timed("tokenize"):
+                    lengths = [len(e.input_ids) for e in D.tokenize(self.tokenizer, train_records, limit)[0]]
             weights = sum(p.numel() * p.element_size() for p in self.peft_model.parameters())
             weights //= self.world if self.parallel == "fsdp" else 1  # each GPU holds its shard
             plan = autobatch.plan_training(cfg, lengths, device=self.device, config=model_config,
                                            weight_bytes=weights)
-            self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, plan.max_seq_len)
+            with self._timed("tokenize"):
+                self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, plan.max_seq_len)
             if not cfg.batch_tokens and self.device.type == "cuda" and self.train_examples:
                 def first_batch(tokens: int) -> dict:
                     return D.epoch_batches(self.train_examples, batch_tokens=tokens, max_len=plan.row_len,
                                            packed=cfg.packing, seed=cfg.seed, epoch=0, pad_id=self.pad_id,
                                            fixed_shape=True)[0]
 
-                plan = autobatch.probe(plan, self._probe_step, first_batch, self.device,
-                                       autobatch.fixed_bytes(model_config, weights))
+                with self._timed("probe"):  # its first step compiles the layers
+                    plan = autobatch.probe(plan, self._probe_step, first_batch, self.device,
+                                           autobatch.fixed_bytes(model_config, weights))
             if self.world > 1:  # every rank trains with the smallest plan
                 t = torch.tensor(plan.batch_tokens, device=self.device)
                 torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
@@ -375,7 +392,8 @@ class TrainingRecipe:
             if self.main:
                 plan.save(self.run_dir)
         else:
-            self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, plan.max_seq_len)
+            with self._timed("tokenize"):
+                self.train_examples, self.train_counts = D.tokenize(self.tokenizer, train_records, plan.max_seq_len)
         self.events.emit("batch_plan", **plan.to_dict())
         return plan
 
@@ -426,7 +444,11 @@ class TrainingRecipe:
         """Run until max steps, the epochs, early stopping or a cancel; returns the end status."""
         cfg, st = self.cfg, self.state
         if st.step == 0 and st.last_eval_step < 0:
-            self.evaluate()  # the starting point of the validation curve
+            with self._timed("first_eval"):
+                self.evaluate()  # the starting point of the validation curve
+        before = round(time.monotonic() - self.started, 2)
+        self.setup_s["other"] = round(max(0.0, before - sum(self.setup_s.values())), 2)
+        self.events.emit("setup", seconds=before, parts=self.setup_s)  # the time before the first step, by part
         step_times: list[float] = []
         while st.step < self.total_steps:
             batches = self._epoch(st.epoch)
@@ -759,7 +781,7 @@ class TrainingRecipe:
         losses = self.state.recent_losses
         return {"step": self.state.step, "train_loss": sum(losses) / len(losses) if losses else None,
                 "eval_loss": self.state.best_val if math.isfinite(self.state.best_val) else None,
-                "best_step": self.state.best_step,
+                "best_step": self.state.best_step, "setup_s": self.setup_s,
                 **self.speed.summary(getattr(self, "device", None), peak_flops=getattr(self, "peak_flops", None),
                                      world=self.world)}
 

@@ -80,6 +80,10 @@ def test_preflight_start_and_follow_a_run(project):
     plan = json.loads((project / "runs" / run_id / "batch_plan.json").read_text())  # the trainer's own plan file
     assert any(f"Batch plan, {plan['batch_tokens']:,} tokens a step: " in c.value and plan["reasons"][-1][3:] in c.value
                for c in at.caption), [c.value for c in at.caption]
+    setup = next(json.loads(line) for line in (project / "runs" / run_id / "events.jsonl").read_text().splitlines()
+                 if '"setup"' in line)
+    assert any(c.value.startswith(f"Before the first step: {setup['seconds']:.1f} s (") and "loading the model" in c.value
+               for c in at.caption), [c.value for c in at.caption]
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")  # the loss curves
     assert any(c.value.endswith("adapter") for c in at.code)
     download = [d for d in at.get("download_button") if "Download the adapter" in d.proto.label]

@@ -47,6 +47,13 @@ def test_a_short_run_lowers_the_loss(finished_run):
     # supervised tokens/s beside total tokens/s; the end event the steady state (after 3 warm-up steps)
     assert all(0 < e["supervised_tokens_per_s"] < e["tokens_per_s"] for e in steps)
     assert end["steady_steps"] == 9 and 0 < end["steady_supervised_tokens_per_s"] < end["steady_tokens_per_s"]
+    # where the time before the first step went: parts that add up to it, timed against the events' own clock
+    setup = next(e for e in events if e["type"] == "setup")
+    start = next(e for e in events if e["type"] == "start")
+    assert events.index(setup) < events.index(steps[0]) and {"load", "tokenize", "first_eval", "other"} <= set(setup["parts"])
+    assert math.isclose(sum(setup["parts"].values()), setup["seconds"], abs_tol=0.05)
+    assert setup["time"] - start["time"] <= setup["seconds"] + 0.05 <= steps[0]["elapsed_s"] + 0.2
+    assert end["setup_s"] == setup["parts"]
     plan = next(e for e in events if e["type"] == "batch_plan")
     assert (plan["batch_tokens"], plan["max_seq_len"]) == (cfg.batch_tokens, cfg.max_seq_len)  # set: they win
     assert any("set" in r for r in plan["reasons"])

@@ -248,6 +248,7 @@ class RunStatus:
     supervised_tokens_per_s: float | None = None  # tokens that carry a loss, last step
     speed: dict = field(default_factory=dict)  # the end event's steady state: SPEED_KEYS
     batch_plan: dict = field(default_factory=dict)  # the batch the trainer chose, and why (its batch_plan event)
+    setup: dict = field(default_factory=dict)  # the time before the first step: {seconds, parts} (its setup event)
     elapsed_s: float | None = None
     remaining_s: float | None = None
     message: str | None = None
@@ -288,6 +289,8 @@ def run_status(run_dir: Path, events: list[dict] | None = None) -> dict:
             s.checkpoint_step = e["step"]
         elif kind == "batch_plan":
             s.batch_plan = {k: e.get(k) for k in ("batch_tokens", "row_len", "max_seq_len", "reasons")}
+        elif kind == "setup":
+            s.setup = {"seconds": e.get("seconds"), "parts": e.get("parts") or {}}
         elif kind == "resume":
             s.step = e["step"]
             # steps replayed after a resume replace the ones logged after the checkpoint
