@@ -15,8 +15,9 @@ cut to their last `max_prompt_tokens` tokens, and answered by `trainers.generate
 one generator (length-sorted batches, rows sized from the device when `batch_size` is 0, the static
 compiled cache on a GPU), greedy or sampled (temperature, top-p, seed). This module only keys every
 answer by its test item and keeps the folder resumable. Progress lines give the items answered and
-the new tokens per second; done.json the totals (new tokens, load and generation seconds, the
-steady-state rate after the first batch).
+the new tokens per second; done.json the totals (new tokens; seconds to load the model, to render and
+tokenize the prompts, to generate, of which the first batch with its compilation; the steady-state rate after
+the first batch).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, alr
 
     loaded = time.monotonic()
     model, tokenizer = load_model(cfg["base_model"], cfg.get("adapter"))  # a LoRA adapter merged in
+    prompts_from = time.monotonic()
     keep = int(settings.get("max_prompt_tokens", MAX_PROMPT_TOKENS))
     texts = [prompt_text(tokenizer, rec["messages"]) for rec in todo]
     encoded = [ids[-keep:] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # keep the end
@@ -114,7 +116,10 @@ def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, alr
                   f"({len(idx)} in the batch)", flush=True)
     seconds = time.monotonic() - started
     out = {"new_tokens": new_tokens, "generate_seconds": round(seconds, 2),
-           "load_seconds": round(started - loaded, 2), "new_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1)}
+           "load_seconds": round(prompts_from - loaded, 2), "prompt_seconds": round(started - prompts_from, 2),
+           "new_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1)}
+    if first is not None:  # the first batch compiles on a GPU
+        out["first_batch_seconds"] = round(first[0], 2)
     if first is not None and new_tokens > first[1]:  # after the first batch (which compiles on a GPU)
         out["steady_new_tokens_per_s"] = round((new_tokens - first[1]) / (seconds - first[0]), 1)
     return out

@@ -47,7 +47,8 @@ def load_model(base_model: str, adapter: str | None = None, *, device: str | Non
     tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else base_model
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, local_files_only=True)
+        # straight onto the device (no copy of the weights in host memory first); a LoRA merge then runs there too
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, local_files_only=True, device_map=device)
     except OSError as exc:
         raise ConfigError(f"cannot load {base_model!r} offline ({str(exc).splitlines()[0][:160]}); give a model folder "
                           "or a model id in the local Hugging Face cache") from None

@@ -67,6 +67,11 @@ def test_workbench_eval_generates_scores_and_matches_the_trainers_greedy_loop(pr
                         max_new_tokens=8, batch_size=4)
     assert [stored[i] for i in range(len(test_rows))] == expected
     assert sorted(o["item"] for o in outputs_file(run)) == list(range(6))  # each answer once
+    # done.json: where the generator's time went, parts within the whole; 6 items in batches of 4: 2 batches
+    done = json.loads((Path(run.folder) / "done.json").read_text())
+    assert done["items"] == 6 and 0 < done["new_tokens"] <= 6 * 8
+    assert 0 < done["first_batch_seconds"] < done["generate_seconds"]
+    assert done["load_seconds"] + done["prompt_seconds"] + done["generate_seconds"] <= done["seconds"] + 0.02
 
 
 def test_a_resumed_generator_answers_only_the_missing_items(project, capsys):
