@@ -70,7 +70,7 @@ def _check_rows(table: pa.Table, mapping: Mapping, max_bytes: int) -> tuple[Batc
     if mapping.format == "chat":
         col = mapping.columns["messages"]
         values = table.column(col).to_pylist() if col in table.column_names else [None] * table.num_rows
-        convert = lambda value: chat_to_canonical(value, max_bytes)  # noqa: E731
+        convert = lambda value: chat_to_canonical(value, max_bytes, col)  # noqa: E731
     else:
         values = table.select([c for c in mapping.columns.values() if c in table.column_names]).to_pylist()
         convert = lambda value: convert_row(value, mapping, max_bytes)  # noqa: E731

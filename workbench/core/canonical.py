@@ -38,7 +38,7 @@ def check_size(name: str, value: str, max_bytes: int) -> None:
 
 
 def _kind(value) -> str:
-    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
+    return {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object", str: "text"}.get(
         type(value), type(value).__name__
     )
 
@@ -71,7 +71,7 @@ def convert_row(obj, mapping: Mapping, max_bytes: int) -> dict:
     elif fmt in PREFERENCE_FORMATS:
         row.update(_preference_row(obj, mapping, max_bytes))
     else:
-        row.update(chat_to_canonical(obj.get(col["messages"]), max_bytes))
+        row.update(chat_to_canonical(obj.get(col["messages"]), max_bytes, col["messages"]))
     consumed = mapping.consumed()
     for key, value in obj.items():
         if key not in consumed:
@@ -144,23 +144,48 @@ def _kto_label(value, column: str) -> bool:
                             "for a category column import with --format prompt-completion")
 
 
-def _check_messages(messages: list, name: str, max_bytes: int) -> None:
+def _check_messages(messages: list, name: str, max_bytes: int, keys: tuple[str, str] = ("role", "content")) -> None:
+    """Each message an object with a known role and text; keys: what the file calls the two (for the errors)."""
+    role_key, text_key = keys
     for i, msg in enumerate(messages):
         where = f"{name}[{i}]"
         if not isinstance(msg, dict):
-            raise RowError(where, f"`{where}` is {_kind(msg)}; expected an object with role and content")
+            raise RowError(where, f"`{where}` is {_kind(msg)}; expected an object with {role_key} and {text_key}")
         role = msg.get("role")
         if role not in ROLES:
-            raise RowError(f"{where}.role", f"`{where}.role` is {role!r}; expected one of {', '.join(ROLES)}")
+            raise RowError(f"{where}.{role_key}", f"`{where}.{role_key}` is {role!r}; expected one of {', '.join(ROLES)}")
         if role == "system" and i != 0:
-            raise RowError(f"{where}.role", f"`{where}` is a system message; only the first message may be one")
+            raise RowError(f"{where}.{role_key}", f"`{where}` is a system message; only the first message may be one")
         content = msg.get("content")
         if not isinstance(content, str):
             what = "missing" if content is None else _kind(content)
-            raise RowError(f"{where}.content", f"`{where}.content` is {what}; expected text")
+            raise RowError(f"{where}.{text_key}", f"`{where}.{text_key}` is {what}; expected text")
         if not content.strip() and role != "system":
-            raise RowError(f"{where}.content", f"`{where}.content` is empty")
-        check_size(f"{where}.content", content, max_bytes)
+            raise RowError(f"{where}.{text_key}", f"`{where}.{text_key}` is empty")
+        check_size(f"{where}.{text_key}", content, max_bytes)
+
+
+# ShareGPT's speakers: many Hugging Face datasets hold a conversation as `conversations`, a list of {from, value}.
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant"}
+
+
+def _role_content(messages: list, name: str) -> tuple[list, tuple[str, str]]:
+    """(the messages as {role, content}, what the file calls role and content): ShareGPT's {from, value} turned
+    into OpenAI's; a list in OpenAI's form comes back as it is."""
+    if not any(isinstance(m, dict) and "from" in m and "role" not in m for m in messages):
+        return messages, ("role", "content")
+    out = []
+    for i, msg in enumerate(messages):
+        where = f"{name}[{i}]"
+        if not isinstance(msg, dict):
+            raise RowError(where, f"`{where}` is {_kind(msg)}; expected an object with from and value")
+        speaker = msg.get("from")
+        role = SHAREGPT_ROLES.get(speaker.strip().lower()) if isinstance(speaker, str) else None
+        if role is None:
+            raise RowError(f"{where}.from", f"`{where}.from` is {speaker!r}; expected human, gpt or system")
+        out.append({"role": role, "content": msg.get("value")})
+    return out, ("from", "value")
 
 
 def _parsed_messages(value):
@@ -187,21 +212,23 @@ def join_instruction(instruction: str, extra: str | None) -> str:
     return f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
 
 
-def chat_to_canonical(messages, max_bytes: int) -> dict:
-    """Validate an OpenAI-style message list and split it into the canonical fields."""
+def chat_to_canonical(messages, max_bytes: int, name: str = "messages") -> dict:
+    """Validate a message list (OpenAI's {role, content} or ShareGPT's {from, value}) and split it into the
+    canonical fields. name: the column it came from, for the errors."""
     if messages is None:
-        raise RowError("messages", "`messages` is missing")
+        raise RowError(name, f"`{name}` is missing")
     if not isinstance(messages, list):
-        raise RowError("messages", f"`messages` is {_kind(messages)}; expected a list of {{role, content}}")
+        raise RowError(name, f"`{name}` is {_kind(messages)}; expected a list of {{role, content}} or {{from, value}}")
     if not messages:
-        raise RowError("messages", "`messages` is an empty list")
-    _check_messages(messages, "messages", max_bytes)
+        raise RowError(name, f"`{name}` is an empty list")
+    messages, keys = _role_content(messages, name)
+    _check_messages(messages, name, max_bytes, keys)
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
     turns = messages[1:] if system is not None else messages
     if not turns or turns[-1]["role"] != "assistant":
-        raise RowError("messages", "the conversation does not end with an assistant message")
+        raise RowError(name, "the conversation does not end with an assistant message")
     if turns[0]["role"] != "user":
-        raise RowError("messages", "the conversation does not start with a user message")
+        raise RowError(name, "the conversation does not start with a user message")
     last_user = next(m["content"] for m in reversed(turns) if m["role"] == "user")
     multi = len(turns) > 2
     return {

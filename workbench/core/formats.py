@@ -58,6 +58,7 @@ COMPLETION_FAMILY: Family = (("completion",), ("response", "answer", "output", "
                              ("assistant", "agent_response", "resolution", "assistant_message"))
 TEXT_FAMILY: Family = (("text",), ("sentence", "utterance", "query", "content", "body", "message"))
 LABEL_FAMILY: Family = (("label",), ("category", "intent", "class", "topic", "sentiment"))
+CHAT_FAMILY: Family = (("messages",), ("conversations", "conversation"))  # OpenAI's; ShareGPT's {from, value} lists
 # Which family each column flag of the importer maps (the formats the app's column mapping offers).
 ROLE_FAMILIES = {"prompt_col": PROMPT_FAMILY, "completion_col": COMPLETION_FAMILY,
                  "text_col": TEXT_FAMILY, "label_col": LABEL_FAMILY}
@@ -159,7 +160,7 @@ def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | No
 
     mapping = Mapping(fmt)
     if fmt == "chat":
-        mapping.columns["messages"] = pick("messages_col", (("messages",),), "messages")
+        mapping.columns["messages"] = pick("messages_col", CHAT_FAMILY, "messages")
     elif fmt == "prompt-completion":
         mapping.columns["prompt"] = pick("prompt_col", PROMPT_FAMILY, "prompt")
         mapping.columns["completion"] = pick("completion_col", COMPLETION_FAMILY, "completion")
@@ -213,7 +214,7 @@ def _detect(cols: list[str], given: dict) -> str:
     answers = family_columns(cols, COMPLETION_FAMILY)
     if "prompt" in cols and answers:
         return "prompt-completion"  # checked first: our CSV/Parquet exports carry `messages` beside them
-    if "messages" in cols:
+    if family_columns(cols, CHAT_FAMILY):
         return "chat"
     keys = {_key(c) for c in cols}
     if "instruction" in keys and ("output" in keys or ("input" in keys and answers)):
@@ -225,8 +226,8 @@ def _detect(cols: list[str], given: dict) -> str:
     raise FormatUnclear(
         f"cannot tell the format from the columns ({', '.join(cols) or 'none'})",
         "Pass --format and the column flags (--prompt-col, --completion-col, --text-col, --label-col)", cols,
-        detail="; expected messages, a prompt and a response column (prompt, instruction, question, ... and "
-               "completion, response, answer, ...), instruction+output, prompt+chosen+rejected, "
+        detail="; expected messages (or ShareGPT's conversations), a prompt and a response column (prompt, "
+               "instruction, question, ... and completion, response, answer, ...), instruction+output, prompt+chosen+rejected, "
                "prompt+completion+label (true/false), or a text and a label column (text, utterance, ... and "
                "label, category, intent, ...)")
 
