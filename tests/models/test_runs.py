@@ -146,3 +146,42 @@ def test_a_runs_listing_between_a_run_folder_and_its_row_does_not_collide(projec
         run_dir = store.project.runs_dir / run_id
         runs._record(store, run_dir, runs.run_status(run_dir), runs._read_config(run_dir), exists=False)
         assert [r["run_id"] for r in runs.list_runs(store)].count(run_id) == 1
+
+
+def test_a_runs_listing_whose_transaction_began_before_prepare_run_committed_does_not_fail(project, monkeypatch):
+    """The CI flake behind 'Duplicate key ... violates primary key' even with ON CONFLICT: the listing's transaction
+    INSERT takes its snapshot, prepare_run's row commits, then the upsert checks the key. DuckDB cannot update a row
+    its snapshot does not see and raises a ConstraintException; a fresh transaction sees the row and updates it."""
+    with Store.open(project) as store:
+        run_id = runs.prepare_run(store, "tickets", TrainConfig(base_model=str(TINY), max_steps=1), created_by="ana")
+        run_dir = store.project.runs_dir / run_id
+        row = store.cursor().execute("SELECT * FROM wb_runs WHERE run_id = ?", [run_id]).fetchall()
+        cols = [d[0] for d in store.cursor().description]
+        store.cursor().execute("DELETE FROM wb_runs WHERE run_id = ?", [run_id])  # the moment before prepare_run's row
+        transaction, begun = store.transaction, []
+
+        def transaction_then_prepare_run_commits(*args, **kwargs):
+            cm = transaction(*args, **kwargs)
+            cur = cm.__enter__()
+            if not begun:  # only the first attempt: prepare_run's INSERT commits on another cursor right now
+                begun.append(True)
+                # the snapshot the listing's INSERT takes as it starts (under load the other commit lands inside it)
+                cur.execute("SELECT count(*) FROM wb_runs").fetchall()
+                other = store.con.cursor()
+                other.execute(f"INSERT INTO wb_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row[0])
+                other.close()
+
+            class Entered:
+                def __enter__(self):
+                    return cur
+
+                def __exit__(self, *exc):
+                    return cm.__exit__(*exc)
+            return Entered()
+
+        monkeypatch.setattr(store, "transaction", transaction_then_prepare_run_commits)
+        runs._record(store, run_dir, runs.run_status(run_dir), runs._read_config(run_dir), exists=False)
+        monkeypatch.undo()
+        assert begun
+        rows = store.cursor().execute("SELECT status, created_by FROM wb_runs WHERE run_id = ?", [run_id]).fetchall()
+        assert rows == [("prepared", "ana")]

@@ -87,14 +87,23 @@ class Store:
         finally:
             cur.close()
 
-    def retry(self, fn, *, attempts: int = 6):
-        """Run fn(cursor) in a transaction, retrying DuckDB write-write conflicts."""
+    def retry(self, fn, *, attempts: int = 6, key_races: bool = False):
+        """Run fn(cursor) in a transaction, retrying DuckDB write-write conflicts.
+
+        key_races: fn's inserts are INSERT ... ON CONFLICT, or pick their key inside the transaction (max + 1).
+        Such an insert cannot break its key by itself, but DuckDB raises a ConstraintException ('Duplicate key')
+        when another transaction inserted the same key after this one began: a race to retry, since a fresh
+        transaction sees that row (and updates it, or picks the next key). One that outlives the retries is real."""
+        conflicts: tuple[type[Exception], ...] = (
+            (duckdb.TransactionException, duckdb.ConstraintException) if key_races else (duckdb.TransactionException,))
         for attempt in range(attempts):
             try:
                 with self.transaction() as cur:
                     return fn(cur)
-            except duckdb.TransactionException:
+            except conflicts as e:
                 if attempt == attempts - 1:
+                    if isinstance(e, duckdb.ConstraintException):
+                        raise
                     raise WorkbenchError("the store stayed busy with another write; try again") from None
                 time.sleep(0.05 * 2**attempt)
 

@@ -234,8 +234,9 @@ def write_version(
         fmt_text = fmt() if callable(fmt) else fmt
         recipe_dict = recipe() if callable(recipe) else recipe
         info_dict = info() if callable(info) else info
-        number = store.retry(lambda cur: _commit_version(
-            cur, version_id, dataset, parent_id, kind, fmt_text, recipe_dict, info_dict, hasher, folder, created_by))
+        number = store.retry(lambda cur: _commit_version(  # two imports into one dataset race for its next number
+            cur, version_id, dataset, parent_id, kind, fmt_text, recipe_dict, info_dict, hasher, folder, created_by),
+            key_races=True)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)

@@ -292,7 +292,7 @@ def ingest(store: Store, eval_id: int, *, from_start: bool = False) -> int:
         after = cur.execute("SELECT count(*) FROM wb_eval_outputs WHERE eval_id = ?", [run.eval_id]).fetchall()[0][0]
         return after - before
 
-    return store.retry(write)
+    return store.retry(write, key_races=True)  # ON CONFLICT DO NOTHING: a restart re-reads lines
 
 
 def texts(store: Store, eval_id: int) -> tuple[list[int], list[str], list[str]]:

@@ -111,7 +111,7 @@ def prepare_run(store: Store, dataset_ref: str, cfg: TrainConfig, *, created_by:
         " config, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, 'prepared', ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET"
         " config = excluded.config, created_by = excluded.created_by",  # a runs listing recorded the folder first
         [run_id, version.dataset, version.number, version.version_id, version.content_hash, cfg.base_model,
-         cfg.method, str(run_dir), json.dumps(cfg.to_dict()), created_by]))
+         cfg.method, str(run_dir), json.dumps(cfg.to_dict()), created_by]), key_races=True)
     return run_id
 
 
@@ -362,7 +362,7 @@ def _record(store: Store, run_dir: Path, status: dict, cfg: dict, *, exists: boo
             " ended_at = excluded.ended_at",
             values + [run_dir.name, info.get("dataset", "?"), info.get("version", 0), info.get("version_id", 0),
                       info.get("content_hash", ""), cfg.get("base_model", "?"), cfg.get("method", "?"), str(run_dir),
-                      json.dumps(cfg), info.get("created_by")]))
+                      json.dumps(cfg), info.get("created_by")]), key_races=True)
 
 
 def _recorded(store: Store, run_id: str) -> dict:
