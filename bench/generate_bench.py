@@ -5,8 +5,9 @@ random tokens, 128 new tokens each, greedy. EOS is off so every row makes all 12
 
     python bench/generate_bench.py                 # on a GPU
     python bench/generate_bench.py --tiny --prompts 16 --new 8 --one-at-a-time 2 --check 4   # CPU dry run
+    python bench/generate_bench.py --compile cudagraphs --prompts 1000 --new 256 --batch-size 0  # one compile mode
 
-"ours" is `trainers.generate.greedy_ids` (length-sorted batches, left padding, and on a GPU a static
+"ours" is `trainers.generate.generate_ids` (length-sorted batches, left padding, and on a GPU a static
 KV cache that transformers compiles with CUDA graphs); it is timed on a second pass, after the
 compilation of the first (reported apart). Equality: ours against `model.generate(do_sample=False)`
 batched the same way (all prompts, bf16), token for token, and on a float32 copy of the model for
@@ -28,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_bench import QWEN05, TINY, build_model, sync  # noqa: E402
-from trainers.generate import greedy_ids  # noqa: E402
+from trainers.generate import COMPILE_MODES, generate_ids  # noqa: E402
 
 
 def prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
@@ -79,11 +80,35 @@ def hf_batched_static_eager(model, encoded, new, pad_id, batch_size):
     return [out[i] for i in range(len(encoded))]
 
 
-def ours(model, encoded, new, pad_id, batch_size):
+def ours(model, encoded, new, pad_id, batch_size, compile=None):
     out = {}
-    for idx, toks in greedy_ids(model, encoded, pad_id=pad_id, eos=None, max_new_tokens=new, batch_size=batch_size):
+    for idx, toks in generate_ids(model, encoded, pad_id=pad_id, eos=None, max_new_tokens=new, rows=batch_size or None,
+                                  compile=compile):
         out.update(zip(idx, toks))
     return [out[i] for i in range(len(encoded))]
+
+
+def compile_mode_run(args) -> int:
+    """One compile mode in this (fresh) process: the first call with its compilation, then a steady call."""
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda") if cuda else torch.device("cpu")
+    shape = TINY if args.tiny else QWEN05
+    model = build_model(shape, "sdpa", device, torch.bfloat16 if cuda else torch.float32).eval()
+    model.generation_config.eos_token_id = None
+    encoded = prompts(args.prompts, shape["vocab_size"], seed=0)
+    first, t_first = timed(lambda: ours(model, encoded, args.new, 0, args.batch_size, args.compile), device)
+    got, t = timed(lambda: ours(model, encoded, args.new, 0, args.batch_size, args.compile), device)
+    n_new = args.prompts * args.new
+    print(json.dumps({"compile": args.compile, "device": torch.cuda.get_device_name() if cuda else "cpu",
+                      "prompts": args.prompts, "new_tokens": args.new, "rows": args.batch_size or "device",
+                      "first_call_s": round(t_first, 2), "steady_s": round(t, 2), "steady_new_tok_s": round(n_new / t),
+                      "first_call_new_tok_s": round(n_new / t_first), "same_tokens_both_calls": first == got}),
+          flush=True)
+    if args.jsonl:
+        with open(args.jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"compile": args.compile, "first_call_s": round(t_first, 2), "steady_s": round(t, 2),
+                                "steady_new_tok_s": round(n_new / t)}) + "\n")
+    return 0
 
 
 def timed(fn, device):
@@ -113,7 +138,13 @@ def main(argv=None) -> int:
     p.add_argument("--one-at-a-time", type=int, default=4, help="prompts for the one-at-a-time reference")
     p.add_argument("--check", type=int, default=32, help="prompts for the float32 equality check (0: none)")
     p.add_argument("--jsonl")
+    p.add_argument("--compile", choices=COMPILE_MODES,
+                   help="time only ours with this compile mode (first call with its compilation, then a steady one); "
+                   "run each mode in a fresh process: compilation caches live in the process. --batch-size 0: rows "
+                   "from the device, as `workbench eval` sizes them")
     args = p.parse_args(argv)
+    if args.compile:
+        return compile_mode_run(args)
     shape = TINY if args.tiny else QWEN05
     cuda = torch.cuda.is_available()
     device = torch.device("cuda") if cuda else torch.device("cpu")

@@ -13,11 +13,12 @@ The model is loaded by `trainers.generate.load_model` (the base, a LoRA adapter 
 loaded weights). Prompts are rendered with the tokenizer's chat template (`add_generation_prompt=True`),
 cut to their last `max_prompt_tokens` tokens, and answered by `trainers.generate.generate_ids`, the
 one generator (length-sorted batches, rows sized from the device when `batch_size` is 0, the static
-compiled cache on a GPU), greedy or sampled (temperature, top-p, seed). This module only keys every
-answer by its test item and keeps the folder resumable. Progress lines give the items answered and
-the new tokens per second; done.json the totals (new tokens; seconds to load the model, to render and
-tokenize the prompts, to generate, of which the first batch with its compilation; the steady-state rate after
-the first batch).
+cache on a GPU, compiled when the job is long enough to win the compilation back), greedy or sampled
+(temperature, top-p, seed). This module only keys every answer by its test item and keeps the folder
+resumable. Progress lines give the items answered and the new tokens per second; done.json the totals
+(new tokens; seconds to load the model, to render and tokenize the prompts, to generate, of which the
+first batch with its compilation if any; whether it compiled; the steady-state rate: after the first
+batch when it compiled, else the whole rate).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def generate(config_path: str) -> int:
 
 def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, already: int, total: int) -> dict:
     """Generate every item of todo (trainers.generate.generate_ids), appending answers batch by batch."""
-    from trainers.generate import eos_ids, generate_ids, load_model
+    from trainers.generate import compile_mode, eos_ids, fast_mode, generate_ids, load_model
 
     loaded = time.monotonic()
     model, tokenizer = load_model(cfg["base_model"], cfg.get("adapter"))  # a LoRA adapter merged in
@@ -97,11 +98,13 @@ def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, alr
     eos = eos_ids(model, tokenizer)
     rows = int(settings.get("batch_size") or 0) or None  # 0 or absent: sized from the device
     sampling = {"temperature": settings["temperature"], "top_p": settings.get("top_p", 1.0)} if sample else None
+    max_new = int(settings["max_new_tokens"])
+    compiled = fast_mode(next(model.parameters()).device) and compile_mode(len(encoded) * max_new) != "eager"
     answered, new_tokens, first = already, 0, None
     started = time.monotonic()
     with open(outputs_path, "a", encoding="utf-8") as out:
         for idx, new in generate_ids(model, encoded, pad_id=tokenizer.pad_token_id, eos=eos, rows=rows,
-                                     max_new_tokens=int(settings["max_new_tokens"]), sampling=sampling):
+                                     max_new_tokens=max_new, sampling=sampling):
             answers = tokenizer.batch_decode(new, skip_special_tokens=True)
             out.write("".join(json.dumps({"item": todo[i]["item"], "output": a.strip()}, ensure_ascii=False) + "\n"
                               for i, a in zip(idx, answers)))
@@ -117,10 +120,13 @@ def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, alr
     seconds = time.monotonic() - started
     out = {"new_tokens": new_tokens, "generate_seconds": round(seconds, 2),
            "load_seconds": round(prompts_from - loaded, 2), "prompt_seconds": round(started - prompts_from, 2),
-           "new_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1)}
-    if first is not None:  # the first batch compiles on a GPU
+           "new_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1),
+           "compiled": compiled}  # the decoding step compiled (a long job on a GPU: trainers.generate.compile_mode)
+    if first is not None:  # the first batch carries the compilation when there is one
         out["first_batch_seconds"] = round(first[0], 2)
-    if first is not None and new_tokens > first[1]:  # after the first batch (which compiles on a GPU)
+    if not compiled:  # nothing to warm up: every batch is steady
+        out["steady_new_tokens_per_s"] = out["new_tokens_per_s"]
+    elif first is not None and new_tokens > first[1]:  # after the first batch, which compiled
         out["steady_new_tokens_per_s"] = round((new_tokens - first[1]) / (seconds - first[0]), 1)
     return out
 

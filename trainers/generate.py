@@ -6,9 +6,10 @@
 runs' `trainers.eval_generate`, bench/generate_bench.py): prompts (token ids) sorted longest first
 (an out-of-memory error shows at once), left-padded, batched through `model.generate`, greedy or
 sampled. Its fast mode is the GPU's (`fast=None` picks it on a CUDA device; WORKBENCH_STATIC_CACHE=0
-turns it off): a static KV cache that transformers compiles with CUDA graphs, every batch padded to
-one prompt width (the longest prompt, rounded up to `WIDTH_BUCKET`) and, when there are several
-batches, to the same number of rows, so one compiled graph serves the whole run. Decoding stays
+turns it off): a static KV cache, compiled by transformers with CUDA graphs when the job is long enough
+to win back the compilation (`compile_mode`), every batch then padded to one prompt width (the longest
+prompt, rounded up to `WIDTH_BUCKET`) and, when there are several batches, to the same number of rows,
+so one compiled graph serves the whole run. Decoding stays
 `generate`'s own loop (logits processors, stopping, padding), so greedy tokens are greedy
 `generate`'s: float32 on a CPU is checked token for token in tests/trainers/test_trainer_generate.py, the GPU
 path in tests/trainers/test_trainer_gpu.py. Rows per batch come from the device (`autobatch.generation_rows`:
@@ -103,6 +104,38 @@ def fast_mode(device: torch.device) -> bool:
     return device.type == "cuda" and os.environ.get("WORKBENCH_STATIC_CACHE", "1") not in ("0", "false", "no")
 
 
+# How the static-cache decoding step is compiled (WORKBENCH_GENERATE_COMPILE, default "auto"): "inductor" is
+# transformers' own choice (Inductor kernels + CUDA graphs: the fastest step, but 20-25 s of compilation on a cold
+# H100), "eager" compiles nothing (about 0.55x the compiled step's speed), "cudagraphs" records the eager kernels
+# (measured slower than eager: kept for comparison). "auto" compiles only a job long enough to win the time back:
+# on an H100, 1,000 prompts x 256 new tokens took 14.0 s eager against 27.4 s compiled (19.5 s of it compiling;
+# bench/RESULTS.md), so the break-even is near 860,000 new tokens.
+COMPILE_MODES = ("auto", "inductor", "cudagraphs", "eager")
+COMPILE_FROM_NEW_TOKENS = 1_000_000
+
+
+def compile_mode(planned_new_tokens: int, mode: str | None = None) -> str:
+    """The compile mode a job of planned_new_tokens (prompts x max_new_tokens) runs with: `mode`, else
+    WORKBENCH_GENERATE_COMPILE, else "auto", which compiles only from COMPILE_FROM_NEW_TOKENS on."""
+    mode = mode or os.environ.get("WORKBENCH_GENERATE_COMPILE") or "auto"
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"WORKBENCH_GENERATE_COMPILE is {mode!r}; expected one of {', '.join(COMPILE_MODES)}")
+    if mode == "auto":
+        return "inductor" if planned_new_tokens >= COMPILE_FROM_NEW_TOKENS else "eager"
+    return mode
+
+
+def compile_kwargs(mode: str) -> dict:
+    """generate()'s keyword arguments for a resolved compile mode (not "auto")."""
+    if mode == "eager":
+        return {"disable_compile": True}
+    if mode == "cudagraphs":
+        from transformers import CompileConfig
+
+        return {"compile_config": CompileConfig(backend="cudagraphs", mode="default")}
+    return {}
+
+
 def new_token_count(ids: list[int], eos: list[int] | None) -> int:
     """Tokens a row really generated: up to and including its first end-of-sequence token."""
     for k, t in enumerate(ids):
@@ -113,11 +146,12 @@ def new_token_count(ids: list[int], eos: list[int] | None) -> int:
 
 @torch.no_grad()
 def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int] | None, max_new_tokens: int,
-                 rows: int | None = None, fast: bool | None = None,
-                 sampling: dict | None = None) -> Iterator[tuple[list[int], list[list[int]]]]:
+                 rows: int | None = None, fast: bool | None = None, sampling: dict | None = None,
+                 compile: str | None = None) -> Iterator[tuple[list[int], list[list[int]]]]:
     """Continuations of token-id prompts: yields (indices, new token ids per row) batch by batch.
 
     Greedy unless `sampling` gives {temperature, top_p}. `rows`: prompts per batch (None: from the device).
+    `compile`: how the fast mode compiles its decoding step (COMPILE_MODES; None: the environment's, else auto).
     """
     from trainers import autobatch
 
@@ -126,8 +160,9 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     if not order:
         return
+    compiled = fast and compile_mode(len(order) * max_new_tokens, compile) != "eager"
     longest = len(encoded[order[0]])
-    one_width = max(WIDTH_BUCKET, -(-longest // WIDTH_BUCKET) * WIDTH_BUCKET) if fast else None
+    one_width = max(WIDTH_BUCKET, -(-longest // WIDTH_BUCKET) * WIDTH_BUCKET) if compiled else None
     if rows is None:
         rows = autobatch.generation_rows(model.config, (one_width or longest) + max_new_tokens, device=device,
                                          prompts=len(order))
@@ -138,11 +173,11 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # silence sampling defaults
     if fast:
-        kwargs["cache_implementation"] = "static"
+        kwargs.update(cache_implementation="static", **compile_kwargs(compile_mode(len(order) * max_new_tokens, compile)))
     for start in range(0, len(order), rows):
         idx = order[start: start + rows]
         prompts = [encoded[i] for i in idx]
-        if fast and len(order) > rows:
+        if compiled and len(order) > rows:
             prompts += [prompts[-1]] * (rows - len(idx))  # the same rows in every batch: one compiled graph
         width = one_width or max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)

@@ -71,6 +71,7 @@ def test_workbench_eval_generates_scores_and_matches_the_trainers_greedy_loop(pr
     done = json.loads((Path(run.folder) / "done.json").read_text())
     assert done["items"] == 6 and 0 < done["new_tokens"] <= 6 * 8
     assert 0 < done["first_batch_seconds"] < done["generate_seconds"]
+    assert done["compiled"] is False and done["steady_new_tokens_per_s"] == done["new_tokens_per_s"]  # a CPU
     assert done["load_seconds"] + done["prompt_seconds"] + done["generate_seconds"] <= done["seconds"] + 0.02
 
 

@@ -97,4 +97,5 @@ def test_generation_rows_from_the_kv_cache():
     # 1 GiB free: a quarter / (12,288 x 320 + 2 x 151,936 x 4) = 268,435,456 / 5,147,648 = 52 rows
     assert A.generation_rows(QWEN05, 320, device=GPU, free_bytes=GiB) == 52
     assert A.generation_rows(QWEN05, 320, device=GPU, free_bytes=100 * GiB) == A.MAX_GENERATION_ROWS
-    assert A.generation_rows(QWEN05, 320, device=GPU, free_bytes=100 * GiB, prompts=1000) == 500  # 2 equal batches
+    assert A.generation_rows(QWEN05, 320, device=GPU, free_bytes=100 * GiB, prompts=1000) == 1000  # one batch
+    assert A.generation_rows(QWEN05, 320, device=GPU, free_bytes=100 * GiB, prompts=1500) == 750  # 2 equal batches

@@ -69,3 +69,38 @@ def test_a_tokenizer_without_a_chat_template_is_told_what_to_add(folders):
     tok.chat_template = None
     with pytest.raises(ConfigError, match="no chat template.*chat_template.*im_start"):
         G.generate(model, tok, prompts, max_new_tokens=4)
+
+
+@pytest.mark.parametrize("mode", ["eager", "inductor"])
+def test_the_static_cache_path_gives_the_tokens_of_generate_in_float32(folders, mode, monkeypatch):
+    """The GPU's fast path (a static KV cache; compiled only for a long job) run on the CPU: uncompiled for a short
+    job (what `auto` picks for 1,000 x 256 tokens), padded to one width and one row count when compiled. Greedy
+    tokens equal transformers' generate one prompt at a time, no padding, dynamic cache."""
+    root, prompts = folders
+    model, tok = G.load_model(str(root / "base"))
+    encoded = G.encode_prompts(tok, prompts)
+    if mode == "inductor":  # the padding a compiled job gets, without compiling on a CPU (transformers would not)
+        monkeypatch.setattr(G, "compile_kwargs", lambda mode: {"disable_compile": True})
+    ours = {}
+    for idx, new in G.generate_ids(model, encoded, pad_id=tok.pad_token_id, eos=G.eos_ids(model, tok),
+                                   max_new_tokens=10, rows=3, fast=True, compile=mode):
+        assert len(new) == len(idx)  # the filler rows of a compiled job never come back
+        ours.update(zip(idx, new))
+    assert sorted(ours) == list(range(len(encoded)))
+    for i, ids in enumerate(encoded):
+        ref = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=10, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=G.eos_ids(model, tok))[0, len(ids):].tolist()
+        assert ours[i][: len(ref)] == ref, i
+
+
+def test_auto_compiles_only_a_job_long_enough_to_win_the_compilation_back(monkeypatch):
+    monkeypatch.delenv("WORKBENCH_GENERATE_COMPILE", raising=False)
+    assert G.compile_mode(1000 * 256) == "eager"  # the eval target: 14.0 s eager against 27.4 s compiled (H100)
+    assert G.compile_mode(1 * 512) == "eager"  # a chat reply: no 20 s wait for the first answer
+    assert G.compile_mode(G.COMPILE_FROM_NEW_TOKENS) == "inductor"
+    assert G.compile_mode(10, "inductor") == "inductor"  # an explicit mode wins
+    monkeypatch.setenv("WORKBENCH_GENERATE_COMPILE", "inductor")
+    assert G.compile_mode(10) == "inductor"
+    monkeypatch.setenv("WORKBENCH_GENERATE_COMPILE", "fastest")
+    with pytest.raises(ConfigError, match="WORKBENCH_GENERATE_COMPILE is 'fastest'; expected one of auto, inductor"):
+        G.compile_mode(10)
