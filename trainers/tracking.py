@@ -106,14 +106,22 @@ class Reporter:
         import importlib.util
         import subprocess
 
+        from trainers.config import TrainConfig
+
         chosen = sinks(cfg.report_to)
-        if not chosen:
-            return None
-        for item in chosen:
+        default = cfg.report_to == TrainConfig.__dataclass_fields__["report_to"].default
+        for item in list(chosen):
             package = "mlflow" if item == "mlflow" or is_uri(item) else item
             if importlib.util.find_spec(package) is None:
+                if default:  # nobody asked for it by name: train without that sink rather than not at all
+                    print(f"tracking: the {package} package is not installed; this run is not tracked in {item} "
+                          f"(pip install {package} to have it)", file=sys.stderr, flush=True)
+                    chosen.remove(item)
+                    continue
                 raise ConfigError(f"report_to {item}: the {package} package is not installed; pip install {package}, "
                                   f"or leave {item} out of report_to (none turns tracking off)")
+        if not chosen:
+            return None
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
                                                                        os.environ.get("PYTHONPATH")) if p)}
         env.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no schema-migration chatter in trainer.log

@@ -127,3 +127,17 @@ def test_a_scored_evaluation_of_the_run_lands_in_its_mlflow_run(tracked_run):
     (mlrun,) = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
     for key in ("bleu", "rougeL", "chrf"):
         assert mlrun.data.metrics[f"eval/test/{key}"] == pytest.approx(scored.metrics[key])
+
+
+def test_a_missing_tracking_package_drops_a_default_sink_and_refuses_a_named_one(tmp_path, monkeypatch, capsys):
+    """mlflow-skinny is a dependency, but a machine can lack it (a GPU box with only the trainer's packages): the
+    default report_to then trains with TensorBoard alone and says so; report_to that names mlflow still refuses."""
+    monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # import fails; find_spec says None
+    default = TrainConfig()
+    assert default.report_to == "mlflow,tensorboard"
+    reporter = tracking.Reporter.create(default, tmp_path)
+    assert reporter is not None
+    reporter.close()
+    assert "mlflow package is not installed; this run is not tracked in mlflow" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="report_to mlflow: the mlflow package is not installed; pip install mlflow"):
+        tracking.Reporter.create(TrainConfig(report_to="mlflow"), tmp_path)
