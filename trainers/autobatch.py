@@ -11,7 +11,8 @@ Training (`plan_training`, then `probe`):
   per token, the activations a LoRA step keeps for its backward pass, `layers x 2 bytes x (12 x hidden + 4 x
   intermediate)` (1,416 KB a token for Qwen2.5-0.5B, where bench/train_bench.py measured about 1,370 KB),
   `QLORA_ACTIVATION_FACTOR` times that for QLoRA (measured on an H100: its 4-bit layers keep 1.72x as much a
-  token; cause not established). The budget fills `MEMORY_FRACTION` of the free memory, in whole rows, at most
+  token; cause not established), `DORA_ACTIVATION_FACTOR` for DoRA (2.25x, also an H100's). The budget
+  fills `MEMORY_FRACTION` of the free memory, in whole rows, at most
   `MAX_BATCH_TOKENS` (throughput gains little beyond it) and at most a sixteenth of an epoch (an epoch keeps
   16 optimizer steps or more). `probe` then runs one forward and backward pass on the real first micro-batch
   (this also compiles the layers for the shape the run uses), reads the peak memory, and scales the rows down
@@ -47,6 +48,11 @@ GENERATION_FRACTION = 0.25
 # QLoRA on the Qwen2.5-0.5B shape, H100, 2026-12-05 (bench/gpu_logs/run10_qlora_events.jsonl): probe steps of
 # 16,384 and 20,480 tokens peaked at 43.17 and 52.66 GiB, 2.49 MB a token, 1.72x the LoRA model's 1.45 MB
 QLORA_ACTIVATION_FACTOR = 1.75
+# DoRA (peft's use_dora) keeps the base output and the LoRA output of every adapted layer for its magnitude
+# rescaling: an H100 probe step of 2 x 4,096 tokens peaked at 28.68 GiB with 4.4 GiB fixed (2.25x LoRA a token;
+# bench/gpu_logs/run15_dora_events.jsonl). One point: all of it counted per token, the cautious side.
+DORA_ACTIVATION_FACTOR = 2.25
+ACTIVATION_FACTORS = {"qlora": QLORA_ACTIVATION_FACTOR, "dora": DORA_ACTIVATION_FACTOR}
 PLAN_FILE = "batch_plan.json"
 
 
@@ -120,7 +126,7 @@ def fixed_bytes(config, weight_bytes: float, chunk_rows: int = 2048) -> float:
 def training_tokens(free_bytes: float, config, weight_bytes: float, *, row_len: int,
                     epoch_tokens: int | None = None, method: str = "lora") -> tuple[int, float, str]:
     """(batch tokens in whole rows, predicted peak bytes, why) for a GPU with free_bytes free."""
-    per_token = activation_bytes_per_token(config) * (QLORA_ACTIVATION_FACTOR if method == "qlora" else 1.0)
+    per_token = activation_bytes_per_token(config) * ACTIVATION_FACTORS.get(method, 1.0)
     base = fixed_bytes(config, weight_bytes)
     fit = (free_bytes * MEMORY_FRACTION - base) / per_token
     rows = max(1, int(fit // row_len))
@@ -132,7 +138,7 @@ def training_tokens(free_bytes: float, config, weight_bytes: float, *, row_len: 
     if epoch_tokens:
         per_epoch = max(1, epoch_tokens // (MIN_STEPS_PER_EPOCH * row_len))
         if rows > per_epoch:
-            rows, why = per_epoch, why + f"; {rows} row(s) keep {MIN_STEPS_PER_EPOCH}+ steps an epoch"
+            rows, why = per_epoch, why + f"; {per_epoch} row(s) keep {MIN_STEPS_PER_EPOCH}+ steps an epoch"
     tokens = rows * row_len
     return tokens, base + tokens * per_token, why
 

@@ -83,6 +83,24 @@ def test_a_qlora_plan_predicts_the_peak_an_h100_measured():
     assert qlora.predicted_peak_gb == pytest.approx(43.17, rel=0.05)  # measured at 4 rows
 
 
+def test_a_dora_plan_predicts_the_peak_an_h100_measured():
+    """DoRA on an H100 (bench/gpu_logs/run15_dora_events.jsonl): 1,000 records of the Qwen2.5-0.5B shape, 78.4 GiB
+    free; the plan kept 2 rows (16 steps an epoch) and predicted 15.49 GiB as if it were LoRA; the probe step
+    peaked at 28.68 GiB."""
+    weights = 0.99e9
+    lengths = [150] * 1000  # 150,000 tokens: an epoch of 16 steps holds 2 rows of 4,096
+    dora = A.plan_training(TrainConfig(method="dora"), lengths, device=GPU, config=QWEN05, weight_bytes=weights,
+                           free_bytes=78.4 * GiB)
+    assert dora.batch_tokens == 2 * 4096
+    assert "; 2 row(s) keep 16+ steps an epoch" in dora.reasons[-1]  # the rows kept (the H100's plan said 7)
+    assert dora.predicted_peak_gb == pytest.approx(28.68, rel=0.05)
+    lora = A.plan_training(TrainConfig(), [180] * 20_000, device=GPU, config=QWEN05, weight_bytes=weights,
+                           free_bytes=78.4 * GiB)
+    roomy = A.plan_training(TrainConfig(method="dora"), [180] * 20_000, device=GPU, config=QWEN05,
+                            weight_bytes=weights, free_bytes=78.4 * GiB)
+    assert roomy.batch_tokens < lora.batch_tokens  # where memory decides, DoRA plans fewer rows
+
+
 def test_the_probe_shrinks_an_optimistic_plan():
     # 8 rows peaked at 90 GB with 10 GB fixed: 10 GB a row; a 60 GB limit keeps (60 - 10) / 10 = 5 rows
     assert A.rows_after_probe(8, 90e9, 60e9, 10e9) == 5
