@@ -7,7 +7,7 @@ import json
 from typing import Any, Literal, overload
 
 from workbench.core.formats import PREFERENCE_FORMATS, ROLES, Mapping, RowError
-from workbench.core.nesting import MAX_NESTING, nesting_reason, value_depth
+from workbench.core.nesting import MAX_NESTING, json_depth, nesting_reason, value_depth
 
 
 @overload
@@ -217,6 +217,8 @@ def chat_to_canonical(messages, max_bytes: int, name: str = "messages") -> dict:
     canonical fields. name: the column it came from, for the errors."""
     if messages is None:
         raise RowError(name, f"`{name}` is missing")
+    if isinstance(messages, str) and messages.lstrip().startswith("["):
+        messages = _json_list(messages, name)  # a CSV cell (or a JSON string) holding the list as JSON text
     if not isinstance(messages, list):
         raise RowError(name, f"`{name}` is {_kind(messages)}; expected a list of {{role, content}} or {{from, value}}")
     if not messages:
@@ -239,6 +241,23 @@ def chat_to_canonical(messages, max_bytes: int, name: str = "messages") -> dict:
         if multi
         else None,
     }
+
+
+def _json_list(text: str, name: str) -> list:
+    """A message list written as JSON text. Its brackets are counted before parsing (a scan, no recursion), so
+    text nested thousands deep is refused with the field's name rather than parsed into a RecursionError."""
+    if json_depth(text.encode("utf-8"), MAX_NESTING) > MAX_NESTING:
+        raise RowError(name, f"`{name}` is JSON text nested more than {MAX_NESTING} levels deep; expected a list of "
+                             "{role, content} or {from, value}")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise RowError(name, f"`{name}` is text that is not valid JSON ({exc}); expected a JSON list of "
+                             "{role, content} or {from, value}") from None
+    if not isinstance(value, list):
+        raise RowError(name, f"`{name}` is JSON text holding {_kind(value)}; expected a list of {{role, content}} "
+                             "or {from, value}")
+    return value
 
 
 def canonical_to_messages(prompt: str, completion: str | None, system: str | None, messages: str | None) -> list:
