@@ -74,8 +74,9 @@ def import_form(user) -> dict | None:
                            help="fail: import nothing and list every bad row. skip: import the good rows and "
                                 "keep the bad ones in the quarantine.")
     choose = st.checkbox("Choose the columns myself", key="import_choose_columns",
-                         help="Show the file's columns and pick which one holds the prompt and the response (or "
-                              "the text and the label) before importing, instead of going by the column names.")
+                         help="Show the file's columns and pick which one holds the prompt and the response (the "
+                              "text and the label, or the conversation) before importing, instead of going by the "
+                              "column names.")
     if st.button("Import", type="primary", icon=":material/download:", key="import_button",
                  disabled=not user.can("import"),
                  help="Import the file as a new version of the dataset." if user.can("import")
@@ -126,7 +127,7 @@ def import_job(store, user, job: dict, columns: dict, report) -> None:
             start_mapping(job, reason=exc.reason)
             return
         outcome.update(kind="error", message=f"{exc.reason}. Rename the columns in the file, or tick **Choose the "
-                                             "columns myself** for a prompt-completion or classification import.")
+                                             "columns myself** for a prompt-completion, classification or chat import.")
     except importer.ImportRejected as exc:
         r = exc.result
         outcome.update(kind="rejected", errors=r.errors[:SHOWN_ERRORS], message=(
@@ -171,6 +172,8 @@ ROLE_CONTROLS = {  # label, help
     "completion_col": ("Completion column", "The column holding the answer the model should learn to give."),
     "text_col": ("Text column", "The column holding the text to classify."),
     "label_col": ("Label column", "The column holding each record's label or category."),
+    "messages_col": ("Conversation column", "The column holding each conversation: a list of {role, content} "
+                     "(or ShareGPT's {from, value}) messages, or that list as JSON text in a CSV."),
 }
 
 
@@ -186,7 +189,7 @@ def column_mapping(store, user, pending: dict) -> None:
         left, middle, right = st.columns(3)
         fmt = left.selectbox("Format", formats, index=formats.index(pending["format"]), key=f"mapping_format::{token}",
                              help="prompt-completion: a prompt and the answer to learn. classification: a text and "
-                                  "its label.")
+                                  "its label. chat: one column holding each conversation's messages.")
         chosen = {}
         for where, flag in zip((middle, right), MAPPED_FORMATS[fmt]):
             label, help_text = ROLE_CONTROLS[flag]

@@ -61,3 +61,23 @@ def test_text_that_is_not_a_message_list_names_its_line_and_field(store, tmp_pat
     assert cli(["--project", str(tmp_path / "p"), "import", str(path), "--dataset", "bad"]) != 0
     err = capsys.readouterr().err
     assert "line 3: `messages` is text that is not valid JSON" in err and "Traceback" not in err
+
+
+def test_every_column_flag_an_error_names_exists_on_the_command_line(tmp_path, capsys):
+    """The errors say 'Name it with --messages-col' (or --chosen-col, --rejected-col, --input-col): those flags
+    used to be missing from `workbench import`, so the advice ended in argparse's 'unrecognized arguments'."""
+    project = str(tmp_path / "p")
+    chats = str(write_jsonl(tmp_path / "dialogs.jsonl", [{"dialog": m["messages"]} for m in as_openai(SHAREGPT)]))
+    assert cli(["--project", project, "import", chats, "--dataset", "d", "--format", "chat"]) != 0
+    assert "Name it with --messages-col" in capsys.readouterr().err
+    assert cli(["--project", project, "import", chats, "--dataset", "d", "--messages-col", "dialog", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "chat"
+    pairs = str(write_jsonl(tmp_path / "pairs.jsonl", [{"q": "Where is ORD-1?", "good": "It ships today.", "bad": "No."}]))
+    assert cli(["--project", project, "import", pairs, "--dataset", "pr", "--format", "preference"]) != 0
+    assert "Name it with --prompt-col" in capsys.readouterr().err
+    assert cli(["--project", project, "import", pairs, "--dataset", "pr", "--prompt-col", "q", "--chosen-col", "good",
+                "--rejected-col", "bad", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "preference"
+    alpaca = str(write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": "Say hi", "context": "to Ana", "output": "Hi Ana"}]))
+    assert cli(["--project", project, "import", alpaca, "--dataset", "al", "--input-col", "context", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "alpaca"

@@ -145,7 +145,9 @@ def test_the_guesses_when_nothing_is_named():
     assert resolve_mapping(["question", "answer"]).columns == {"prompt": "question", "completion": "answer"}
     guess = guess_mapping(["col1", "col2", "col3"])  # no word to go by: the first two columns, in order
     assert guess == {"format": "prompt-completion", "prompt_col": "col1", "completion_col": "col2",
-                     "text_col": "col1", "label_col": "col2"}
+                     "text_col": "col1", "label_col": "col2", "messages_col": "col1"}
+    assert guess_mapping(["id", "conversations"])["format"] == "chat"  # ShareGPT's name says it
+    assert guess_mapping(["id", "conversations"])["messages_col"] == "conversations"
     guess = guess_mapping(["ticket_id", "ticket_body", "agent_reply"])  # an id column is never the text
     assert (guess["prompt_col"], guess["completion_col"]) == ("ticket_body", "agent_reply")
     guess = guess_mapping(["review_text", "star_rating", "sentiment_class"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 import streamlit as st
@@ -72,7 +73,7 @@ def test_an_unknown_shape_offers_the_columns_and_imports_with_the_mapping(projec
     (warning,) = [w.value for w in at.warning if "column names do not say" in w.value]
     assert "--" not in warning and "pass" not in warning.lower() and "ticket\\_body" in warning
     fmt = control(at, "Format")
-    assert fmt.options == ["prompt-completion", "classification"] and fmt.value == "prompt-completion"
+    assert fmt.options == ["prompt-completion", "classification", "chat"] and fmt.value == "prompt-completion"
     prompt, completion = control(at, "Prompt column"), control(at, "Completion column")
     assert prompt.options == completion.options == ["ticket_body", "agent_reply"]
     assert all(w.help for w in [*at.selectbox, *at.button, *at.checkbox, *at.text_input, *at.radio])
@@ -121,8 +122,26 @@ def test_a_format_the_mapping_cannot_name_says_what_to_do_in_app_words(project):
     at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run())
     at.file_uploader(key="import_upload").set_value(("tickets.csv", csv_bytes(TICKETS), "text/csv"))
     at.text_input(key="import_name").set_value("helpdesk")
-    at.selectbox(key="import_format").set_value("chat")
+    at.selectbox(key="import_format").set_value("preference")
     at = ok(at.button(key="import_button").click().run())
     message = at.error[0].value
-    assert "chat format needs a messages column" in message and "Choose the columns myself" in message
+    assert "preference format needs a prompt column" in message and "Choose the columns myself" in message
     assert "--" not in message and not [s for s in at.selectbox if s.key and s.key.startswith("mapping_")]
+
+
+def test_a_conversation_column_of_any_name_is_mapped_as_chat(project):
+    """A CSV whose conversations sit in a `dialog` column (JSON text in each cell): the names say nothing, the
+    mapping offers chat with a conversation column, and the import gives the conversations' records."""
+    rows = [{"case": f"c{i}", "dialog": json.dumps([{"role": "user", "content": f"Where is order ORD-{i}?"},
+                                                    {"role": "assistant", "content": f"ORD-{i} ships today."}])}
+            for i in range(3)]
+    at = upload(rows, "dialogs.csv", "chats")
+    assert [w for w in at.warning if "column names do not say" in w.value]
+    control(at, "Format").set_value("chat")
+    at = ok(at.run())
+    assert control(at, "Conversation column").help
+    control(at, "Conversation column").set_value("dialog")
+    at = ok(at.button(key="mapping_import").click().run())
+    assert "Imported 3 records into **chats@1** (chat" in at.success[0].value
+    got, _ = stored(project, "chats", "prompt, completion, \"case\"")
+    assert got == [(f"Where is order ORD-{i}?", f"ORD-{i} ships today.", f"c{i}") for i in range(3)]

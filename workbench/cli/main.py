@@ -37,13 +37,14 @@ def cmd_init(args) -> int:
 
 
 def cmd_import(args) -> int:
+    from workbench.core.formats import COLUMN_FLAGS
     from workbench.data.importer import ImportRejected, import_file
 
     with open_store(args) as store:
         try:
             result = import_file(store, args.path, args.dataset, fmt=args.format, on_error=args.on_error,
-                                 prompt_col=args.prompt_col, completion_col=args.completion_col,
-                                 text_col=args.text_col, label_col=args.label_col, progress=ProgressBar(not args.json))
+                                 progress=ProgressBar(not args.json),
+                                 **{flag: getattr(args, flag) for flag in COLUMN_FLAGS})
         except ImportRejected as exc:
             if args.json:
                 print(json.dumps(exc.result.to_json(), default=str))
@@ -245,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", help="classification: the label column")
     p.add_argument("--prompt-col", help="prompt-completion: the prompt column (alpaca: instruction)")
     p.add_argument("--completion-col", help="prompt-completion: the completion column (alpaca: output)")
+    p.add_argument("--messages-col", help="chat: the column holding each conversation's message list")
+    p.add_argument("--input-col", help="alpaca: the input column (optional)")
+    p.add_argument("--chosen-col", help="preference: the preferred answer's column")
+    p.add_argument("--rejected-col", help="preference: the other answer's column")
     p.add_argument("--on-error", default="fail", choices=["fail", "skip"],
                    help="fail: import nothing if any row is bad; skip: import good rows, quarantine bad ones")
     p.set_defaults(func=cmd_import)

@@ -61,8 +61,12 @@ LABEL_FAMILY: Family = (("label",), ("category", "intent", "class", "topic", "se
 CHAT_FAMILY: Family = (("messages",), ("conversations", "conversation"))  # OpenAI's; ShareGPT's {from, value} lists
 # Which family each column flag of the importer maps (the formats the app's column mapping offers).
 ROLE_FAMILIES = {"prompt_col": PROMPT_FAMILY, "completion_col": COMPLETION_FAMILY,
-                 "text_col": TEXT_FAMILY, "label_col": LABEL_FAMILY}
-MAPPED_FORMATS = {"prompt-completion": ("prompt_col", "completion_col"), "classification": ("text_col", "label_col")}
+                 "text_col": TEXT_FAMILY, "label_col": LABEL_FAMILY, "messages_col": CHAT_FAMILY}
+MAPPED_FORMATS = {"prompt-completion": ("prompt_col", "completion_col"), "classification": ("text_col", "label_col"),
+                  "chat": ("messages_col",)}
+# Every column a user can name (the CLI's --X-col flags, import_file's keywords), by the formats that use it.
+COLUMN_FLAGS = ("prompt_col", "completion_col", "text_col", "label_col", "messages_col", "input_col", "chosen_col",
+                "rejected_col")
 
 
 class FormatUnclear(WorkbenchError):
@@ -124,8 +128,8 @@ def family_columns(columns: list[str], family: Family) -> list[str]:
 def resolve_mapping(columns: list[str], fmt: str = "auto", **overrides: str | None) -> Mapping:
     """Pick the format and the column for each of its fields.
 
-    overrides: prompt_col, completion_col, text_col, label_col (CLI flags), which
-    also imply the format when fmt is auto. Raises FormatUnclear when the user must choose.
+    overrides: the COLUMN_FLAGS (CLI flags), which also imply the format when fmt is auto. Raises
+    FormatUnclear when the user must choose.
     """
     cols = list(columns)
     given = {k: v for k, v in overrides.items() if v}
@@ -207,6 +211,12 @@ def _detect(cols: list[str], given: dict) -> str:
         return "preference"
     if "prompt" in cols and "completion" in cols and "label" in cols and "completion_col" not in given:
         return "kto"
+    if "messages_col" in given:
+        return "chat"
+    if "chosen_col" in given or "rejected_col" in given:
+        return "preference"
+    if "input_col" in given:
+        return "alpaca"
     if "prompt_col" in given or "completion_col" in given:
         return "prompt-completion"
     if "text_col" in given or "label_col" in given:
@@ -225,7 +235,8 @@ def _detect(cols: list[str], given: dict) -> str:
         return "classification"
     raise FormatUnclear(
         f"cannot tell the format from the columns ({', '.join(cols) or 'none'})",
-        "Pass --format and the column flags (--prompt-col, --completion-col, --text-col, --label-col)", cols,
+        "Pass --format and the column flags (--messages-col, --prompt-col, --completion-col, --text-col, "
+        "--label-col)", cols,
         detail="; expected messages (or ShareGPT's conversations), a prompt and a response column (prompt, "
                "instruction, question, ... and completion, response, answer, ...), instruction+output, prompt+chosen+rejected, "
                "prompt+completion+label (true/false), or a text and a label column (text, utterance, ... and "
@@ -240,8 +251,8 @@ def _words(name: str) -> set[str]:
 
 
 def guess_mapping(columns: list[str]) -> dict[str, str | None]:
-    """Best guesses for a column mapping the user confirms: the format (prompt-completion or classification)
-    and a column for each of prompt_col, completion_col, text_col, label_col. A column whose name holds a
+    """Best guesses for a column mapping the user confirms: the format (prompt-completion, classification or
+    chat) and a column for each of prompt_col, completion_col, text_col, label_col, messages_col. A column whose name holds a
     family's word (`ticket_body`, `agent_reply`) counts when no name matches whole; then the first columns."""
     cols = list(columns)
     # An id, date or count column is no text to learn from: such names are guessed last.
@@ -255,12 +266,12 @@ def guess_mapping(columns: list[str]) -> dict[str, str | None]:
         return next((c for c in cols if names & _words(c) and not _ID_WORDS & _words(c)), None)
 
     guess: dict[str, str | None] = {flag: by_name(flag) for flag in ROLE_FAMILIES}
-    for first, second in MAPPED_FORMATS.values():  # two parts, two different columns, the first ones by default
-        if guess[first] is not None and guess[first] == guess[second]:
-            guess[second] = None
-        for flag in (first, second):
+    for flags in MAPPED_FORMATS.values():  # a format's parts, each a different column, the first ones by default
+        if len(flags) == 2 and guess[flags[0]] is not None and guess[flags[0]] == guess[flags[1]]:
+            guess[flags[1]] = None
+        for flag in flags:
             if guess[flag] is None:
-                taken = {guess[first], guess[second]}
+                taken = {guess[f] for f in flags}
                 guess[flag] = next((c for c in plain if c not in taken), None)
     try:
         fmt = _detect(cols, {})

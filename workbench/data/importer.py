@@ -100,6 +100,10 @@ def import_file(
     completion_col: str | None = None,
     text_col: str | None = None,
     label_col: str | None = None,
+    messages_col: str | None = None,
+    input_col: str | None = None,
+    chosen_col: str | None = None,
+    rejected_col: str | None = None,
     progress: Progress | None = None,
     created_by: str | None = None,
     max_field_mb: float | None = None,
@@ -126,7 +130,8 @@ def import_file(
     if max_field_mb is None:
         max_field_mb = float(store.project.setting("import", "max_field_mb", 1.0))
     progress = progress or _no_progress
-    overrides = dict(prompt_col=prompt_col, completion_col=completion_col, text_col=text_col, label_col=label_col)
+    overrides = dict(prompt_col=prompt_col, completion_col=completion_col, text_col=text_col, label_col=label_col,
+                     messages_col=messages_col, input_col=input_col, chosen_col=chosen_col, rejected_col=rejected_col)
     result = _Import(store, path, dataset, kind, fmt=fmt, overrides=overrides, on_error=on_error,
                      max_bytes=int(max_field_mb * 1_000_000), progress=progress, created_by=created_by).run()
     result.seconds = time.perf_counter() - t0
@@ -315,8 +320,8 @@ class ColumnChoices:
     """What the app's column mapping offers for a file: its columns and the best guesses."""
 
     columns: list[str]
-    format: str  # prompt-completion or classification
-    guess: dict[str, str | None]  # prompt_col, completion_col, text_col, label_col -> a column
+    format: str  # prompt-completion, classification or chat
+    guess: dict[str, str | None]  # prompt_col, completion_col, text_col, label_col, messages_col -> a column
 
 
 def column_choices(path: str | os.PathLike) -> ColumnChoices:
