@@ -68,6 +68,7 @@ def test_a_renamed_dataset_keeps_its_versions_and_everything_that_names_it(proje
     assert [f["reason"] for f in flags.flags(store, "support@1")] == ["wrong category"]
     assert evaluation.version_of(store, evaluation.get_eval(store, run.eval_id)).ref == "support@2"
     assert runs.trained_on(store, run_id) == "support@1"
+    assert [r["dataset"] for r in runs.list_runs(store) if r["run_id"] == run_id] == ["support"]  # not run.json's
     assert [q["line"] for q in quarantine(store, "support")] == [25] and quarantine(store, "tickets") == []
     # SQL users query the new names; the old ones are gone
     cur = store.cursor()

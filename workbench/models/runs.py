@@ -325,7 +325,9 @@ def run_status(run_dir: Path, events: list[dict] | None = None) -> dict:
 def sync_runs(store: Store) -> list[dict]:
     """Every run folder's status, newest first; ended runs are recorded in wb_runs (once)."""
     cur = store.cursor()
-    recorded = {r[0]: r[1] for r in cur.execute("SELECT run_id, status FROM wb_runs").fetchall()}
+    rows = cur.execute("SELECT run_id, status, dataset FROM wb_runs").fetchall()
+    recorded = {r[0]: r[1] for r in rows}
+    dataset_now = {r[0]: r[2] for r in rows}  # run.json keeps the name at training time; a rename moves the row
     out = []
     folders = sorted((p for p in store.project.runs_dir.glob("*") if (p / RUN_INFO).exists()), reverse=True)
     for run_dir in folders:
@@ -336,6 +338,8 @@ def sync_runs(store: Store) -> list[dict]:
         status = run_status(run_dir)
         cfg = _read_config(run_dir)
         status.update(base_model=cfg.get("base_model"), method=cfg.get("method"))
+        if run_id in dataset_now:
+            status["dataset"] = dataset_now[run_id]
         if recorded.get(run_id) != status["status"]:
             _record(store, run_dir, status, cfg, exists=run_id in recorded)
         out.append(status)
