@@ -160,7 +160,8 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     if not order:
         return
-    compiled = fast and compile_mode(len(order) * max_new_tokens, compile) != "eager"
+    mode = compile_mode(len(order) * max_new_tokens, compile) if fast else "eager"
+    compiled = mode != "eager"
     longest = len(encoded[order[0]])
     one_width = max(WIDTH_BUCKET, -(-longest // WIDTH_BUCKET) * WIDTH_BUCKET) if compiled else None
     if rows is None:
@@ -173,7 +174,7 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # silence sampling defaults
     if fast:
-        kwargs.update(cache_implementation="static", **compile_kwargs(compile_mode(len(order) * max_new_tokens, compile)))
+        kwargs.update(cache_implementation="static", **compile_kwargs(mode))
     for start in range(0, len(order), rows):
         idx = order[start: start + rows]
         prompts = [encoded[i] for i in idx]
