@@ -85,7 +85,7 @@ def generate(config_path: str) -> int:
 
 def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, already: int, total: int) -> dict:
     """Generate every item of todo (trainers.generate.generate_ids), appending answers batch by batch."""
-    from trainers.generate import compile_mode, eos_ids, fast_mode, generate_ids, load_model
+    from trainers.generate import eos_ids, generate_ids, load_model, resolved_mode
 
     loaded = time.monotonic()
     model, tokenizer = load_model(cfg["base_model"], cfg.get("adapter"))  # a LoRA adapter merged in
@@ -99,7 +99,7 @@ def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, alr
     rows = int(settings.get("batch_size") or 0) or None  # 0 or absent: sized from the device
     sampling = {"temperature": settings["temperature"], "top_p": settings.get("top_p", 1.0)} if sample else None
     max_new = int(settings["max_new_tokens"])
-    compiled = fast_mode(next(model.parameters()).device) and compile_mode(len(encoded) * max_new) != "eager"
+    compiled = resolved_mode(next(model.parameters()).device, len(encoded) * max_new) != "eager"
     answered, new_tokens, first = already, 0, None
     started = time.monotonic()
     with open(outputs_path, "a", encoding="utf-8") as out:

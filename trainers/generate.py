@@ -125,6 +125,13 @@ def compile_mode(planned_new_tokens: int, mode: str | None = None) -> str:
     return mode
 
 
+def resolved_mode(device: torch.device, planned_new_tokens: int, mode: str | None = None,
+                  fast: bool | None = None) -> str:
+    """The mode generate_ids runs a job with on this device: "eager" off the fast path (a CPU)."""
+    fast = fast_mode(device) if fast is None else fast
+    return compile_mode(planned_new_tokens, mode) if fast else "eager"
+
+
 def compile_kwargs(mode: str) -> dict:
     """generate()'s keyword arguments for a resolved compile mode (not "auto")."""
     if mode == "eager":
@@ -160,7 +167,7 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     if not order:
         return
-    mode = compile_mode(len(order) * max_new_tokens, compile) if fast else "eager"
+    mode = resolved_mode(device, len(order) * max_new_tokens, compile, fast)
     compiled = mode != "eager"
     longest = len(encoded[order[0]])
     one_width = max(WIDTH_BUCKET, -(-longest // WIDTH_BUCKET) * WIDTH_BUCKET) if compiled else None
