@@ -465,8 +465,11 @@ for r in all_runs:
         follow(store, user, r.eval_id)
 unfinished_section(store, user, [r for r in all_runs if r.status in ("created", "stopped", "failed")])
 finished_runs = [r for r in all_runs if r.status == "finished"]
-# a key keeps the chosen tab when a finished run reruns the page (without one Streamlit reopens the first)
-tab_new, tab_results, tab_compare = st.tabs(["New evaluation", "Results", "Compare runs"], key="ev_tabs")
+# a key keeps the chosen tab when a finished run reruns the page (without one Streamlit reopens the first), and
+# on_change="rerun" tells the server at once: a tab chosen less than a second before the run ends used to be known
+# only to the browser when the progress fragment reran the whole page, which then reopened the first tab
+tab_new, tab_results, tab_compare = st.tabs(["New evaluation", "Results", "Compare runs"], key="ev_tabs",
+                                            on_change="rerun")
 with tab_new:
     new_evaluation(store, user)
 with tab_results:
