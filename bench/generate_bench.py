@@ -8,8 +8,9 @@ random tokens, 128 new tokens each, greedy. EOS is off so every row makes all 12
     python bench/generate_bench.py --compile cudagraphs --prompts 1000 --new 256 --batch-size 0  # one compile mode
 
 "ours" is `trainers.generate.generate_ids` (length-sorted batches, left padding, and on a GPU a static
-KV cache that transformers compiles with CUDA graphs); it is timed on a second pass, after the
-compilation of the first (reported apart). Equality: ours against `model.generate(do_sample=False)`
+KV cache, compiled with CUDA graphs for a long job or as WORKBENCH_GENERATE_COMPILE says); it is timed on
+a second pass, after the compilation of the first (reported apart); `--compile MODE` times one mode alone.
+Equality: ours against `model.generate(do_sample=False)`
 batched the same way (all prompts, bf16), token for token, and on a float32 copy of the model for
 the first `--check` prompts (where bf16 rounding cannot flip a near tie).
 """
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_bench import QWEN05, TINY, build_model, sync  # noqa: E402
-from trainers.generate import COMPILE_MODES, generate_ids  # noqa: E402
+from trainers.generate import COMPILE_MODES, generate_ids, resolved_mode  # noqa: E402
 
 
 def prompts(n: int, vocab: int, seed: int) -> list[list[int]]:
@@ -99,16 +100,19 @@ def compile_mode_run(args) -> int:
     first, t_first = timed(lambda: ours(model, encoded, args.new, 0, args.batch_size, args.compile), device)
     got, t = timed(lambda: ours(model, encoded, args.new, 0, args.batch_size, args.compile), device)
     n_new = args.prompts * args.new
-    print(json.dumps({"compile": args.compile, "device": torch.cuda.get_device_name() if cuda else "cpu",
-                      "prompts": args.prompts, "new_tokens": args.new, "rows": args.batch_size or "device",
-                      "first_call_s": round(t_first, 2), "steady_s": round(t, 2), "steady_new_tok_s": round(n_new / t),
-                      "first_call_new_tok_s": round(n_new / t_first), "same_tokens_both_calls": first == got}),
-          flush=True)
-    if args.jsonl:
-        with open(args.jsonl, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"compile": args.compile, "first_call_s": round(t_first, 2), "steady_s": round(t, 2),
-                                "steady_new_tok_s": round(n_new / t)}) + "\n")
+    emit({"compile": args.compile, "device": torch.cuda.get_device_name() if cuda else "cpu",
+          "prompts": args.prompts, "new_tokens": args.new, "rows": args.batch_size or "device",
+          "first_call_s": round(t_first, 2), "steady_s": round(t, 2), "steady_new_tok_s": round(n_new / t),
+          "first_call_new_tok_s": round(n_new / t_first), "same_tokens_both_calls": first == got}, args.jsonl)
     return 0
+
+
+def emit(record: dict, jsonl: str | None) -> None:
+    """One result line: printed, and appended to the --jsonl file when given."""
+    print(json.dumps(record), flush=True)
+    if jsonl:
+        with open(jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def timed(fn, device):
@@ -156,45 +160,43 @@ def main(argv=None) -> int:
     n_new = args.prompts * args.new
     results = []
 
-    def emit(r):
+    def record(r):
         results.append(r)
-        print(json.dumps(r), flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a", encoding="utf-8") as f:
-                f.write(json.dumps(r) + "\n")
+        emit(r, args.jsonl)
 
-    emit({"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+    record({"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
           "prompts": args.prompts, "new_tokens": args.new, "dtype": str(dtype)})
     k = args.one_at_a_time
     _, t = timed(lambda: hf_batched(model, encoded[:1], args.new, pad_id, 1), device)  # warm-up
     single, t = timed(lambda: hf_batched(model, encoded[:k], args.new, pad_id, 1), device)
-    emit({"run": f"HF generate, one prompt at a time ({k} prompts)", "new_tok_s": round(k * args.new / t)})
+    record({"run": f"HF generate, one prompt at a time ({k} prompts)", "new_tok_s": round(k * args.new / t)})
     ref, t = timed(lambda: hf_batched(model, encoded, args.new, pad_id, args.batch_size), device)
-    emit({"run": f"HF generate, batched {args.batch_size}, dynamic cache", "new_tok_s": round(n_new / t),
+    record({"run": f"HF generate, batched {args.batch_size}, dynamic cache", "new_tok_s": round(n_new / t),
           "seconds": round(t, 2)})
     _, t_first = timed(lambda: ours(model, encoded, args.new, pad_id, args.batch_size), device)
     got, t = timed(lambda: ours(model, encoded, args.new, pad_id, args.batch_size), device)
-    emit({"run": f"ours: trainers.generate.greedy_ids, batch {args.batch_size}" + (", static cache + CUDA graphs"
-                                                                                     if cuda else ""),
+    mode = resolved_mode(device, args.prompts * args.new)  # what generate_ids ran: "eager" on a CPU
+    record({"run": f"ours: trainers.generate.generate_ids, batch {args.batch_size}" + (
+              f", static cache, compile {mode}" if cuda else ""),
           "new_tok_s": round(n_new / t), "seconds": round(t, 3), "first_call_s_with_compile": round(t_first, 1),
           "new_tokens_made": sum(len(x) for x in got)})
-    emit({"check": "bf16, ours vs HF batched greedy generate, all prompts", **compare(got, ref)})
-    emit({"check": f"bf16, ours vs HF generate one prompt at a time, first {k} prompts", **compare(got[:k], single)})
-    emit({"check": f"bf16 noise floor: HF batched vs HF one prompt at a time, first {k} prompts",
+    record({"check": "bf16, ours vs HF batched greedy generate, all prompts", **compare(got, ref)})
+    record({"check": f"bf16, ours vs HF generate one prompt at a time, first {k} prompts", **compare(got[:k], single)})
+    record({"check": f"bf16 noise floor: HF batched vs HF one prompt at a time, first {k} prompts",
           **compare(ref[:k], single)})
     static_eager = hf_batched_static_eager(model, encoded, args.new, pad_id, args.batch_size) if cuda else ref
-    emit({"check": "bf16 noise floor: HF static cache without compile vs HF dynamic cache, all prompts",
+    record({"check": "bf16 noise floor: HF static cache without compile vs HF dynamic cache, all prompts",
           **compare(static_eager, ref)})
-    emit({"check": "bf16: ours vs HF static cache without compile, all prompts", **compare(got, static_eager)})
+    record({"check": "bf16: ours vs HF static cache without compile, all prompts", **compare(got, static_eager)})
     if args.check:
         model32 = model.float()
         sub = encoded[: args.check]
         ref32 = hf_batched(model32, sub, args.new, pad_id, args.batch_size)
         got32 = ours(model32, sub, args.new, pad_id, args.batch_size)
-        emit({"check": f"float32, ours vs HF batched greedy generate, first {args.check} prompts",
+        record({"check": f"float32, ours vs HF batched greedy generate, first {args.check} prompts",
               **compare(got32, ref32)})
         one32 = [hf_batched(model32, [q], args.new, pad_id, 1)[0] for q in sub[:8]]
-        emit({"check": "float32, ours vs HF generate one prompt at a time, first 8 prompts",
+        record({"check": "float32, ours vs HF generate one prompt at a time, first 8 prompts",
               **compare(got32[:8], one32)})
     base = next(r["new_tok_s"] for r in results if r.get("run", "").startswith("HF generate, batched"))
     print(f"\n{'run':70s} {'new tok/s':>10s} {'vs HF batched':>13s}")

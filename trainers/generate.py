@@ -200,7 +200,7 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
 
 def greedy_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int] | None, max_new_tokens: int,
                batch_size: int | None = None):
-    """Greedy `generate_ids` (kept for bench/generate_bench.py and the GPU tests)."""
+    """Greedy `generate_ids` (kept for the GPU tests)."""
     return generate_ids(model, encoded, pad_id=pad_id, eos=eos, max_new_tokens=max_new_tokens, rows=batch_size)
 
 
