@@ -85,7 +85,7 @@ def generate(config_path: str) -> int:
 
 def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, already: int, total: int) -> dict:
     """Generate every item of todo (trainers.generate.generate_ids), appending answers batch by batch."""
-    from trainers.generate import eos_ids, generate_ids, load_model, resolved_mode
+    from trainers.generate import decode_mode, eos_ids, generate_ids, load_model
 
     loaded = time.monotonic()
     model, tokenizer = load_model(cfg["base_model"], cfg.get("adapter"))  # a LoRA adapter merged in
@@ -99,7 +99,8 @@ def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, alr
     rows = int(settings.get("batch_size") or 0) or None  # 0 or absent: sized from the device
     sampling = {"temperature": settings["temperature"], "top_p": settings.get("top_p", 1.0)} if sample else None
     max_new = int(settings["max_new_tokens"])
-    compiled = resolved_mode(next(model.parameters()).device, len(encoded) * max_new) != "eager"
+    decoding = decode_mode(model, len(encoded) * max_new, sampling=sampling)
+    compiled = decoding in ("inductor", "cudagraphs")
     answered, new_tokens, first = already, 0, None
     started = time.monotonic()
     with open(outputs_path, "a", encoding="utf-8") as out:
@@ -121,7 +122,8 @@ def _answer(cfg: dict, settings: dict, todo: list[dict], outputs_path: Path, alr
     out = {"new_tokens": new_tokens, "generate_seconds": round(seconds, 2),
            "load_seconds": round(prompts_from - loaded, 2), "prompt_seconds": round(started - prompts_from, 2),
            "new_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1),
-           "compiled": compiled}  # the decoding step compiled (a long job on a GPU: trainers.generate.compile_mode)
+           "compiled": compiled,  # the decoding step compiled (a long job on a GPU: trainers.generate.compile_mode)
+           "decoding": decoding}  # graphs | inductor | cudagraphs | eager
     if first is not None:  # the first batch carries the compilation when there is one
         out["first_batch_seconds"] = round(first[0], 2)
     if not compiled:  # nothing to warm up: every batch is steady

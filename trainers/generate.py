@@ -6,11 +6,12 @@
 runs' `trainers.eval_generate`, bench/generate_bench.py): prompts (token ids) sorted longest first
 (an out-of-memory error shows at once), left-padded, batched through `model.generate`, greedy or
 sampled. Its fast mode is the GPU's (`fast=None` picks it on a CUDA device; WORKBENCH_STATIC_CACHE=0
-turns it off): a static KV cache, compiled by transformers with CUDA graphs when the job is long enough
-to win back the compilation (`compile_mode`), every batch then padded to one prompt width (the longest
-prompt, rounded up to `WIDTH_BUCKET`) and, when there are several batches, to the same number of rows,
-so one compiled graph serves the whole run. Decoding stays
-`generate`'s own loop (logits processors, stopping, padding), so greedy tokens are greedy
+turns it off): a static KV cache, and for greedy decoding of a supported model the decoding step recorded
+once as a CUDA graph and replayed (`trainers.graphdecode`: no compilation, none of the CPU's per-kernel
+launching). Otherwise decoding is `generate`'s own loop (logits processors, stopping, padding), compiled by
+transformers when the job is long enough to win back the compilation (`compile_mode`), every batch then
+padded to one prompt width (the longest prompt, rounded up to `WIDTH_BUCKET`) and, when there are several
+batches, to the same number of rows, so one compiled graph serves the whole run. Greedy tokens are greedy
 `generate`'s: float32 on a CPU is checked token for token in tests/trainers/test_trainer_generate.py, the GPU
 path in tests/trainers/test_trainer_gpu.py. Rows per batch come from the device (`autobatch.generation_rows`:
 the KV cache a row needs against the free GPU memory; 16 on a CPU) unless given.
@@ -104,36 +105,54 @@ def fast_mode(device: torch.device) -> bool:
     return device.type == "cuda" and os.environ.get("WORKBENCH_STATIC_CACHE", "1") not in ("0", "false", "no")
 
 
-# How the static-cache decoding step is compiled (WORKBENCH_GENERATE_COMPILE, default "auto"): "inductor" is
-# transformers' own choice (Inductor kernels + CUDA graphs: the fastest step, but 20-25 s of compilation on a cold
-# H100), "eager" compiles nothing (about 0.55x the compiled step's speed), "cudagraphs" records the eager kernels
-# (measured slower than eager: kept for comparison). "auto" compiles only a job long enough to win the time back:
+# How the static-cache decoding step runs (WORKBENCH_GENERATE_COMPILE, default "auto"): "graphs" records the
+# uncompiled step once as a CUDA graph and replays it (trainers.graphdecode: greedy only, no compilation),
+# "inductor" is transformers' own choice (Inductor kernels + CUDA graphs: 20-25 s of compilation on a cold
+# H100), "eager" runs the step kernel by kernel from Python, "cudagraphs" is torch.compile's CUDA-graph backend
+# (measured slower than eager: kept for comparison). "auto" takes "graphs" for greedy decoding of a model it
+# supports (trainers.graphdecode.supported); otherwise it compiles only a job long enough to win the time back:
 # on an H100, 1,000 prompts x 256 new tokens took 14.0 s eager against 27.4 s compiled (19.5 s of it compiling;
 # bench/RESULTS.md), so the break-even is near 860,000 new tokens.
-COMPILE_MODES = ("auto", "inductor", "cudagraphs", "eager")
+COMPILE_MODES = ("auto", "graphs", "inductor", "cudagraphs", "eager")
 COMPILE_FROM_NEW_TOKENS = 1_000_000
 
 
-def compile_mode(planned_new_tokens: int, mode: str | None = None) -> str:
-    """The compile mode a job of planned_new_tokens (prompts x max_new_tokens) runs with: `mode`, else
-    WORKBENCH_GENERATE_COMPILE, else "auto", which compiles only from COMPILE_FROM_NEW_TOKENS on."""
+def compile_mode(planned_new_tokens: int, mode: str | None = None, graphable: bool = False) -> str:
+    """The mode a job of planned_new_tokens (prompts x max_new_tokens) runs with: `mode`, else
+    WORKBENCH_GENERATE_COMPILE, else "auto": CUDA graphs where the job can have them (`graphable`: greedy,
+    a supported model), else compiled only from COMPILE_FROM_NEW_TOKENS on."""
     mode = mode or os.environ.get("WORKBENCH_GENERATE_COMPILE") or "auto"
     if mode not in COMPILE_MODES:
         raise ConfigError(f"WORKBENCH_GENERATE_COMPILE is {mode!r}; expected one of {', '.join(COMPILE_MODES)}")
     if mode == "auto":
+        if graphable:
+            return "graphs"
         return "inductor" if planned_new_tokens >= COMPILE_FROM_NEW_TOKENS else "eager"
+    if mode == "graphs" and not graphable:
+        return "eager"  # sampling, or a model the graph loop does not take: the same step, uncaptured
     return mode
 
 
 def resolved_mode(device: torch.device, planned_new_tokens: int, mode: str | None = None,
-                  fast: bool | None = None) -> str:
+                  fast: bool | None = None, graphable: bool = False) -> str:
     """The mode generate_ids runs a job with on this device: "eager" off the fast path (a CPU)."""
     fast = fast_mode(device) if fast is None else fast
-    return compile_mode(planned_new_tokens, mode) if fast else "eager"
+    return compile_mode(planned_new_tokens, mode, graphable) if fast else "eager"
+
+
+def decode_mode(model, planned_new_tokens: int, *, sampling: dict | None = None, mode: str | None = None,
+                fast: bool | None = None) -> str:
+    """resolved_mode for this model and job: what generate_ids runs (and the evaluation reports)."""
+    from trainers import graphdecode
+
+    device = next(model.parameters()).device
+    fast = fast_mode(device) if fast is None else fast
+    graphable = bool(fast and not sampling and graphdecode.supported(model))
+    return resolved_mode(device, planned_new_tokens, mode, fast, graphable)
 
 
 def compile_kwargs(mode: str) -> dict:
-    """generate()'s keyword arguments for a resolved compile mode (not "auto")."""
+    """generate()'s keyword arguments for a resolved compile mode (not "auto" or "graphs")."""
     if mode == "eager":
         return {"disable_compile": True}
     if mode == "cudagraphs":
@@ -167,8 +186,8 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     if not order:
         return
-    mode = resolved_mode(device, len(order) * max_new_tokens, compile, fast)
-    compiled = mode != "eager"
+    mode = decode_mode(model, len(order) * max_new_tokens, sampling=sampling, mode=compile, fast=fast)
+    compiled = mode in ("inductor", "cudagraphs")
     longest = len(encoded[order[0]])
     one_width = max(WIDTH_BUCKET, -(-longest // WIDTH_BUCKET) * WIDTH_BUCKET) if compiled else None
     if rows is None:
@@ -180,7 +199,7 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
                       top_p=float(sampling.get("top_p", 1.0)))
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # silence sampling defaults
-    if fast:
+    if fast and mode != "graphs":
         kwargs.update(cache_implementation="static", **compile_kwargs(mode))
     for start in range(0, len(order), rows):
         idx = order[start: start + rows]
@@ -194,6 +213,13 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
             if p:
                 ids[row, width - len(p):] = torch.tensor(p)
                 mask[row, width - len(p):] = 1
+        if mode == "graphs":
+            from trainers import graphdecode
+
+            new = graphdecode.greedy(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens,
+                                     pad_id=pad_id, eos=eos)
+            yield idx, new[: len(idx)].tolist()
+            continue
         generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
         yield idx, generated[: len(idx), width:].tolist()
 

@@ -98,9 +98,98 @@ def test_auto_compiles_only_a_job_long_enough_to_win_the_compilation_back(monkey
     assert G.compile_mode(1000 * 256) == "eager"  # the eval target: 14.0 s eager against 27.4 s compiled (H100)
     assert G.compile_mode(1 * 512) == "eager"  # a chat reply: no 20 s wait for the first answer
     assert G.compile_mode(G.COMPILE_FROM_NEW_TOKENS) == "inductor"
+    assert G.compile_mode(1 * 512, graphable=True) == "graphs"  # greedy on a supported model: no compiling at all
     assert G.compile_mode(10, "inductor") == "inductor"  # an explicit mode wins
     monkeypatch.setenv("WORKBENCH_GENERATE_COMPILE", "inductor")
     assert G.compile_mode(10) == "inductor"
     monkeypatch.setenv("WORKBENCH_GENERATE_COMPILE", "fastest")
-    with pytest.raises(ConfigError, match="WORKBENCH_GENERATE_COMPILE is 'fastest'; expected one of auto, inductor"):
+    with pytest.raises(ConfigError, match="WORKBENCH_GENERATE_COMPILE is 'fastest'; expected one of auto, graphs"):
         G.compile_mode(10)
+    monkeypatch.setenv("WORKBENCH_GENERATE_COMPILE", "graphs")
+    assert G.compile_mode(10) == "eager"  # asked for, but sampling or a model the graph loop does not take
+
+
+
+@pytest.fixture(scope="module")
+def lively():
+    """A small Qwen2 with large random weights (float32, SDPA): its greedy tokens vary from step to step and
+    row to row (the tiny base above repeats one token), so stopping, padding and the penalty are exercised."""
+    import random
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=300, max_position_embeddings=512, initializer_range=0.3,
+                         attn_implementation="sdpa")
+    model = Qwen2ForCausalLM(config).eval()
+    rng = random.Random(0)
+    encoded = [[rng.randrange(3, 300) for _ in range(rng.randint(3, 12))] for _ in range(7)]
+    return model, encoded
+
+
+def _left_padded(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(encoded):
+        ids[r, width - len(p):] = torch.tensor(p)
+        mask[r, width - len(p):] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("penalty", [None, 1.3])
+def test_the_graph_loop_gives_the_tokens_of_generate_and_stops_where_it_does(lively, penalty):
+    """The GPU's default greedy decoding (trainers.graphdecode: the step a GPU records as a CUDA graph, run
+    uncaptured on the CPU) against transformers' generate on the same left-padded batch, float32: rows that end
+    at different steps, the output cut where the last row ended, finished rows padded, and a repetition penalty
+    in the model's generation_config (Qwen's instruct models ship one; the padding counts as seen, as in generate)."""
+    from trainers import graphdecode
+
+    model, encoded = lively
+    model.generation_config.repetition_penalty = penalty
+    ids, mask = _left_padded(encoded, 0)
+    free = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=0,
+                          eos_token_id=None)[:, ids.shape[1]:]
+    eos = sorted({row[2 + i % 6] for i, row in enumerate(free.tolist())})  # every row ends, by step 8
+    for stop in (None, eos):
+        for max_new in (1, 5, 24):
+            ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                                 pad_token_id=0, eos_token_id=stop)[:, ids.shape[1]:]
+            got = graphdecode.greedy(model, ids, mask, max_new_tokens=max_new, pad_id=0, eos=stop)
+            assert got.shape == ref.shape and torch.equal(got, ref), (stop, max_new)
+    ended = [next((k for k, t in enumerate(row) if t in eos), None) for row in ref.tolist()]
+    assert len(set(ended)) > 2 and ref.shape[1] < 24  # rows ended at different steps; the output was cut
+    assert ref[ended.index(min(ended))].tolist()[-1] == 0  # the row that ended first was padded
+
+
+def test_generate_ids_on_the_graph_loop_equals_generate_one_prompt_at_a_time(lively):
+    model, encoded = lively
+    model.generation_config.repetition_penalty = None
+    assert G.decode_mode(model, 12 * len(encoded), fast=True) == "graphs"  # what a GPU runs by default
+    ours = {}
+    for idx, new in G.generate_ids(model, encoded, pad_id=0, eos=[7], max_new_tokens=12, rows=3, fast=True):
+        ours.update(zip(idx, new))
+    assert sorted(ours) == list(range(len(encoded)))
+    for i, ids in enumerate(encoded):
+        ref = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False, pad_token_id=0,
+                             eos_token_id=[7])[0, len(ids):].tolist()
+        assert ours[i][: len(ref)] == ref, i
+
+
+def test_greedy_decoding_takes_the_graph_loop_only_where_it_is_exact(folders, monkeypatch):
+    from trainers import graphdecode
+
+    monkeypatch.delenv("WORKBENCH_GENERATE_COMPILE", raising=False)
+    root, _ = folders
+    model, _ = G.load_model(str(root / "base"))
+    assert G.decode_mode(model, 1000 * 256, fast=True) == "graphs"
+    assert G.decode_mode(model, 1000 * 256, fast=False) == "eager"  # a CPU: generate as it is
+    assert G.decode_mode(model, 1000 * 256, fast=True, sampling={"temperature": 0.7}) == "eager"  # playground
+    assert G.decode_mode(model, 1000 * 256, fast=True, mode="inductor") == "inductor"  # an explicit mode wins
+    model.generation_config.no_repeat_ngram_size = 3  # a logits processor the loop does not apply
+    assert not graphdecode.supported(model) and G.decode_mode(model, 1000 * 256, fast=True) == "eager"
+    assert G.decode_mode(model, G.COMPILE_FROM_NEW_TOKENS, fast=True) == "inductor"
+    model.generation_config.no_repeat_ngram_size = None
+    model.config._attn_implementation = "eager"  # eager attention adds a float mask, not SDPA's boolean one
+    assert not graphdecode.supported(model)

@@ -106,3 +106,36 @@ def test_static_cache_generation_equals_greedy_generate():
         ref = model.generate(input_ids=torch.tensor([p], device="cuda"), max_new_tokens=24, do_sample=False,
                              pad_token_id=0)[0, len(p):].tolist()
         assert ours[i] == ref, i
+
+
+@pytest.mark.parametrize("penalty", [None, 1.3])
+def test_the_cuda_graph_of_the_decoding_step_gives_generates_tokens(penalty):
+    """trainers.graphdecode on a GPU, float32: the step recorded as a CUDA graph and replayed gives the tokens of
+    generate on the same left-padded batch (rows ending at different steps, a repetition penalty), and so does
+    the same loop uncaptured."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from trainers import graphdecode
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(Qwen2Config(**SHAPE, initializer_range=0.3, attn_implementation="sdpa")).eval()
+    model.generation_config.repetition_penalty = penalty
+    assert graphdecode.supported(model)
+    rng = random.Random(3)
+    prompts = [[rng.randrange(3, 1000) for _ in range(rng.randint(5, 60))] for _ in range(12)]
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long, device="cuda")
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p)
+        mask[r, width - len(p):] = 1
+    free = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=40, do_sample=False, pad_token_id=0,
+                          eos_token_id=None)[:, width:]
+    eos = sorted({row[3 + 2 * i] for i, row in enumerate(free.tolist())})  # rows end at different steps
+    for stop in (None, eos):
+        ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=40, do_sample=False, pad_token_id=0,
+                             eos_token_id=stop)[:, width:]
+        graphed = graphdecode.greedy(model, ids, mask, max_new_tokens=40, pad_id=0, eos=stop)
+        plain = graphdecode.greedy(model, ids, mask, max_new_tokens=40, pad_id=0, eos=stop, capture=False)
+        assert torch.equal(graphed, ref) and torch.equal(plain, ref), stop
