@@ -28,6 +28,7 @@ counts its own length; anything else keeps `generate`.
 from __future__ import annotations
 
 import inspect
+import sys
 
 import torch
 
@@ -138,7 +139,10 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
 
     graph = None
     if capture and device.type == "cuda":
-        graph = _record(step, cache, [token, position, unfinished], allowed, width)
+        try:
+            graph = _record(step, cache, [token, position, unfinished], allowed, width)
+        except RuntimeError as exc:  # a model whose step cannot be recorded: the same step, run uncaptured
+            print(f"note: decoding without a CUDA graph ({str(exc).splitlines()[0][:200]})", file=sys.stderr)
     done = 1
     for k in range(1, max_new_tokens):
         allowed[:, 0, 0, width + k - 1] = True  # the slot the step's token is written to
@@ -162,16 +166,18 @@ def _record(step, cache, state: list[torch.Tensor], allowed: torch.Tensor, width
                 if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
     saved_counters = [c.clone() for c in counters]
     allowed[:, 0, 0, width] = True  # the warm-up's slot: the first step writes it again
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()  # recorded, not run
-    for t, s in zip(state + counters, saved + saved_counters):
-        t.copy_(s)
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()  # recorded, not run
+    finally:
+        for t, s in zip(state + counters, saved + saved_counters):
+            t.copy_(s)
     return graph
 
 

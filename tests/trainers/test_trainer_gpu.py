@@ -109,7 +109,7 @@ def test_static_cache_generation_equals_greedy_generate():
 
 
 @pytest.mark.parametrize("penalty", [None, 1.3])
-def test_the_cuda_graph_of_the_decoding_step_gives_generates_tokens(penalty):
+def test_the_cuda_graph_of_the_decoding_step_gives_generates_tokens(penalty, capsys):
     """trainers.graphdecode on a GPU, float32: the step recorded as a CUDA graph and replayed gives the tokens of
     generate on the same left-padded batch (rows ending at different steps, a repetition penalty), and so does
     the same loop uncaptured."""
@@ -139,3 +139,4 @@ def test_the_cuda_graph_of_the_decoding_step_gives_generates_tokens(penalty):
         graphed = graphdecode.greedy(model, ids, mask, max_new_tokens=40, pad_id=0, eos=stop)
         plain = graphdecode.greedy(model, ids, mask, max_new_tokens=40, pad_id=0, eos=stop, capture=False)
         assert torch.equal(graphed, ref) and torch.equal(plain, ref), stop
+    assert "without a CUDA graph" not in capsys.readouterr().err  # the graph was recorded, not skipped
