@@ -53,7 +53,9 @@ def _static_layers_count_themselves() -> bool:
 def supported(model) -> bool:
     """A model this loop decodes exactly as `generate` does."""
     config = getattr(model, "config", None)
-    if config is None or getattr(model, "peft_config", None):
+    if not isinstance(model, torch.nn.Module) or config is None:
+        return False  # e.g. the chat's streaming view: it streams through generate
+    if getattr(model, "peft_config", None):
         return False  # an unmerged adapter (prompt tuning, 4-bit bases) keeps generate
     if getattr(config, "_attn_implementation", None) != "sdpa" or getattr(config, "is_encoder_decoder", False):
         return False  # the boolean mask below is SDPA's; eager attention adds a float mask

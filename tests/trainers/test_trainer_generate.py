@@ -187,6 +187,10 @@ def test_greedy_decoding_takes_the_graph_loop_only_where_it_is_exact(folders, mo
     assert G.decode_mode(model, 1000 * 256, fast=False) == "eager"  # a CPU: generate as it is
     assert G.decode_mode(model, 1000 * 256, fast=True, sampling={"temperature": 0.7}) == "eager"  # playground
     assert G.decode_mode(model, 1000 * 256, fast=True, mode="inductor") == "inductor"  # an explicit mode wins
+    from trainers.chat import _Stop, _Streamer, _StreamingView
+
+    view = _StreamingView(model, _Streamer(None), _Stop())  # the Playground streams through generate
+    assert G.decode_mode(view, 256, fast=True) == "eager"
     model.generation_config.no_repeat_ngram_size = 3  # a logits processor the loop does not apply
     assert not graphdecode.supported(model) and G.decode_mode(model, 1000 * 256, fast=True) == "eager"
     assert G.decode_mode(model, G.COMPILE_FROM_NEW_TOKENS, fast=True) == "inductor"
