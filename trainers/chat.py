@@ -160,6 +160,9 @@ class ChatModel:
             try:
                 if seed is not None:
                     torch.manual_seed(int(seed))
+                if G.decode_mode(self.model, max_new_tokens, sampling=sampling) == "graphs":
+                    self._graph_answer(encoded[0], max_new_tokens, out, stop)
+                    return
                 for _ in G.generate_ids(view, encoded, pad_id=self.tokenizer.pad_token_id, eos=self.eos,
                                         max_new_tokens=max_new_tokens, rows=1, sampling=sampling):
                     pass
@@ -192,6 +195,24 @@ class ChatModel:
             yield answer[len(shown):]
         self.last = {"answer": answer, "new_tokens": G.new_token_count(ids, self.eos),
                      "seconds": round(time.monotonic() - started, 3)}
+
+    def _graph_answer(self, prompt: list[int], max_new_tokens: int, out: queue.Queue, stop: _Stop) -> None:
+        """A greedy answer on a GPU through trainers.graphdecode (the step replayed as a CUDA graph, as an
+        evaluation decodes), each token handed to the reader as it comes; stops when the reader has gone."""
+        from trainers import graphdecode
+
+        device = next(self.model.parameters()).device
+        ids = torch.tensor([prompt], dtype=torch.long, device=device)
+
+        def hand_over(tokens: list[int]) -> bool:
+            out.put(tokens)
+            return not stop.event.is_set()
+
+        try:
+            graphdecode.greedy(self.model, ids, torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                               pad_id=self.tokenizer.pad_token_id, eos=self.eos, on_token=hand_over)
+        finally:
+            out.put(_DONE)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -96,8 +97,12 @@ def _sliding_window_too_short(config, length: int) -> bool:
 
 @torch.no_grad()
 def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int, pad_id: int,
-           eos: list[int] | None, capture: bool = True) -> torch.Tensor:
-    """New token ids (rows x up to max_new_tokens) of greedy decoding from left-padded prompts."""
+           eos: list[int] | None, capture: bool = True,
+           on_token: Callable[[list[int]], bool] | None = None) -> torch.Tensor:
+    """New token ids (rows x up to max_new_tokens) of greedy decoding from left-padded prompts.
+
+    `on_token(tokens)`, when given, gets each step's tokens (one per row) as the step ends, and stops the
+    decoding by returning False (the Playground streams its answer this way; each call waits for the GPU)."""
     from transformers import StaticCache
 
     rows, width = input_ids.shape
@@ -120,6 +125,8 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     first = _penalised(logits, seen, penalty).argmax(-1)
     new[:, 0] = first
     unfinished = ~torch.isin(first, eos_t)
+    if on_token is not None and (not on_token(first.tolist()) or not bool(unfinished.any())):
+        return new[:, :1]
     if max_new_tokens == 1:
         return new
     # the step's inputs and state, updated in place (a graph replays on these very tensors)
@@ -155,7 +162,10 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
             step()
         new[:, k] = out
         done = k + 1
-        if done % CHECK_EVERY == 0 and not bool(unfinished.any()):
+        if on_token is not None:
+            if not on_token(out.tolist()) or not bool(unfinished.any()):
+                break
+        elif done % CHECK_EVERY == 0 and not bool(unfinished.any()):
             break
     return new[:, :_steps_run(new[:, :done], eos_t)]
 
@@ -175,7 +185,7 @@ def _record(step, cache, state: list[torch.Tensor], allowed: torch.Tensor, width
             step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # the Playground decodes in a thread
             step()  # recorded, not run
     finally:
         for t, s in zip(state + counters, saved + saved_counters):

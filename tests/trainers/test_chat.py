@@ -35,8 +35,18 @@ def chat(tmp_path_factory):
     torch.set_num_threads(before)
 
 
-def test_greedy_stream_joins_into_the_generators_answer(chat):
+@pytest.fixture(params=["generate", "graphs"])
+def path(request, monkeypatch):
+    """How a greedy answer is decoded: transformers' generate with its streamer (a CPU; sampling anywhere), or
+    a GPU's default, trainers.graphdecode, here on the CPU without capturing the step."""
+    if request.param == "graphs":
+        monkeypatch.setattr(G, "fast_mode", lambda device: True)
+    return request.param
+
+
+def test_greedy_stream_joins_into_the_generators_answer(chat, path):
     model, records = chat
+    assert G.decode_mode(model.model, 12) == ("graphs" if path == "graphs" else "eager")
     prompts = [r["messages"][:1] for r in records[:4]]
     expected = G.generate(model.model, model.tokenizer, prompts, max_new_tokens=12, batch_size=1)
     for messages, want in zip(prompts, expected):
@@ -85,7 +95,7 @@ def test_memory_is_transformers_footprint_and_the_name_says_base_and_adapter(cha
     assert model.name.startswith("base + ") and model.name.endswith("/adapter")
 
 
-def test_a_stream_closed_early_stops_and_the_model_answers_again(chat):
+def test_a_stream_closed_early_stops_and_the_model_answers_again(chat, path):
     model, records = chat
     messages = records[0]["messages"][:1]
     stream = model.stream(messages, max_new_tokens=4000)
