@@ -72,6 +72,7 @@ def test_workbench_eval_generates_scores_and_matches_the_trainers_greedy_loop(pr
     assert done["items"] == 6 and 0 < done["new_tokens"] <= 6 * 8
     assert 0 < done["first_batch_seconds"] < done["generate_seconds"]
     assert done["compiled"] is False and done["steady_new_tokens_per_s"] == done["new_tokens_per_s"]  # a CPU
+    assert done["decoding"] == "eager"  # generate, as it is: the CPU has no CUDA graphs
     assert done["load_seconds"] + done["prompt_seconds"] + done["generate_seconds"] <= done["seconds"] + 0.02
 
 
