@@ -11,6 +11,17 @@ import sys
 import warnings
 
 
+def no_hub_kernels() -> None:
+    """Models run the code that was installed, never code fetched at load time. transformers 5.2x "kernelizes"
+    every `from_pretrained` model with kernels downloaded from the Hugging Face Hub (kernels-community/rotary,
+    ...) when the `kernels` package is installed, which transformers now requires: on a GPU offline, training
+    failed with "Version 2 of 'kernels-community/rotary' is not available in the local cache" (H100,
+    2026-12-06), and online it would run downloaded code. Off unless the user sets USE_HUB_KERNELS.
+    Set when the `trainers` package is imported, so every model Workbench loads (app, CLI, trainer and
+    generator processes) is covered."""
+    os.environ.setdefault("USE_HUB_KERNELS", "0")
+
+
 def quiet_libraries() -> None:
     """No library progress bars and no FutureWarnings from the ML libraries. Cheap: imports nothing; the
     environment variable is read when huggingface_hub/transformers are first imported."""

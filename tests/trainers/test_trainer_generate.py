@@ -52,6 +52,17 @@ def test_batched_greedy_equals_generate_one_prompt_at_a_time(folders):
         assert all(t == tok.pad_token_id for t in ours[i][len(ref):])  # a finished row is padded
 
 
+def test_a_loaded_model_runs_installed_code_not_kernels_from_the_hub(folders):
+    """transformers 5.2x kernelizes a from_pretrained model with Hub kernels by default (offline on a GPU:
+    "kernels-community/rotary ... not available in the local cache"); importing `trainers` turns that off."""
+    import os
+
+    assert os.environ.get("USE_HUB_KERNELS") == "0"
+    root, _ = folders
+    model, _ = G.load_model(str(root / "base"))
+    assert getattr(model, "use_kernels", False) is False
+
+
 def test_a_merged_adapter_generates_what_the_unmerged_one_does(folders):
     root, prompts = folders
     merged, tok = G.load_model(str(root / "base"), str(root / "adapter"))
