@@ -107,12 +107,12 @@ def fast_mode(device: torch.device) -> bool:
 
 # How the static-cache decoding step runs (WORKBENCH_GENERATE_COMPILE, default "auto"): "graphs" records the
 # uncompiled step once as a CUDA graph and replays it (trainers.graphdecode: greedy only, no compilation),
-# "inductor" is transformers' own choice (Inductor kernels + CUDA graphs: 20-25 s of compilation on a cold
+# "inductor" is transformers' own choice (Inductor kernels + CUDA graphs, 20-45 s of compilation on a cold
 # H100), "eager" runs the step kernel by kernel from Python, "cudagraphs" is torch.compile's CUDA-graph backend
-# (measured slower than eager: kept for comparison). "auto" takes "graphs" for greedy decoding of a model it
-# supports (trainers.graphdecode.supported); otherwise it compiles only a job long enough to win the time back:
-# on an H100, 1,000 prompts x 256 new tokens took 14.0 s eager against 27.4 s compiled (19.5 s of it compiling;
-# bench/RESULTS.md), so the break-even is near 860,000 new tokens.
+# (measured slower than eager: kept for comparison). On an H100, 1,000 prompts x 256 new tokens took 4.1 s with
+# graphs (97,983 new tok/s steady), 9.2 s eager (34,384) and 48.0 s with Inductor (31,446 steady; bench/RESULTS.md).
+# "auto" takes "graphs" for greedy decoding of a model graphdecode supports; otherwise (sampling, other models)
+# it compiles only a job long enough to win the compilation back, from COMPILE_FROM_NEW_TOKENS planned new tokens.
 COMPILE_MODES = ("auto", "graphs", "inductor", "cudagraphs", "eager")
 COMPILE_FROM_NEW_TOKENS = 1_000_000
 
