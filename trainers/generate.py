@@ -179,7 +179,7 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
     Greedy unless `sampling` gives {temperature, top_p}. `rows`: prompts per batch (None: from the device).
     `compile`: how the fast mode compiles its decoding step (COMPILE_MODES; None: the environment's, else auto).
     """
-    from trainers import autobatch
+    from trainers import autobatch, graphdecode
 
     device = next(model.parameters()).device
     fast = fast_mode(device) if fast is None else fast
@@ -199,8 +199,8 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
                       top_p=float(sampling.get("top_p", 1.0)))
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # silence sampling defaults
-    if fast and mode != "graphs":
-        kwargs.update(cache_implementation="static", **compile_kwargs(mode))
+    if fast:
+        kwargs.update(cache_implementation="static", **compile_kwargs("eager" if mode == "graphs" else mode))
     for start in range(0, len(order), rows):
         idx = order[start: start + rows]
         prompts = [encoded[i] for i in idx]
@@ -213,9 +213,7 @@ def generate_ids(model, encoded: list[list[int]], *, pad_id: int, eos: list[int]
             if p:
                 ids[row, width - len(p):] = torch.tensor(p)
                 mask[row, width - len(p):] = 1
-        if mode == "graphs":
-            from trainers import graphdecode
-
+        if mode == "graphs" and graphdecode.fits(model, width + max_new_tokens):
             new = graphdecode.greedy(model, ids.to(device), mask.to(device), max_new_tokens=max_new_tokens,
                                      pad_id=pad_id, eos=eos)
             yield idx, new[: len(idx)].tolist()

@@ -88,11 +88,14 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _sliding_window_too_short(config, length: int) -> bool:
+def fits(model, length: int) -> bool:
+    """Whether a batch of `length` tokens (prompt width + new tokens) can use this loop: its one mask is the
+    full causal one, which a sliding-window model (Mistral's 4,096) only shares up to its window."""
+    config = model.config
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None) or []
     uses_window = window is not None and (not types or "sliding_attention" in types)
-    return bool(uses_window and length > window)
+    return not (uses_window and length > window)
 
 
 @torch.no_grad()
@@ -108,8 +111,10 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     rows, width = input_ids.shape
     device = input_ids.device
     length = width + max_new_tokens
-    if _sliding_window_too_short(model.config, length):
-        raise ValueError("sequence longer than the model's sliding window")
+    if not fits(model, length):
+        raise ValueError(f"{length} tokens is longer than the model's sliding window; decode it with generate")
+    if max_new_tokens < 1:
+        return input_ids.new_zeros((rows, 0))
     cache = StaticCache(config=model.config, max_cache_len=length)
     cache_kw = _cache_kwarg(model)
     mask2d = attention_mask.to(device=device, dtype=torch.long)

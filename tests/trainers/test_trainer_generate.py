@@ -208,3 +208,28 @@ def test_greedy_decoding_takes_the_graph_loop_only_where_it_is_exact(folders, mo
     model.generation_config.no_repeat_ngram_size = None
     model.config._attn_implementation = "eager"  # eager attention adds a float mask, not SDPA's boolean one
     assert not graphdecode.supported(model)
+
+
+@pytest.mark.parametrize("max_new", [4, 20])
+def test_a_sliding_window_model_takes_the_graph_loop_only_within_its_window(lively, max_new):
+    """Mistral with a 16-token window: prompts of up to 12 tokens + 4 new fit the loop's one causal mask; + 20 new
+    do not, and that batch decodes through generate. Both give generate's tokens one prompt at a time."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from trainers import graphdecode
+
+    _, encoded = lively
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                             num_key_value_heads=2, intermediate_size=128, vocab_size=300,
+                                             max_position_embeddings=512, initializer_range=0.3, sliding_window=16,
+                                             attn_implementation="sdpa")).eval()
+    width = max(len(e) for e in encoded)
+    assert graphdecode.fits(model, width + max_new) == (max_new == 4)
+    ours = {}
+    for idx, new in G.generate_ids(model, encoded, pad_id=0, eos=None, max_new_tokens=max_new, rows=7, fast=True):
+        ours.update(zip(idx, new))
+    for i, ids in enumerate(encoded):
+        ref = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)[0, len(ids):].tolist()
+        assert ours[i] == ref, i
