@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from trainers import generate as G
+from trainers import graphdecode
 from trainers.config import ConfigError
 from trainers.supervision import require_template
 
@@ -160,7 +161,8 @@ class ChatModel:
             try:
                 if seed is not None:
                     torch.manual_seed(int(seed))
-                if G.decode_mode(self.model, max_new_tokens, sampling=sampling) == "graphs":
+                if G.decode_mode(self.model, max_new_tokens, sampling=sampling) == "graphs" and \
+                        graphdecode.fits(self.model, len(encoded[0]) + max_new_tokens):
                     self._graph_answer(encoded[0], max_new_tokens, out, stop)
                     return
                 for _ in G.generate_ids(view, encoded, pad_id=self.tokenizer.pad_token_id, eos=self.eos,
@@ -199,8 +201,6 @@ class ChatModel:
     def _graph_answer(self, prompt: list[int], max_new_tokens: int, out: queue.Queue, stop: _Stop) -> None:
         """A greedy answer on a GPU through trainers.graphdecode (the step replayed as a CUDA graph, as an
         evaluation decodes), each token handed to the reader as it comes; stops when the reader has gone."""
-        from trainers import graphdecode
-
         device = next(self.model.parameters()).device
         ids = torch.tensor([prompt], dtype=torch.long, device=device)
 

@@ -51,6 +51,20 @@ def _static_layers_count_themselves() -> bool:
     return "cumulative_length" in getattr(StaticLayer, "__annotations__", {})
 
 
+PLAIN_LAYER_TYPES = {"full_attention", "sliding_attention"}
+
+
+def _penalty_skips_padding() -> bool:
+    """Whether this transformers' generate leaves the prompt's left padding out of the repetition penalty
+    (5.2x: `prompt_ignore_length=padding_lengths`), as the loop does; else a penalty keeps `generate`."""
+    try:
+        from transformers.generation.utils import GenerationMixin
+
+        return "prompt_ignore_length=padding_lengths" in inspect.getsource(GenerationMixin._get_logits_processor)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return False
+
+
 def supported(model) -> bool:
     """A model this loop decodes exactly as `generate` does."""
     config = getattr(model, "config", None)
@@ -62,8 +76,14 @@ def supported(model) -> bool:
         return False  # the boolean mask below is SDPA's; eager attention adds a float mask
     if not _static_layers_count_themselves():
         return False  # older transformers: the cache writes where the caller's cache_position says
+    if not set(getattr(config, "layer_types", None) or ["full_attention"]) <= PLAIN_LAYER_TYPES:
+        return False  # hybrids (linear attention, state-space layers) keep state the loop does not manage
+    if getattr(config, "attention_chunk_size", None):
+        return False  # chunked attention (Llama 4) needs its own mask
     generation = getattr(model, "generation_config", None)
     if generation is not None and not set(generation.to_diff_dict()) <= GREEDY_NEUTRAL:
+        return False
+    if repetition_penalty(model) != 1.0 and not _penalty_skips_padding():
         return False
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
@@ -74,8 +94,8 @@ def repetition_penalty(model) -> float:
 
 
 def _penalised(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """transformers' RepetitionPenaltyLogitsProcessor on float32 scores: every token in `seen` (the prompt with
-    its padding, and what was generated) has its score divided by the penalty (multiplied, when negative)."""
+    """transformers' RepetitionPenaltyLogitsProcessor on float32 scores: every token in `seen` (the prompt without
+    its left padding, and what was generated) has its score divided by the penalty (multiplied, when negative)."""
     scores = logits.float()
     if penalty == 1.0:
         return scores
@@ -123,15 +143,20 @@ def greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
                    logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]
     eos_t = torch.tensor(sorted(set(eos or [])), dtype=torch.long, device=device)
     penalty = repetition_penalty(model)
-    # the tokens so far, for the repetition penalty: slots not yet generated repeat the row's last prompt token
-    # (a duplicate changes nothing); slot width + k - 1 is filled before step k
-    seen = torch.cat([input_ids, input_ids[:, -1:].expand(rows, max_new_tokens)], 1).contiguous()
+    # the tokens so far, for the repetition penalty: the left padding (which generate leaves out: its
+    # prompt_ignore_length) and the slots not yet generated repeat the row's last prompt token (a duplicate
+    # changes nothing); slot width + k - 1 is filled before step k
+    padding = (mask2d != 0).int().argmax(dim=1)  # as generate counts it
+    prompt = torch.where(torch.arange(width, device=device)[None, :] < padding[:, None], input_ids[:, -1:], input_ids)
+    seen = torch.cat([prompt, input_ids[:, -1:].expand(rows, max_new_tokens)], 1).contiguous()
     new = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     first = _penalised(logits, seen, penalty).argmax(-1)
     new[:, 0] = first
     unfinished = ~torch.isin(first, eos_t)
-    if on_token is not None and (not on_token(first.tolist()) or not bool(unfinished.any())):
+    if on_token is not None and not on_token(first.tolist()):
         return new[:, :1]
+    if not bool(unfinished.any()):
+        return new[:, :1]  # every row ended on its first token (generate stops there too)
     if max_new_tokens == 1:
         return new
     # the step's inputs and state, updated in place (a graph replays on these very tensors)
@@ -179,9 +204,13 @@ def _record(step, cache, state: list[torch.Tensor], allowed: torch.Tensor, width
     """A CUDA graph of `step`, after one warm-up run on a side stream (cuBLAS and the allocator settle);
     the warm-up's changes to the state and the cache's counters are undone."""
     saved = [t.clone() for t in state]
-    counters = [layer.cumulative_length for layer in getattr(cache, "layers", [])
-                if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
-    saved_counters = [c.clone() for c in counters]
+    # every counter of the cache layers, tensor or Python number (a sliding layer keeps both); the keys and
+    # values the warm-up wrote at slot `width` are written again by the first real step
+    layers = list(getattr(cache, "layers", []))
+    counters = [(layer, name, value.clone() if isinstance(value, torch.Tensor) else value)
+                for layer in layers for name, value in vars(layer).items()
+                if name not in ("keys", "values") and (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                                       or isinstance(value, torch.Tensor) and value.numel() <= 1)]
     allowed[:, 0, 0, width] = True  # the warm-up's slot: the first step writes it again
     try:
         side = torch.cuda.Stream()
@@ -193,8 +222,13 @@ def _record(step, cache, state: list[torch.Tensor], allowed: torch.Tensor, width
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # the Playground decodes in a thread
             step()  # recorded, not run
     finally:
-        for t, s in zip(state + counters, saved + saved_counters):
+        for t, s in zip(state, saved):
             t.copy_(s)
+        for layer, name, value in counters:
+            if isinstance(value, torch.Tensor):
+                getattr(layer, name).copy_(value)
+            else:
+                setattr(layer, name, value)
     return graph
 
 

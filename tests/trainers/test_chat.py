@@ -124,3 +124,24 @@ def test_an_unloaded_model_says_so(chat):
     with pytest.raises(ConfigError, match="copy was unloaded"):
         other.answer(records[0]["messages"][:1])
     assert model.answer(records[0]["messages"][:1], max_new_tokens=2)["new_tokens"] == 2  # the original still answers
+
+
+def test_a_conversation_longer_than_a_sliding_window_is_answered_through_generate(chat, monkeypatch):
+    """On a GPU a greedy answer takes the graph loop only when prompt + answer fit the model's sliding window
+    (Gemma 3's is 512 tokens); beyond it the answer comes from generate, as the evaluation's does."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from trainers import graphdecode
+
+    base, records = chat
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                             num_key_value_heads=2, intermediate_size=128,
+                                             vocab_size=len(base.tokenizer), max_position_embeddings=512,
+                                             sliding_window=16, attn_implementation="sdpa")).eval()
+    windowed = ChatModel(model, base.tokenizer, name="m", base_model="m")
+    monkeypatch.setattr(G, "fast_mode", lambda device: True)  # as on a GPU
+    messages = records[0]["messages"][:1]
+    assert not graphdecode.fits(model, len(windowed.encode(messages)) + 8)
+    answer = windowed.answer(messages, max_new_tokens=8)
+    assert answer["answer"] == G.generate(model, base.tokenizer, [messages], max_new_tokens=8)[0]

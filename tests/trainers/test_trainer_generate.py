@@ -154,7 +154,8 @@ def test_the_graph_loop_gives_the_tokens_of_generate_and_stops_where_it_does(liv
     """The GPU's default greedy decoding (trainers.graphdecode: the step a GPU records as a CUDA graph, run
     uncaptured on the CPU) against transformers' generate on the same left-padded batch, float32: rows that end
     at different steps, the output cut where the last row ended, finished rows padded, and a repetition penalty
-    in the model's generation_config (Qwen's instruct models ship one; the padding counts as seen, as in generate)."""
+    in the model's generation_config (Qwen's instruct models ship one; generate leaves the prompt's left padding
+    out of it, but counts the padding of a finished row)."""
     from trainers import graphdecode
 
     model, encoded = lively
@@ -163,15 +164,19 @@ def test_the_graph_loop_gives_the_tokens_of_generate_and_stops_where_it_does(liv
     free = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, do_sample=False, pad_token_id=0,
                           eos_token_id=None)[:, ids.shape[1]:]
     eos = sorted({row[2 + i % 6] for i, row in enumerate(free.tolist())})  # every row ends, by step 8
-    for stop in (None, eos):
-        for max_new in (1, 5, 24):
-            ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                                 pad_token_id=0, eos_token_id=stop)[:, ids.shape[1]:]
-            got = graphdecode.greedy(model, ids, mask, max_new_tokens=max_new, pad_id=0, eos=stop)
-            assert got.shape == ref.shape and torch.equal(got, ref), (stop, max_new)
+    liked = max(set(free.flatten().tolist()) - set(eos), key=free.flatten().tolist().count)
+    # padding with a token the model likes: generate leaves the left padding out of the penalty, and so must we
+    for pad in (0, liked):
+        ids, mask = _left_padded(encoded, pad)
+        for stop in (None, eos):
+            for max_new in (1, 5, 24):
+                ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+                                     pad_token_id=pad, eos_token_id=stop)[:, ids.shape[1]:]
+                got = graphdecode.greedy(model, ids, mask, max_new_tokens=max_new, pad_id=pad, eos=stop)
+                assert got.shape == ref.shape and torch.equal(got, ref), (pad, stop, max_new)
     ended = [next((k for k, t in enumerate(row) if t in eos), None) for row in ref.tolist()]
     assert len(set(ended)) > 2 and ref.shape[1] < 24  # rows ended at different steps; the output was cut
-    assert ref[ended.index(min(ended))].tolist()[-1] == 0  # the row that ended first was padded
+    assert ref[ended.index(min(ended))].tolist()[-1] == liked  # the row that ended first was padded
 
 
 def test_generate_ids_on_the_graph_loop_equals_generate_one_prompt_at_a_time(lively):
@@ -233,3 +238,42 @@ def test_a_sliding_window_model_takes_the_graph_loop_only_within_its_window(live
         ref = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, pad_token_id=0,
                              eos_token_id=None)[0, len(ids):].tolist()
         assert ours[i] == ref, i
+
+
+def _family(name: str):
+    import transformers as T
+
+    common = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, vocab_size=300, initializer_range=0.3, attn_implementation="sdpa")
+    makers = {
+        "gemma3": ("Gemma3ForCausalLM", "Gemma3TextConfig", dict(head_dim=16, sliding_window=512)),
+        "qwen3_5": ("Qwen3_5ForCausalLM", "Qwen3_5TextConfig", dict(
+            head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+            linear_value_head_dim=16)),
+        "lfm2": ("Lfm2ForCausalLM", "Lfm2Config", dict(full_attn_idxs=[1, 3])),
+        "llama4": ("Llama4ForCausalLM", "Llama4TextConfig", dict(head_dim=16, attention_chunk_size=8,
+                                                                 intermediate_size_mlp=128, num_local_experts=2)),
+    }
+    model_cls, config_cls, extra = makers[name]
+    if not hasattr(T, model_cls):
+        pytest.skip(f"{model_cls} is not in this transformers")
+    torch.manual_seed(0)
+    return getattr(T, model_cls)(getattr(T, config_cls)(**common, **extra)).eval()
+
+
+@pytest.mark.parametrize("name, takes_it", [("gemma3", True), ("qwen3_5", False), ("lfm2", False),
+                                            ("llama4", False)])
+def test_the_graph_loop_takes_only_models_whose_cache_it_manages(lively, name, takes_it):
+    """Hybrids (linear-attention or convolution layers keep state a replayed step would not restore) and chunked
+    attention (Llama 4: its own mask) keep generate; Gemma 3 (sliding and full layers) takes the loop, exactly."""
+    from trainers import graphdecode
+
+    model = _family(name)
+    _, encoded = lively
+    assert graphdecode.supported(model) is takes_it
+    assert G.decode_mode(model, 12 * len(encoded), fast=True) == ("graphs" if takes_it else "eager")
+    if takes_it:
+        ids, mask = _left_padded(encoded, 0)
+        ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)[:, ids.shape[1]:]
+        assert torch.equal(graphdecode.greedy(model, ids, mask, max_new_tokens=12, pad_id=0, eos=None), ref)
