@@ -15,14 +15,16 @@ the graph updates in place:
   attends to the cache slots set in `allowed` (its prompt and what it generated: a 4D boolean mask, which
   every model's mask builder passes through as is); the cache writes its key/value at its own counter
   (transformers' StaticLayer `cumulative_length`, a device tensor); argmax; rows that have finished get
-  `pad_id` (as `generate`); a row finishes at its first end-of-sequence token;
+  `pad_id` (as `generate`); a row finishes at its first end-of-sequence token; a repetition penalty in the
+  generation config is applied as transformers' processor does (the prompt's left padding left out);
 - the loop stops when every row has finished (checked every `CHECK_EVERY` steps: each check waits for the
   GPU) or at max_new_tokens; the result is cut to the step where the last row finished, as `generate`'s is.
 
 `capture=False` runs the same step without a graph (the CPU tests compare it with `model.generate` token
 for token in float32; tests/trainers/test_trainer_gpu.py compares the graph on a GPU). `supported` says
-whether a model can take this path: a plain (merged) model with SDPA attention and a static cache that
-counts its own length; anything else keeps `generate`.
+whether a model can take this path: a plain (merged) model with SDPA attention, only full or sliding
+attention layers (no linear-attention or state-space hybrids, no chunked attention) and a static cache that
+counts its own length; `fits` whether a batch stays within a sliding window. Anything else keeps `generate`.
 """
 
 from __future__ import annotations
