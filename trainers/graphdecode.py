@@ -29,6 +29,7 @@ counts its own length; `fits` whether a batch stays within a sliding window. Any
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable
@@ -45,6 +46,7 @@ GREEDY_NEUTRAL = {"do_sample", "temperature", "top_p", "top_k", "min_p", "typica
                   "repetition_penalty", "_from_model_config"}
 
 
+@functools.cache  # a property of the installed transformers: looked up once a process
 def _static_layers_count_themselves() -> bool:
     try:
         from transformers.cache_utils import StaticLayer
@@ -56,6 +58,7 @@ def _static_layers_count_themselves() -> bool:
 PLAIN_LAYER_TYPES = {"full_attention", "sliding_attention"}
 
 
+@functools.cache  # reads transformers' source: once a process, not at every answer
 def _penalty_skips_padding() -> bool:
     """Whether this transformers' generate leaves the prompt's left padding out of the repetition penalty
     (5.2x: `prompt_ignore_length=padding_lengths`), as the loop does; else a penalty keeps `generate`."""
